@@ -1,0 +1,1 @@
+"""The shared currency domain: members, ledger, lots, and (later) rules, tiers, rewards."""

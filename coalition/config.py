@@ -1,0 +1,36 @@
+"""Settings read from the environment (prefix ``COALITION_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COALITION_", env_file=".env", extra="ignore")
+
+    # Unset: an embedded PostgreSQL is started under data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path(".coalition")
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Connections the API keeps for ledger writes (asyncpg) and for CRUD (SQLAlchemy).
+    ledger_pool_size: int = 8
+    orm_pool_size: int = 5
+    access_token_ttl_seconds: int = 3600
+    # How long a verified bearer token is trusted without asking the database again.
+    token_cache_seconds: int = 5
+    idempotency_retention_hours: int = 72
+    log_level: str = "INFO"
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

