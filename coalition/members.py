@@ -1,0 +1,140 @@
+"""Member enrolment and lookup. A member is one coalition-wide identity; partners see
+only the members linked to them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.cards import new_card_number
+from coalition.errors import Conflict
+from coalition.models import Account, Member, MemberLink
+
+
+@dataclass(frozen=True)
+class LinkedMember:
+    member: Member
+    customer_id: str | None
+    linked_at: datetime
+
+
+async def _create_member(session: AsyncSession, email: str, name: str | None) -> Member | None:
+    """Insert a member with its wallet; None when the email is already taken."""
+    for _ in range(5):
+        try:
+            async with session.begin_nested():
+                member_id = await session.scalar(
+                    insert(Member)
+                    .values(email=email, name=name, card_number=new_card_number())
+                    .on_conflict_do_nothing(index_elements=[text("lower(email)")])
+                    .returning(Member.id)
+                )
+                if member_id is None:
+                    return None
+                session.add(
+                    Account(
+                        code=f"member:{member_id}",
+                        kind="member_wallet",
+                        member_id=member_id,
+                        balance=0,
+                        lower_bound=0,
+                    )
+                )
+                await session.flush()
+        except IntegrityError as exc:  # a card number collision: draw another one
+            if "card_number" not in str(exc.orig):
+                raise
+            continue
+        return await session.get_one(Member, member_id)
+    raise RuntimeError("could not allocate a unique card number")
+
+
+async def enroll(
+    session: AsyncSession,
+    partner_id: uuid.UUID,
+    email: str,
+    name: str | None,
+    customer_id: str | None,
+) -> tuple[LinkedMember, bool]:
+    """Create the member, or link the existing member with this email to the partner.
+    Returns the member as the partner sees it and whether it was newly created."""
+    created = True
+    member = await _create_member(session, email, name)
+    if member is None:
+        created = False
+        member = (
+            await session.scalars(select(Member).where(func.lower(Member.email) == email.lower()))
+        ).one()
+
+    if customer_id is not None:
+        holder = await session.scalar(
+            select(MemberLink.member_id).where(
+                MemberLink.partner_id == partner_id, MemberLink.customer_id == customer_id
+            )
+        )
+        if holder is not None and holder != member.id:
+            raise Conflict(
+                "customer-id-taken",
+                "Customer id already linked",
+                "Another member is already linked to your partner account with this customer id.",
+                field="partner_customer_id",
+            )
+
+    await session.execute(
+        insert(MemberLink)
+        .values(partner_id=partner_id, member_id=member.id, customer_id=customer_id)
+        .on_conflict_do_nothing()
+    )
+    link = await session.get_one(MemberLink, (partner_id, member.id))
+    if customer_id is not None and link.customer_id != customer_id:
+        if link.customer_id is not None:
+            raise Conflict(
+                "member-already-linked",
+                "Member already linked with another customer id",
+                f"This member is linked to your account as customer {link.customer_id!r}.",
+                field="partner_customer_id",
+            )
+        link.customer_id = customer_id
+        await session.flush()
+    return LinkedMember(member, link.customer_id, link.created_at), created
+
+
+def _visible_members(partner_id: uuid.UUID):
+    return (
+        select(Member, MemberLink.customer_id, MemberLink.created_at)
+        .join(MemberLink, MemberLink.member_id == Member.id)
+        .where(MemberLink.partner_id == partner_id)
+    )
+
+
+async def get_visible(
+    session: AsyncSession, partner_id: uuid.UUID, member_id: uuid.UUID
+) -> LinkedMember | None:
+    query = _visible_members(partner_id).where(Member.id == member_id)
+    row = (await session.execute(query)).first()
+    return LinkedMember(*row) if row else None
+
+
+async def list_visible(
+    session: AsyncSession,
+    partner_id: uuid.UUID,
+    *,
+    customer_id: str | None = None,
+    card_number: str | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = 50,
+) -> list[LinkedMember]:
+    query = _visible_members(partner_id).order_by(Member.id).limit(limit)
+    if customer_id is not None:
+        query = query.where(MemberLink.customer_id == customer_id)
+    if card_number is not None:
+        query = query.where(Member.card_number == card_number)
+    if after is not None:
+        query = query.where(Member.id > after)
+    return [LinkedMember(*row) for row in (await session.execute(query)).all()]

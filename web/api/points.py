@@ -1,0 +1,104 @@
+"""Earning, redemption and reversal: each one call to the ledger's SQL functions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, PathParameter
+
+from coalition.ledger import Ledger, PostingRequest, PostingResult
+from tenants.auth import PartnerPrincipal
+from web.api.schemas import EarnPoints, IdempotencyKey, PostingOut, RedeemPoints, ReverseTransaction
+from web.idempotency import request_hash, stored_response
+from web.security import requires_scope
+
+IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
+LedgerDep = NamedDependency[Ledger]
+CREATED = {201: ResponseSpec(data_container=PostingOut, description="Posted")}
+
+
+def _respond(result: PostingResult) -> Response:
+    return stored_response(result.status, result.body)
+
+
+def _posting(request: Request, data: EarnPoints, key: str) -> PostingRequest:
+    principal: PartnerPrincipal = request.user
+    return PostingRequest(
+        partner_id=principal.partner_id,
+        member_id=data.member_id,
+        points=data.points,
+        actor=principal.actor,
+        order_id=data.order_id,
+        description=data.description,
+        metadata=data.metadata,
+        idempotency_key=key,
+        request_hash=request_hash(request, data),
+    )
+
+
+class PointsController(Controller):
+    path = "/"
+    tags = ["Points"]
+    guards = [requires_scope]
+
+    @post(
+        "/earn",
+        opt={"scopes": ["points:earn"]},
+        status_code=201,
+        responses=CREATED,
+        summary="Issue points to a member at your brand",
+    )
+    async def earn(
+        self, request: Request, data: JSONBody[EarnPoints], ledger: LedgerDep,
+        idempotency_key: IdempotencyHeader,
+    ) -> Response:
+        return _respond(await ledger.earn(_posting(request, data, idempotency_key)))
+
+    @post(
+        "/redemptions",
+        opt={"scopes": ["points:redeem"]},
+        status_code=201,
+        responses=CREATED,
+        summary="Redeem a member's points at your brand",
+        description="Consumes the member's lots first-expiring first. An insufficient "
+        "balance is a 422 problem of type /problems/insufficient-points.",
+    )
+    async def redeem(
+        self, request: Request, data: JSONBody[RedeemPoints], ledger: LedgerDep,
+        idempotency_key: IdempotencyHeader,
+    ) -> Response:
+        return _respond(await ledger.redeem(_posting(request, data, idempotency_key)))
+
+    @post(
+        "/transactions/{transaction_id:int}/reversal",
+        status_code=201,
+        responses=CREATED,
+        summary="Reverse your own earn or redemption, fully or partly",
+        description="Omit `points` to reverse what remains of the transaction. Reversing an "
+        "earn needs points:earn; reversing a redemption needs points:redeem.",
+    )
+    async def reverse(
+        self,
+        request: Request,
+        transaction_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
+        ledger: LedgerDep,
+        idempotency_key: IdempotencyHeader,
+        data: JSONBody[ReverseTransaction | None] = None,
+    ) -> Response:
+        principal: PartnerPrincipal = request.user
+        data = data or ReverseTransaction()
+        allowed = [k for k in ("earn", "redeem") if f"points:{k}" in principal.scopes]
+        result = await ledger.reverse(
+            partner_id=principal.partner_id,
+            entry_id=transaction_id,
+            points=data.points,
+            description=data.description,
+            actor=principal.actor,
+            allowed_kinds=allowed,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(request, data),
+        )
+        return _respond(result)

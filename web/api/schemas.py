@@ -1,0 +1,125 @@
+"""Request and response bodies of the partner API (msgspec structs).
+
+Requests reject unknown fields; points are positive integers up to 10^12."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
+
+MAX_POINTS = 10**12
+Points = Annotated[int, Meta(gt=0, le=MAX_POINTS, description="Whole points, 1 to 10^12")]
+OrderId = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=500)]
+Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+CustomerId = Annotated[str, Meta(min_length=1, max_length=200)]
+IdempotencyKey = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Unique per write; a retry with the same key and body replays the first "
+        "response.",
+    ),
+]
+
+
+class Request(Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class EnrollMember(Request):
+    email: Email
+    name: Name | None = None
+    partner_customer_id: CustomerId | None = None
+
+
+class EarnPoints(Request):
+    member_id: uuid.UUID
+    points: Points
+    order_id: OrderId | None = None
+    description: Description | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class RedeemPoints(EarnPoints):
+    pass
+
+
+class ReverseTransaction(Request):
+    points: Points | None = None
+    description: Description | None = None
+
+
+class MemberOut(Struct):
+    id: uuid.UUID
+    email: str
+    name: str | None
+    status: str
+    card_number: str
+    partner_customer_id: str | None
+    linked_at: datetime
+    created_at: datetime
+
+
+class MemberPage(Struct):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+class BalanceOut(Struct):
+    member_id: uuid.UUID
+    available: int
+    pending: int
+    lifetime_earned: int
+    lifetime_redeemed: int
+
+
+class BalanceSnapshot(Struct):
+    available: int
+
+
+class PostingOut(Struct):
+    id: int
+    kind: str
+    member_id: uuid.UUID
+    points: int
+    order_id: str | None
+    description: str | None
+    created_at: datetime
+    balance: BalanceSnapshot
+    metadata: dict[str, Any] | None = None
+    expires_at: datetime | None = None
+    reverses: int | None = None
+
+
+class PartnerRef(Struct):
+    name: str
+    id: uuid.UUID | None = None
+
+
+class TransactionOut(Struct):
+    """A member's transaction. Another brand's appear with `own: false` and only
+    brand name, kind, points and date."""
+
+    own: bool
+    kind: str
+    points: int
+    partner: PartnerRef
+    created_at: datetime
+    id: int | None = None
+    order_id: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    reverses: int | None = None
+    occurred_at: datetime | None = None
+
+
+class TransactionPage(Struct):
+    items: list[TransactionOut]
+    next_cursor: str | None

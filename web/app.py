@@ -1,0 +1,176 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import anyio
+import msgspec
+import sqlalchemy
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import NotFoundException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.params import FromPath
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.template import TemplateConfig
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import sessionmaker
+
+from coalition.config import Settings, get_settings
+from coalition.db import (
+    DatabaseUrl,
+    create_engine,
+    create_ledger_pool,
+    create_sessionmaker,
+    resolve_database_url,
+)
+from coalition.ledger import Ledger
+from tenants.auth import TokenVerifier
+from tenants.oauth import CoalitionAuthorizationServer, FormRequest
+from tenants.service import PARTNER_SCOPES
+from web.api.members import MemberController
+from web.api.points import PointsController
+from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
+from web.security import BearerTokenMiddleware
+
+log = logging.getLogger(__name__)
+HERE = os.path.dirname(__file__)
+UTC_SESSION = {"timezone": "UTC"}
+
+
+async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    async with state.sessionmaker() as session:
+        yield session
+
+
+def provide_ledger(state: State) -> Ledger:
+    return state.ledger
+
+
+@get("/health", tags=["Operations"], summary="Liveness and database check")
+async def health(state: State) -> Response:
+    try:
+        with anyio.fail_after(2):
+            await state.pool.fetchval("SELECT 1")
+    except Exception:
+        return problem(503, "service-unavailable", "The database is not answering.")
+    return Response({"status": "ok", "database": "ok"})
+
+
+@post("/oauth/token", tags=["OAuth 2.0"], status_code=200,
+      summary="Issue an access token (client_credentials)",
+      description="RFC 6749 section 4.4. Authenticate with client_secret_basic or "
+      "client_secret_post. Errors follow RFC 6749 section 5.2.")
+async def oauth_token(request: Request, state: State) -> Response:
+    form = await request.form()
+    oauth_request = FormRequest(
+        request.method, str(request.url), request.headers,
+        list(form.multi_items()), list(request.query_params.multi_items()),
+    )
+    server: CoalitionAuthorizationServer = state.oauth_server
+    status, body, headers = await anyio.to_thread.run_sync(
+        server.create_token_response, oauth_request
+    )
+    return Response(content=msgspec.json.encode(body), status_code=status,
+                    headers=dict(headers), media_type="application/json")
+
+
+@get("/problems/{slug:str}", include_in_schema=False)
+async def problem_type(slug: FromPath[str]) -> Template:
+    if slug not in PROBLEM_TYPES:
+        raise NotFoundException(f"No problem type {slug!r}.")
+    title, explanation = PROBLEM_TYPES[slug]
+    return Template("problem.html", context={"slug": slug, "title": title,
+                                             "explanation": explanation})
+
+
+@get("/", include_in_schema=False)
+async def index(state: State) -> Template:
+    counts = await state.pool.fetchrow(
+        "SELECT (SELECT count(*) FROM partners) AS partners,"
+        " (SELECT count(*) FROM members) AS members,"
+        " (SELECT count(*) FROM journal_entries) AS entries"
+    )
+    return Template("index.html", context={"counts": dict(counts), "scopes": PARTNER_SCOPES})
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Coalition partner API",
+        version="1",
+        description="Issue, redeem and reverse coalition points; enrol and look up members. "
+        "Every POST under /api/v1 takes an Idempotency-Key header. Errors are RFC 9457 "
+        "problem documents.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "partner": SecurityScheme(
+                    type="oauth2",
+                    flows=OAuthFlows(
+                        client_credentials=OAuthFlow(token_url="/oauth/token",  # noqa: S106
+                                                     scopes=PARTNER_SCOPES)
+                    ),
+                )
+            }
+        ),
+    )
+
+
+def create_app(
+    settings: Settings | None = None, database_url: DatabaseUrl | None = None
+) -> Litestar:
+    settings = settings or get_settings()
+    if settings.env != "production":
+        # Authlib refuses plain http outside loopback; production runs behind TLS.
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        url = database_url or resolve_database_url(settings.database_url, settings.data_dir)
+        engine = create_engine(url, settings.orm_pool_size, server_settings=UTC_SESSION)
+        pool = await create_ledger_pool(url, settings.ledger_pool_size, server_settings=UTC_SESSION)
+        sync_engine = sqlalchemy.create_engine(url.sqlalchemy_sync, pool_size=2,
+                                               connect_args={"options": "-c timezone=UTC"})
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.pool = pool
+        app.state.ledger = Ledger(pool)
+        app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
+        app.state.oauth_server = CoalitionAuthorizationServer(
+            sessionmaker(sync_engine, expire_on_commit=False), settings.access_token_ttl_seconds
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+            await engine.dispose()
+            sync_engine.dispose()
+
+    api = Router(
+        path="/api/v1",
+        route_handlers=[MemberController, PointsController],
+        middleware=[DefineMiddleware(BearerTokenMiddleware)],
+        security=[{"partner": []}],
+    )
+    return Litestar(
+        route_handlers=[health, oauth_token, problem_type, index, api],
+        lifespan=[lifespan],
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "ledger": Provide(provide_ledger, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=_openapi(),
+        template_config=TemplateConfig(directory=os.path.join(HERE, "templates"),
+                                       engine=JinjaTemplateEngine),
+        debug=False,
+    )

@@ -1,0 +1,129 @@
+"""RFC 9457 problem documents for every error the HTTP API returns."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+
+from coalition.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# slug -> (title, explanation). Served as documentation at /problems/{slug}.
+PROBLEM_TYPES: dict[str, tuple[str, str]] = {
+    "validation-error": ("Invalid request", "A field is missing, malformed, out of range or unknown. `errors` names each field."),
+    "malformed-json": ("Malformed JSON", "The request body is not valid JSON."),
+    "unauthorized": ("Authentication required", "Send `Authorization: Bearer <token>` with a token from POST /oauth/token."),
+    "forbidden": ("Forbidden", "The credentials are valid but do not allow this action."),
+    "insufficient-scope": ("Insufficient scope", "The access token lacks the OAuth scope this route requires."),
+    "partner-not-active": ("Partner not active", "The partner account is suspended or not yet active; its API access is blocked."),
+    "not-found": ("Not found", "No such resource, or it belongs to another partner."),
+    "member-not-found": ("Member not found", "No member with this id is linked to your partner account."),
+    "member-not-active": ("Member is not active", "The member's account is blocked or closed."),
+    "transaction-not-found": ("Transaction not found", "No transaction with this id was posted by your partner account."),
+    "insufficient-points": ("Insufficient points", "The member's available balance is lower than the points requested."),
+    "not-reversible": ("Transaction cannot be reversed", "Only earn and redeem transactions can be reversed."),
+    "already-reversed": ("Transaction already reversed", "The transaction has been reversed in full."),
+    "reversal-exceeds-original": ("Reversal exceeds the original", "The points to reverse exceed what remains of the transaction."),
+    "points-already-spent": ("Points already spent", "The member already spent the earned points, so they cannot be taken back."),
+    "idempotency-key-mismatch": ("Idempotency key reused with a different request", "Each Idempotency-Key belongs to one request body; use a new key for a new request."),
+    "idempotency-key-reused": ("Idempotency key already used", "The key was used for an earlier write whose stored response expired."),
+    "customer-id-taken": ("Customer id already linked", "Another member uses this customer id at your brand."),
+    "member-already-linked": ("Member already linked with another customer id", "The member is linked to your brand under a different customer id."),
+    "method-not-allowed": ("Method not allowed", "The route exists but not for this HTTP method."),
+    "service-unavailable": ("Service unavailable", "A dependency (the database) is not answering."),
+    "internal-error": ("Internal error", "An unexpected error; it has been logged."),
+}
+
+
+def problem(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {
+        "type": f"/problems/{slug}",
+        "title": title or PROBLEM_TYPES.get(slug, ("Error", ""))[0],
+        "status": status,
+        "detail": detail,
+        **{key: value for key, value in extra.items() if value is not None},
+    }
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(item.get("message", ""))
+        field = item.get("key") or ""
+        if match := _UNKNOWN_FIELD.search(message):
+            prefix = _AT_PATH.search(message)
+            field = ".".join(part for part in ((prefix.group(1) if prefix else ""), match.group(1)) if part)
+        elif not field and (match := _AT_PATH.search(message)):
+            field = match.group(1)
+        errors.append({"field": field, "message": message, "in": item.get("source", "body")})
+    return errors
+
+
+def handle_validation(request: Request, exc: ValidationException) -> Response:
+    errors = _field_errors(exc)
+    if not errors and "json" in str(exc.detail).lower():
+        return problem(400, "malformed-json", str(exc.detail))
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or str(exc.detail)
+    return problem(
+        400, "validation-error", detail,
+        field=errors[0]["field"] if errors else None, errors=errors or None,
+    )
+
+
+def handle_domain_error(request: Request, exc: DomainError) -> Response:
+    return problem(exc.status, exc.slug, exc.detail, title=exc.title, field=exc.field, **exc.extra)
+
+
+_STATUS_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+                 503: "service-unavailable"}
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="coalition"')
+    slug = (exc.extra or {}).get("slug") if isinstance(exc.extra, dict) else None
+    return problem(status, slug or _STATUS_SLUGS.get(status, "error"), str(exc.detail),
+                   headers=headers or None)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "internal-error", "An unexpected error occurred; it has been logged.")
+
+
+EXCEPTION_HANDLERS = {
+    ValidationException: handle_validation,
+    DomainError: handle_domain_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
