@@ -67,8 +67,9 @@ def problem(
     )
 
 
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 _AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
 def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
@@ -76,7 +77,7 @@ def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", ""))
         field = item.get("key") or ""
-        if match := _UNKNOWN_FIELD.search(message):
+        if match := _NAMED_FIELD.search(message):
             prefix = _AT_PATH.search(message)
             field = ".".join(part for part in ((prefix.group(1) if prefix else ""), match.group(1)) if part)
         elif not field and (match := _AT_PATH.search(message)):
@@ -87,6 +88,8 @@ def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
 
 def handle_validation(request: Request, exc: ValidationException) -> Response:
     errors = _field_errors(exc)
+    if not errors and (match := _MISSING_PARAMETER.search(str(exc.detail))):
+        errors = [{"field": match.group(2), "message": str(exc.detail), "in": match.group(1)}]
     if not errors and "json" in str(exc.detail).lower():
         return problem(400, "malformed-json", str(exc.detail))
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or str(exc.detail)

@@ -36,10 +36,9 @@ def requires_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> Non
     principal: PartnerPrincipal = connection.user
     missing = [s for s in handler.opt.get("scopes", ()) if s not in principal.scopes]
     if missing:
+        needed = " ".join(missing)
         raise PermissionDeniedException(
             f"This route needs the scope {' '.join(missing)}.",
             extra={"slug": "insufficient-scope"},
-            headers={
-                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(missing)}"'
-            },
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
         )

@@ -391,9 +391,9 @@ BEGIN
     IF orig.kind = 'earn' THEN
         INSERT INTO postings (entry_id, account_id, amount)
         VALUES (v_entry, v_wallet, -v_points), (v_entry, v_partner_account, v_points);
-        UPDATE lots SET remaining = remaining - v_points,
-                        status = CASE WHEN remaining = v_points THEN 'cancelled' ELSE status END
-         WHERE id = v_lot.id;
+        UPDATE lots l SET remaining = l.remaining - v_points,
+                          status = CASE WHEN l.remaining = v_points THEN 'cancelled' ELSE l.status END
+         WHERE l.id = v_lot.id;
         INSERT INTO lot_movements (lot_id, entry_id, kind, points)
         VALUES (v_lot.id, v_entry, 'cancel', v_points);
     ELSE
@@ -411,9 +411,9 @@ BEGIN
              ORDER BY min(m.id) DESC
         LOOP
             v_take := least(v_lot.net, v_left);
-            UPDATE lots SET remaining = remaining + v_take,
-                            status = CASE WHEN status = 'spent' THEN 'active' ELSE status END
-             WHERE id = v_lot.lot_id;
+            UPDATE lots l SET remaining = l.remaining + v_take,
+                              status = CASE WHEN l.status = 'spent' THEN 'active' ELSE l.status END
+             WHERE l.id = v_lot.lot_id;
             INSERT INTO lot_movements (lot_id, entry_id, kind, points)
             VALUES (v_lot.lot_id, v_entry, 'unspend', -v_take);
             v_left := v_left - v_take;

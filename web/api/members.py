@@ -25,6 +25,7 @@ from web.api.schemas import (
     MemberPage,
     TransactionOut,
     TransactionPage,
+    strict_body,
 )
 from web.idempotency import request_hash, run_idempotent
 from web.security import requires_scope
@@ -80,6 +81,7 @@ class MemberController(Controller):
         idempotency_key: Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")],
     ) -> Response[MemberOut]:
         principal: PartnerPrincipal = request.user
+        data = await strict_body(request, EnrollMember)
 
         async def action() -> tuple[int, MemberOut]:
             linked, created = await members.enroll(

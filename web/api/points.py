@@ -11,7 +11,14 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from coalition.ledger import Ledger, PostingRequest, PostingResult
 from tenants.auth import PartnerPrincipal
-from web.api.schemas import EarnPoints, IdempotencyKey, PostingOut, RedeemPoints, ReverseTransaction
+from web.api.schemas import (
+    EarnPoints,
+    IdempotencyKey,
+    PostingOut,
+    RedeemPoints,
+    ReverseTransaction,
+    strict_body,
+)
 from web.idempotency import request_hash, stored_response
 from web.security import requires_scope
 
@@ -55,6 +62,7 @@ class PointsController(Controller):
         self, request: Request, data: JSONBody[EarnPoints], ledger: LedgerDep,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
+        data = await strict_body(request, EarnPoints)
         return _respond(await ledger.earn(_posting(request, data, idempotency_key)))
 
     @post(
@@ -70,6 +78,7 @@ class PointsController(Controller):
         self, request: Request, data: JSONBody[RedeemPoints], ledger: LedgerDep,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
+        data = await strict_body(request, RedeemPoints)
         return _respond(await ledger.redeem(_posting(request, data, idempotency_key)))
 
     @post(
@@ -89,7 +98,7 @@ class PointsController(Controller):
         data: JSONBody[ReverseTransaction | None] = None,
     ) -> Response:
         principal: PartnerPrincipal = request.user
-        data = data or ReverseTransaction()
+        data = await strict_body(request, ReverseTransaction, ReverseTransaction())
         allowed = [k for k in ("earn", "redeem") if f"points:{k}" in principal.scopes]
         result = await ledger.reverse(
             partner_id=principal.partner_id,

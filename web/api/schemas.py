@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import msgspec
+from litestar import Request as HttpRequest
+from litestar.exceptions import ValidationException
 from msgspec import Meta, Struct
+
+T = TypeVar("T")
 
 MAX_POINTS = 10**12
 Points = Annotated[int, Meta(gt=0, le=MAX_POINTS, description="Whole points, 1 to 10^12")]
@@ -123,3 +128,17 @@ class TransactionOut(Struct):
 class TransactionPage(Struct):
     items: list[TransactionOut]
     next_cursor: str | None
+
+
+async def strict_body(request: HttpRequest, schema: type[T], default: T | None = None) -> T:
+    """Decode the (cached) request body strictly. Litestar converts bodies leniently,
+    which would accept "10" or 10.0 as points; money and points must be exact integers."""
+    raw = await request.body()
+    if not raw.strip() and default is not None:
+        return default
+    try:
+        return msgspec.json.decode(raw, type=schema, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(
+            str(exc), extra=[{"message": str(exc), "key": "", "source": "body"}]
+        ) from exc

@@ -1,0 +1,214 @@
+"""Earn, redeem and reverse through the API; balances, history and problem bodies."""
+
+import asyncio
+
+from tests.helpers import new_key
+
+
+async def test_earn_response_and_balance(partner):
+    member = await partner.enroll()
+    response = await partner.earn(member, 120, order_id="ORD-1", description="Purchase",
+                                  metadata={"store": "Kraków"})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["kind"] == "earn" and body["points"] == 120 and body["order_id"] == "ORD-1"
+    assert isinstance(body["id"], int)
+    assert body["balance"] == {"available": 120}
+    assert body["expires_at"] is not None
+    balance = await partner.balance(member)
+    assert balance == {"member_id": member, "available": 120, "pending": 0,
+                       "lifetime_earned": 120, "lifetime_redeemed": 0}
+
+
+async def test_insufficient_points_is_a_422_problem_and_changes_nothing(partner, db):
+    member = await partner.enroll()
+    await partner.earn(member, 50)
+    before = await db.fetchval("SELECT count(*) FROM journal_entries")
+    response = await partner.redeem(member, 51)
+    assert response.status_code == 422
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["type"].endswith("insufficient-points")
+    assert problem["available"] == 50 and problem["requested"] == 51
+    assert problem["field"] == "points"
+    assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
+    assert (await partner.balance(member))["available"] == 50
+
+
+async def test_redemption_consumes_lots_first_expiring_first(partner, other_partner, db):
+    member = await partner.enroll(email="fefo@example.com")
+    await other_partner.enroll(email="fefo@example.com")
+    first = (await partner.earn(member, 40)).json()["id"]
+    second = (await other_partner.earn(member, 60)).json()["id"]
+    # Make the second lot expire sooner: it must be consumed first.
+    await db.execute("UPDATE lots SET expires_at = now() + interval '1 day' WHERE entry_id = $1",
+                     second)
+    redemption = await partner.redeem(member, 70)
+    assert redemption.status_code == 201
+    rows = await db.fetch(
+        "SELECT l.entry_id, m.points FROM lot_movements m JOIN lots l ON l.id = m.lot_id"
+        " WHERE m.entry_id = $1 ORDER BY m.id", redemption.json()["id"])
+    assert [(r["entry_id"], r["points"]) for r in rows] == [(second, 60), (first, 10)]
+
+
+async def test_full_and_partial_reversal_of_earn(partner):
+    member = await partner.enroll()
+    earn = (await partner.earn(member, 70, order_id="R-1")).json()
+    half = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal", {"points": 35})
+    assert half.status_code == 201, half.text
+    assert half.json()["points"] == 35 and half.json()["reverses"] == earn["id"]
+    assert half.json()["balance"] == {"available": 35}
+    too_much = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal", {"points": 36})
+    assert too_much.status_code == 422
+    assert too_much.json()["type"] == "/problems/reversal-exceeds-original"
+    rest = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal")
+    assert rest.json()["points"] == 35
+    again = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal")
+    assert again.json()["type"] == "/problems/already-reversed"
+    balance = await partner.balance(member)
+    assert balance["available"] == 0 and balance["lifetime_earned"] == 0
+
+
+async def test_spent_points_cannot_be_reversed_from_earn(partner):
+    member = await partner.enroll()
+    earn = (await partner.earn(member, 100)).json()
+    await partner.redeem(member, 80)
+    response = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal")
+    assert response.status_code == 422
+    assert response.json()["type"] == "/problems/points-already-spent"
+    assert response.json()["reversible"] == 20
+    ok = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal", {"points": 20})
+    assert ok.status_code == 201
+
+
+async def test_reversal_of_redemption_restores_points(partner, db):
+    member = await partner.enroll()
+    await partner.earn(member, 100)
+    redemption = (await partner.redeem(member, 60)).json()
+    back = await partner.post(f"/api/v1/transactions/{redemption['id']}/reversal", {"points": 25})
+    assert back.status_code == 201
+    assert back.json()["balance"] == {"available": 65}
+    balance = await partner.balance(member)
+    assert balance["lifetime_redeemed"] == 35
+    remaining = await db.fetchval("SELECT sum(remaining) FROM lots WHERE member_id = $1", member)
+    assert remaining == 65
+
+
+async def test_reversal_of_another_partners_transaction_is_not_found(partner, other_partner):
+    member = await partner.enroll()
+    earn = (await partner.earn(member, 10)).json()
+    response = await other_partner.post(f"/api/v1/transactions/{earn['id']}/reversal")
+    assert response.status_code == 404
+    assert response.json()["type"] == "/problems/transaction-not-found"
+    assert (await partner.balance(member))["available"] == 10
+
+
+async def test_earning_for_unlinked_member_is_not_found(partner, other_partner):
+    member = await partner.enroll()
+    response = await other_partner.earn(member, 10)
+    assert response.status_code == 404
+    assert response.json()["field"] == "member_id"
+
+
+async def test_history_redacts_other_brands(partner, other_partner):
+    member = await partner.enroll(email="history@example.com")
+    await other_partner.enroll(email="history@example.com")
+    await partner.earn(member, 30, order_id="MINE", metadata={"a": 1})
+    await other_partner.earn(member, 20, order_id="THEIRS", metadata={"secret": True})
+    page = (await partner.get(f"/api/v1/members/{member}/transactions")).json()
+    theirs, mine = page["items"]
+    assert mine["own"] and mine["order_id"] == "MINE" and mine["metadata"] == {"a": 1}
+    assert theirs == {"own": False, "kind": "earn", "points": 20,
+                      "partner": {"name": "Other Brand", "id": None},
+                      "created_at": theirs["created_at"], "id": None, "order_id": None,
+                      "description": None, "metadata": None, "reverses": None,
+                      "occurred_at": None}
+    raw = (await partner.get(f"/api/v1/members/{member}/transactions")).text
+    assert "THEIRS" not in raw and "secret" not in raw
+    assert (await partner.balance(member))["available"] == 50
+
+
+async def test_history_cursor_pagination(partner):
+    member = await partner.enroll()
+    for points in range(1, 8):
+        await partner.earn(member, points)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = (await partner.get(f"/api/v1/members/{member}/transactions", params=params)).json()
+        seen += [item["points"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+
+
+async def test_points_validation(partner, db):
+    member = await partner.enroll()
+    before = await db.fetchval("SELECT count(*) FROM journal_entries")
+    for bad in (0, -5, 10**12 + 1, 1.5, "10", True, None):
+        response = await partner.earn(member, bad)
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["field"] == "points", response.json()
+    unknown = await partner.post("/api/v1/earn", {"member_id": member, "points": 1, "bonus": 1})
+    assert unknown.status_code == 400 and unknown.json()["field"] == "bonus"
+    bad_member = await partner.post("/api/v1/earn", {"member_id": "nope", "points": 1})
+    assert bad_member.status_code == 400 and bad_member.json()["field"] == "member_id"
+    malformed = await partner.client.post(
+        "/api/v1/earn", content=b"{not json", headers={**partner.auth, "Idempotency-Key": "m",
+                                                       "Content-Type": "application/json"})
+    assert malformed.status_code == 400
+    assert malformed.headers["content-type"].startswith("application/problem+json")
+    assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
+    assert (await partner.earn(member, 10**12)).status_code == 201
+
+
+async def test_idempotency_key_is_required(partner):
+    member = await partner.enroll()
+    response = await partner.client.post("/api/v1/earn", json={"member_id": member, "points": 1},
+                                         headers=partner.auth)
+    assert response.status_code == 400
+    assert response.json()["field"] == "Idempotency-Key"
+
+
+async def test_idempotent_replay_and_mismatch(partner, other_partner, db):
+    member = await partner.enroll()
+    key = new_key()
+    first = await partner.post("/api/v1/earn", {"member_id": member, "points": 10}, key=key)
+    replay = await partner.post("/api/v1/earn", {"member_id": member, "points": 10}, key=key)
+    assert first.status_code == replay.status_code == 201
+    assert first.content == replay.content
+    mismatch = await partner.post("/api/v1/earn", {"member_id": member, "points": 11}, key=key)
+    assert mismatch.status_code == 409
+    assert mismatch.json()["type"] == "/problems/idempotency-key-mismatch"
+    # Keys are per partner: another partner's identical key is a different request.
+    other_member = await other_partner.enroll()
+    own = await other_partner.post("/api/v1/earn", {"member_id": other_member, "points": 10},
+                                   key=key)
+    assert own.status_code == 201
+    assert (await partner.balance(member))["available"] == 10
+
+
+async def test_failed_request_does_not_burn_the_key(partner):
+    member = await partner.enroll()
+    key = new_key()
+    body = {"member_id": member, "points": 10}
+    failed = await partner.post("/api/v1/redemptions", body, key=key)
+    assert failed.status_code == 422
+    await partner.earn(member, 10)
+    retried = await partner.post("/api/v1/redemptions", body, key=key)
+    assert retried.status_code == 201
+
+
+async def test_concurrent_requests_with_one_key_post_once(partner, db):
+    member = await partner.enroll()
+    key = new_key()
+    body = {"member_id": member, "points": 7, "order_id": "SAME"}
+    responses = await asyncio.gather(
+        *[partner.post("/api/v1/earn", body, key=key) for _ in range(50)])
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.content for r in responses}) == 1
+    entries = await db.fetchval(
+        "SELECT count(*) FROM journal_entries WHERE member_id = $1", member)
+    assert entries == 1
+    assert (await partner.balance(member))["available"] == 7

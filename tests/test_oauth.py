@@ -1,0 +1,107 @@
+"""OAuth 2.0 client credentials at /oauth/token and bearer authentication on the API."""
+
+import uuid
+
+from tenants.service import create_partner, create_server_client
+from tests.helpers import new_partner
+
+
+async def _client(client, scopes=None):
+    async with client.app.state.sessionmaker() as session:
+        partner = await create_partner(session, "OAuth Brand", slug=f"o-{uuid.uuid4().hex[:10]}")
+        oauth_client, secret = await create_server_client(session, partner.id, "srv", scopes)
+        await session.commit()
+    return partner, oauth_client, secret
+
+
+async def test_client_secret_basic_and_post(client):
+    _, oauth_client, secret = await _client(client)
+    basic = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                              auth=(oauth_client.client_id, secret))
+    assert basic.status_code == 200
+    token = basic.json()
+    assert token["token_type"] == "Bearer"
+    assert token["expires_in"] == 3600
+    assert set(token["scope"].split()) == {"members:read", "members:write", "points:earn",
+                                           "points:redeem", "points:adjust"}
+    assert basic.headers["cache-control"] == "no-store"
+
+    post = await client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": oauth_client.client_id,
+        "client_secret": secret, "scope": "members:read"})
+    assert post.status_code == 200
+    assert post.json()["scope"] == "members:read"
+
+
+async def test_token_errors_follow_rfc6749(client):
+    _, oauth_client, secret = await _client(client, ["members:read"])
+    wrong = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                              auth=(oauth_client.client_id, "not-the-secret"))
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == "invalid_client"
+
+    unknown = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                auth=("nobody", "nothing"))
+    assert unknown.json()["error"] == "invalid_client"
+
+    grant = await client.post("/oauth/token", data={"grant_type": "password"},
+                              auth=(oauth_client.client_id, secret))
+    assert grant.status_code == 400
+    assert grant.json()["error"] == "unsupported_grant_type"
+
+    scope = await client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "scope": "points:earn"},
+        auth=(oauth_client.client_id, secret))
+    assert scope.status_code == 400
+    assert scope.json()["error"] == "invalid_scope"
+
+
+async def test_secrets_and_tokens_are_stored_hashed(client, db):
+    _, oauth_client, secret = await _client(client)
+    response = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                 auth=(oauth_client.client_id, secret))
+    token = response.json()["access_token"]
+    dump = await db.fetchval(
+        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM oauth_clients) t")
+    tokens = await db.fetchval("SELECT string_agg(t::text, ' ') FROM oauth_tokens t")
+    assert secret not in dump
+    assert token not in tokens
+
+
+async def test_api_requires_valid_bearer_token(client, partner):
+    missing = await client.get("/api/v1/members")
+    assert missing.status_code == 401
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.json()["type"] == "/problems/unauthorized"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+
+    bad = await client.get("/api/v1/members", headers={"Authorization": "Bearer cat_nope"})
+    assert bad.status_code == 401
+
+
+async def test_expired_and_revoked_tokens_are_refused(client, db, partner):
+    await db.execute("UPDATE oauth_tokens SET expires_at = now() - interval '1 second'"
+                     " WHERE partner_id = $1", partner.partner_id)
+    assert (await partner.get("/api/v1/members")).status_code == 401
+
+    fresh = await new_partner(client)
+    await db.execute("UPDATE oauth_clients SET revoked_at = now() WHERE partner_id = $1",
+                     fresh.partner_id)
+    assert (await fresh.get("/api/v1/members")).status_code == 401
+
+
+async def test_suspended_partner_is_forbidden(client, db):
+    suspended = await new_partner(client)
+    await db.execute("UPDATE partners SET status = 'suspended' WHERE id = $1",
+                     suspended.partner_id)
+    response = await suspended.get("/api/v1/members")
+    assert response.status_code == 403
+    assert response.json()["type"] == "/problems/partner-not-active"
+
+
+async def test_scopes_are_enforced_per_route(client):
+    reader = await new_partner(client, scopes=["members:read"])
+    response = await reader.post("/api/v1/members", {"email": "scope@example.com"})
+    assert response.status_code == 403
+    assert response.json()["type"] == "/problems/insufficient-scope"
+    assert "members:write" in response.json()["detail"]
