@@ -105,10 +105,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_journal_entries')),
     sa.UniqueConstraint('partner_id', 'idempotency_key', name='uq_journal_entries_idempotency')
     )
-    op.create_index('ix_journal_entries_created_at', 'journal_entries', ['created_at'], unique=False)
+    op.create_index('ix_journal_entries_created_at', 'journal_entries', ['created_at'], unique=False, postgresql_using='brin')
     op.create_index('ix_journal_entries_member_id', 'journal_entries', ['member_id', 'id'], unique=False)
     op.create_index('ix_journal_entries_partner_order', 'journal_entries', ['partner_id', 'order_id'], unique=False)
-    op.create_index('ix_journal_entries_reverses', 'journal_entries', ['reverses_entry_id'], unique=False)
+    op.create_index('ix_journal_entries_reverses', 'journal_entries', ['reverses_entry_id'], unique=False, postgresql_where=sa.text('reverses_entry_id IS NOT NULL'))
     op.create_table('member_links',
     sa.Column('partner_id', sa.UUID(), nullable=False),
     sa.Column('member_id', sa.UUID(), nullable=False),

@@ -1,0 +1,248 @@
+"""Bulk earning from a CSV file: `coalition import transactions FILE --partner SLUG`.
+
+Rows are validated in Python, then each chunk is COPY'd into a temporary table and
+posted by a handful of set-based statements in one transaction: entries, postings, lots
+and wallet totals for thousands of rows at a time. Every row's idempotency key is
+"import <order reference>", so re-running a file posts nothing new.
+
+Columns (header required): card_number or customer_id, points, order_reference,
+occurred_at (ISO 8601; without an offset it is read in the coalition's timezone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import uuid
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from coalition.cards import is_valid_card_number
+
+MAX_POINTS = 10**12
+REQUIRED = {"points", "order_reference", "occurred_at"}
+
+
+@dataclass
+class ImportReport:
+    posted: int = 0
+    skipped: int = 0
+    points: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+
+Row = tuple[int, str | None, str | None, int, str, datetime]
+
+
+def parse_rows(lines: Iterable[str], timezone: ZoneInfo, report: ImportReport) -> list[Row]:
+    reader = csv.DictReader(lines)
+    header = set(reader.fieldnames or [])
+    missing = REQUIRED - header
+    if missing or not header & {"card_number", "customer_id"}:
+        wanted = sorted(missing) or ["card_number or customer_id"]
+        raise ValueError(f"the header lacks {', '.join(wanted)}")
+    rows: list[Row] = []
+    first_line: dict[str, int] = {}
+    for record in reader:
+        line = reader.line_num
+        error = None
+        card = (record.get("card_number") or "").strip() or None
+        customer = (record.get("customer_id") or "").strip() or None
+        raw_points = (record.get("points") or "").strip()
+        order = (record.get("order_reference") or "").strip()
+        occurred = None
+        if bool(card) == bool(customer):
+            error = "give exactly one of card_number and customer_id"
+        elif card and not is_valid_card_number(card):
+            error = f"card_number {card!r} is not a valid card number"
+        elif not raw_points.isdigit() or not 0 < int(raw_points) <= MAX_POINTS:
+            error = f"points must be a whole number from 1 to 10^12, got {raw_points!r}"
+        elif not order or len(order) > 200:
+            error = "order_reference is required (at most 200 characters)"
+        elif order in first_line:
+            error = f"order_reference {order!r} repeats line {first_line[order]}"
+        else:
+            try:
+                occurred = datetime.fromisoformat(record.get("occurred_at", "").strip())
+            except ValueError:
+                error = "occurred_at must be an ISO 8601 date-time"
+        if error:
+            report.errors.append((line, error))
+            continue
+        assert occurred is not None
+        if occurred.tzinfo is None:
+            occurred = occurred.replace(tzinfo=timezone)
+        first_line[order] = line
+        rows.append((line, card, customer, int(raw_points), order, occurred))
+    return rows
+
+
+_STAGE = """
+CREATE TEMP TABLE import_rows (
+    line int, card_number text, customer_id text, points bigint, order_ref text,
+    occurred_at timestamptz, member_id uuid, entry_id bigint, outcome text
+) ON COMMIT DROP
+"""
+
+# Each statement works on the whole chunk. $1 = partner id.
+_RESOLVE = [
+    """UPDATE import_rows r SET member_id = m.id
+         FROM members m WHERE r.card_number IS NOT NULL AND m.card_number = r.card_number""",
+    """UPDATE import_rows r SET member_id = l.member_id
+         FROM member_links l
+        WHERE r.customer_id IS NOT NULL AND l.partner_id = $1 AND l.customer_id = r.customer_id""",
+    """UPDATE import_rows SET outcome = 'unknown member' WHERE member_id IS NULL""",
+    """UPDATE import_rows r SET outcome = 'member is not linked to this partner'
+        WHERE outcome IS NULL AND NOT EXISTS (
+              SELECT 1 FROM member_links l WHERE l.partner_id = $1 AND l.member_id = r.member_id)""",
+    """UPDATE import_rows r SET outcome = 'member is ' || m.status
+         FROM members m WHERE r.outcome IS NULL AND m.id = r.member_id AND m.status <> 'active'""",
+    """UPDATE import_rows r
+          SET outcome = CASE WHEN e.member_id = r.member_id AND p.amount = r.points
+                             THEN 'skip' ELSE 'order_reference was imported before with other '
+                                              || 'member or points' END
+         FROM journal_entries e
+         JOIN accounts w ON w.member_id = e.member_id
+         JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id
+        WHERE r.outcome IS NULL AND e.partner_id = $1
+          AND e.idempotency_key = 'import ' || r.order_ref""",
+]
+
+_POST = [
+    """UPDATE import_rows SET entry_id = nextval(pg_get_serial_sequence('journal_entries', 'id'))
+        WHERE outcome IS NULL""",
+    # Lock the touched wallets in id order, as single postings do, so no deadlock.
+    """SELECT a.id FROM accounts a
+        WHERE a.member_id IN (SELECT member_id FROM import_rows WHERE entry_id IS NOT NULL)
+        ORDER BY a.id FOR NO KEY UPDATE""",
+    """INSERT INTO journal_entries (id, kind, partner_id, member_id, order_id, description,
+                                    idempotency_key, actor, metadata, occurred_at)
+       SELECT entry_id, 'earn', $1, member_id, order_ref, 'Imported purchase',
+              'import ' || order_ref, $2, jsonb_build_object('import_line', line), occurred_at
+         FROM import_rows WHERE entry_id IS NOT NULL""",
+    """INSERT INTO postings (entry_id, account_id, amount)
+       SELECT r.entry_id, i.id, -r.points
+         FROM import_rows r, accounts i
+        WHERE r.entry_id IS NOT NULL AND i.partner_id = $1 AND i.kind = 'partner_issuance'
+       UNION ALL
+       SELECT r.entry_id, w.id, r.points
+         FROM import_rows r JOIN accounts w ON w.member_id = r.member_id
+        WHERE r.entry_id IS NOT NULL""",
+    """INSERT INTO lots (member_id, partner_id, entry_id, points, remaining, status,
+                         earned_at, expires_at)
+       SELECT r.member_id, $1, r.entry_id, r.points, r.points, 'active', r.occurred_at,
+              r.occurred_at + make_interval(months => s.points_validity_months)
+         FROM import_rows r, coalition_settings s
+        WHERE r.entry_id IS NOT NULL""",
+    """UPDATE accounts a SET balance = a.balance + t.total, version = a.version + t.n
+         FROM (SELECT member_id, sum(points) AS total, count(*) AS n FROM import_rows
+                WHERE entry_id IS NOT NULL GROUP BY member_id) t
+        WHERE a.member_id = t.member_id""",
+]
+
+
+async def import_chunk(
+    conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str, rows: list[Row],
+    report: ImportReport, shard: int = 0,
+) -> None:
+    try:
+        outcome = await _post_chunk(conn, partner_id, actor, rows, shard)
+    except asyncpg.UniqueViolationError:
+        # A concurrent run posted one of these order references under another member
+        # reference (so in another shard) first; now the chunk sees it as imported.
+        outcome = await _post_chunk(conn, partner_id, actor, rows, shard)
+    for record in outcome:
+        if record["outcome"] is None:
+            report.posted += 1
+            report.points += record["points"]
+        elif record["outcome"] == "skip":
+            report.skipped += 1
+        else:
+            report.errors.append((record["line"], record["outcome"]))
+
+
+async def _post_chunk(
+    conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str, rows: list[Row], shard: int
+) -> list[asyncpg.Record]:
+    async with conn.transaction():
+        # A crash may lose the last chunks' commits, never corrupt them, and re-running the
+        # file posts exactly what is missing: durability per chunk is not worth an fsync.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        # Rows are sharded by member reference, so a row of a file always lands in the same
+        # shard: two runs of one file serialize on this lock and cannot both post a row.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                           f"import:{partner_id}:{shard}")
+        await conn.execute(_STAGE)
+        await conn.copy_records_to_table(
+            "import_rows", records=rows,
+            columns=["line", "card_number", "customer_id", "points", "order_ref", "occurred_at"],
+        )
+        for statement in _RESOLVE:
+            await conn.execute(statement, *([partner_id] if "$1" in statement else []))
+        allocate, lock_wallets, entries, postings, lots, wallets = _POST
+        await conn.execute(allocate)
+        await conn.fetch(lock_wallets)
+        await conn.execute(entries, partner_id, actor)
+        await conn.execute(postings, partner_id)
+        await conn.execute(lots, partner_id)
+        await conn.execute(wallets)
+        return await conn.fetch(
+            "SELECT line, outcome, points FROM import_rows WHERE outcome IS NOT NULL"
+            " OR entry_id IS NOT NULL")
+
+
+async def import_transactions(
+    dsn: str,
+    partner_slug: str,
+    path: Path,
+    *,
+    chunk_size: int = 10_000,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import a CSV file. Chunks are posted by `workers` connections in parallel, each
+    owning the rows of a disjoint set of member references (hence of wallets)."""
+    settings = {"timezone": "UTC"}
+    connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(workers)]
+    try:
+        conn = connections[0]
+        partner = await conn.fetchrow("SELECT id, status FROM partners WHERE slug = $1",
+                                      partner_slug)
+        if partner is None:
+            raise ValueError(f"no partner with slug {partner_slug!r}")
+        if partner["status"] != "active":
+            raise ValueError(f"partner {partner_slug!r} is {partner['status']}, not active")
+        timezone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings"))
+        report = ImportReport()
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = parse_rows(handle, timezone, report)
+        shards: list[list[Row]] = [[] for _ in range(workers)]
+        for row in rows:
+            shards[zlib.crc32((row[1] or row[2] or "").encode()) % workers].append(row)
+        actor = f"import:{path.name}"
+
+        async def run_shard(index: int) -> None:
+            shard_rows = shards[index]
+            for start in range(0, len(shard_rows), chunk_size):
+                chunk = shard_rows[start:start + chunk_size]
+                await import_chunk(connections[index], partner["id"], actor, chunk, report,
+                                   index)
+                if progress:
+                    progress(len(chunk), len(rows))
+
+        await asyncio.gather(*(run_shard(i) for i in range(workers)))
+    finally:
+        for connection in connections:
+            await connection.close()
+    report.errors.sort()
+    return report

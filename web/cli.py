@@ -1,0 +1,257 @@
+"""The `coalition` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from coalition.config import get_settings
+from coalition.db import DatabaseUrl, create_engine, create_sessionmaker, resolve_database_url
+
+console = Console(stderr=True)
+
+
+def database_url() -> DatabaseUrl:
+    """The configured database, or the embedded one (started if needed)."""
+    settings = get_settings()
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+    # Child code (the app, Alembic) must reach the same server without starting another.
+    os.environ["COALITION_DATABASE_URL"] = url.raw
+    get_settings.cache_clear()
+    return url
+
+
+@click.group()
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING…")
+def main(log_level: str | None) -> None:
+    """Coalition: a multi-tenant coalition loyalty platform."""
+    logging.basicConfig(level=(log_level or get_settings().log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default 8000).")
+def run(host: str | None, port: int | None) -> None:
+    """Set up everything and serve: database, migrations, demo data on first start."""
+    from web.demo import load_demo
+
+    url = database_url()
+    _upgrade(url)
+    credentials = asyncio.run(load_demo(url))
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    _print_welcome(f"http://{host}:{port}", credentials)
+    _serve(host, port)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default 8000).")
+@click.option("--access-log/--no-access-log", default=False)
+def serve(host: str | None, port: int | None, access_log: bool) -> None:
+    """Serve the HTTP API and portal (migrations must be applied)."""
+    database_url()
+    settings = get_settings()
+    _serve(host or settings.host, port or settings.port, access_log)
+
+
+def _serve(host: str, port: int, access_log: bool = False) -> None:
+    import uvicorn
+
+    uvicorn.run("web.app:create_app", factory=True, host=host, port=port,
+                access_log=access_log, log_level=get_settings().log_level.lower())
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run the maintenance pass once and exit.")
+@click.option("--interval", default=300, show_default=True, help="Seconds between passes.")
+def worker(once: bool, interval: int) -> None:
+    """Background maintenance: purge expired idempotency records and access tokens."""
+    from web.worker import run_worker
+
+    asyncio.run(run_worker(database_url(), get_settings(), once=once, interval=interval))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply Alembic migrations."""
+    _upgrade(database_url(), revision)
+    console.print(f"database at revision {revision}")
+
+
+def _upgrade(url: DatabaseUrl, revision: str = "head") -> None:
+    from coalition.migrate import upgrade
+
+    upgrade(url, revision)
+
+
+@main.group()
+def demo() -> None:
+    """The demo coalition."""
+
+
+@demo.command("load")
+def demo_load() -> None:
+    """Load the demo coalition (partners, members, months of history) if the database is empty."""
+    from web.demo import load_demo
+
+    url = database_url()
+    credentials = asyncio.run(load_demo(url))
+    _print_welcome(None, credentials)
+
+
+def _print_welcome(address: str | None, credentials: list[dict]) -> None:
+    if address:
+        click.echo(f"\nCoalition is starting on {address}")
+        click.echo(f"  API docs: {address}/schema   health: {address}/health")
+    click.echo("\nDemo partner API credentials (client_credentials grant at /oauth/token):")
+    for item in credentials:
+        click.echo(f"  {item['name']:<26} client_id={item['client_id']:<16} "
+                   f"client_secret={item['client_secret']}")
+    if address and credentials:
+        first = credentials[0]
+        click.echo(f"\n  Try: curl -s -u {first['client_id']}:{first['client_secret']} "
+                   f"-d grant_type=client_credentials {address}/oauth/token\n")
+
+
+@main.group()
+def partners() -> None:
+    """Partner tenants."""
+
+
+@partners.command("create")
+@click.option("--name", required=True)
+@click.option("--slug", default=None)
+@click.option("--currency", default="PLN", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def partners_create(name: str, slug: str | None, currency: str, as_json: bool) -> None:
+    """Create an active partner with a server OAuth client (all partner scopes)."""
+    from coalition.errors import DomainError
+    from tenants.service import create_partner, create_server_client
+
+    async def create() -> dict:
+        engine = create_engine(database_url())
+        try:
+            async with create_sessionmaker(engine)() as session:
+                partner = await create_partner(session, name, slug=slug,
+                                               settlement_currency=currency)
+                client, secret = await create_server_client(session, partner.id, "server")
+                await session.commit()
+                return {"partner_id": str(partner.id), "slug": partner.slug,
+                        "client_id": client.client_id, "client_secret": secret}
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(create())
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        click.echo(json.dumps({k: result[k] for k in ("partner_id", "client_id",
+                                                       "client_secret")}))
+    else:
+        click.echo(f"partner {result['slug']} ({result['partner_id']})\n"
+                   f"client_id     {result['client_id']}\n"
+                   f"client_secret {result['client_secret']}  (shown once)")
+
+
+@main.group()
+def ledger() -> None:
+    """The points ledger."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Recompute balances and lots from postings; exit 1 and list any difference."""
+    from coalition.verify import verify_ledger
+
+    async def check() -> tuple[list, dict]:
+        conn = await asyncpg.connect(database_url().asyncpg_dsn)
+        try:
+            counts = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM journal_entries) AS entries,"
+                " (SELECT count(*) FROM postings) AS postings,"
+                " (SELECT count(*) FROM lots) AS lots,"
+                " (SELECT count(*) FROM accounts) AS accounts")
+            return await verify_ledger(conn), dict(counts)
+        finally:
+            await conn.close()
+
+    found, counts = asyncio.run(check())
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    if found:
+        for discrepancy in found:
+            click.echo(str(discrepancy))
+        click.echo(f"ledger verify: {len(found)} differences ({summary})", err=True)
+        sys.exit(1)
+    click.echo(f"ledger verify: clean ({summary})")
+
+
+@main.group("import")
+def import_() -> None:
+    """Bulk data import."""
+
+
+@import_.command("transactions")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--partner", "partner_slug", required=True, help="Slug of the issuing partner.")
+@click.option("--chunk-size", default=10_000, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Parallel database connections.")
+def import_transactions_command(file: Path, partner_slug: str, chunk_size: int,
+                                workers: int) -> None:
+    """Post earnings from a CSV file. Bad rows are listed by line; good rows post.
+    Exit status 0 when every row posted or was already imported, 2 when rows were rejected."""
+    import time
+
+    from coalition.importer import import_transactions
+
+    async def go() -> object:
+        columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("rows"), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("rows", total=None)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, total=total, advance=done)
+
+            return await import_transactions(database_url().asyncpg_dsn, partner_slug, file,
+                                             chunk_size=chunk_size, workers=workers,
+                                             progress=advance)
+
+    started = time.perf_counter()
+    try:
+        report = asyncio.run(go())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    elapsed = time.perf_counter() - started
+    for line, reason in report.errors:
+        click.echo(f"line {line}: {reason}")
+    rows = report.posted + report.skipped + report.rejected
+    click.echo(f"{report.posted:,} posted ({report.points:,} points), {report.skipped:,} already "
+               f"imported, {report.rejected:,} rejected; {rows:,} rows in {elapsed:.1f} s "
+               f"({rows / elapsed if elapsed else 0:,.0f} rows/s)")
+    if report.rejected:
+        sys.exit(2)

@@ -1,0 +1,37 @@
+"""Background maintenance loop (`coalition worker`). The run command does not need it
+for correctness: it only purges records past their retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from coalition.config import Settings
+from coalition.db import DatabaseUrl
+
+log = logging.getLogger(__name__)
+
+
+async def maintenance_pass(conn: asyncpg.Connection, settings: Settings) -> dict[str, int]:
+    keys = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+        settings.idempotency_retention_hours,
+    )
+    tokens = await conn.execute(
+        "DELETE FROM oauth_tokens WHERE expires_at < now() - interval '1 day'")
+    return {"idempotency_keys": int(keys.split()[-1]), "oauth_tokens": int(tokens.split()[-1])}
+
+
+async def run_worker(url: DatabaseUrl, settings: Settings, *, once: bool, interval: int) -> None:
+    while True:
+        conn = await asyncpg.connect(url.asyncpg_dsn)
+        try:
+            purged = await maintenance_pass(conn, settings)
+            log.info("maintenance pass purged %s", purged)
+        finally:
+            await conn.close()
+        if once:
+            return
+        await asyncio.sleep(interval)
