@@ -100,11 +100,13 @@ _RESOLVE = [
          FROM members m WHERE r.card_number IS NOT NULL AND m.card_number = r.card_number""",
     """UPDATE import_rows r SET member_id = l.member_id
          FROM member_links l
-        WHERE r.customer_id IS NOT NULL AND l.partner_id = $1 AND l.customer_id = r.customer_id""",
+        WHERE r.customer_id IS NOT NULL AND l.partner_id = $1
+          AND l.customer_id = r.customer_id""",
     """UPDATE import_rows SET outcome = 'unknown member' WHERE member_id IS NULL""",
     """UPDATE import_rows r SET outcome = 'member is not linked to this partner'
         WHERE outcome IS NULL AND NOT EXISTS (
-              SELECT 1 FROM member_links l WHERE l.partner_id = $1 AND l.member_id = r.member_id)""",
+              SELECT 1 FROM member_links l
+               WHERE l.partner_id = $1 AND l.member_id = r.member_id)""",
     """UPDATE import_rows r SET outcome = 'member is ' || m.status
          FROM members m WHERE r.outcome IS NULL AND m.id = r.member_id AND m.status <> 'active'""",
     """UPDATE import_rows r

@@ -83,7 +83,8 @@ async def _scenario(dsn: str, partners: list[uuid.UUID], ops: list[tuple]) -> No
         await pool.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(operation, min_size=1, max_size=40))
 def test_random_sequences_keep_every_invariant(database_url, partner, other_partner, ops):
     asyncio.run(_scenario(database_url.asyncpg_dsn,

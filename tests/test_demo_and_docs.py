@@ -1,0 +1,83 @@
+"""The demo coalition, the OpenAPI contract and the landing pages."""
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from coalition.db import drop_database, ensure_database
+from coalition.migrate import upgrade
+from coalition.verify import verify_ledger
+from web.demo import load_demo
+
+
+@pytest.fixture
+def demo_database(server_url):
+    url = server_url.with_database(f"coalition_demo_{uuid.uuid4().hex[:8]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_database(url))
+
+
+def test_demo_coalition_loads_once_with_promised_balances(demo_database):
+    async def scenario() -> None:
+        credentials = await load_demo(demo_database, extra_members=10)
+        assert [c["client_id"] for c in credentials][:2] == ["demo-hurtownia", "demo-moda"]
+        conn = await asyncpg.connect(demo_database.asyncpg_dsn)
+        try:
+            balances = dict(await conn.fetch(
+                "SELECT m.name, a.balance FROM members m JOIN accounts a ON a.member_id = m.id"))
+            assert balances["Jan Kowalski"] == 150
+            assert balances["Maria Nowak"] == 200
+            assert balances["Krzysztof Wiśniewski"] == 95
+            assert await conn.fetchval("SELECT count(*) FROM partners") == 5
+            months = await conn.fetchval(
+                "SELECT count(DISTINCT date_trunc('month', created_at)) FROM journal_entries")
+            assert months >= 5
+            kinds = {r[0] for r in await conn.fetch("SELECT DISTINCT kind FROM journal_entries")}
+            assert kinds == {"earn", "redeem", "reverse"}
+            assert await verify_ledger(conn) == []
+            entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
+            await load_demo(demo_database, extra_members=10)   # second start: nothing new
+            assert await conn.fetchval("SELECT count(*) FROM journal_entries") == entries
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
+
+
+async def test_openapi_document_lists_the_contract(client):
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/oauth/token", "/api/v1/members", "/api/v1/members/{member_id}",
+                 "/api/v1/members/{member_id}/balance", "/api/v1/members/{member_id}/transactions",
+                 "/api/v1/earn", "/api/v1/redemptions",
+                 "/api/v1/transactions/{transaction_id}/reversal", "/health"):
+        assert path in paths, path
+    earn = paths["/api/v1/earn"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in earn["parameters"])
+    assert "requestBody" in earn
+    docs = await client.get("/schema")
+    assert docs.status_code == 200 and "html" in docs.headers["content-type"]
+
+
+async def test_landing_page_and_problem_type_docs(client):
+    index = await client.get("/")
+    assert index.status_code == 200 and "Coalition" in index.text
+    doc = await client.get("/problems/insufficient-points")
+    assert doc.status_code == 200 and "Insufficient points" in doc.text
+    missing = await client.get("/problems/nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_unknown_route_and_method_are_problems(client, partner):
+    unknown = await client.get("/api/v1/nothing-here", headers=partner.auth)
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    wrong = await partner.client.delete("/api/v1/earn", headers=partner.auth)
+    assert wrong.status_code == 405
+    assert wrong.json()["type"] == "/problems/method-not-allowed"
