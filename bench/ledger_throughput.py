@@ -66,8 +66,8 @@ def run_pgbench(url: DatabaseUrl, clients: int, seconds: int) -> float:
 
 
 async def seed(url: DatabaseUrl, members: int, workdir: Path) -> tuple[str, str, Path]:
-    from tenants.service import create_partner, create_server_client
     from coalition.db import create_engine, create_sessionmaker
+    from tenants.service import create_partner, create_server_client
 
     engine = create_engine(url)
     async with create_sessionmaker(engine)() as session:
@@ -168,7 +168,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
 
-    print(f"load generator: bench/loadgen.py (raw asyncio HTTP/1.1, keep-alive, own process)")
+    print("load generator: bench/loadgen.py (raw asyncio HTTP/1.1, keep-alive, own process)")
     for r in results:
         ratio = r["ok_per_second"] / tps
         print(f"API {r['kind']:<6}: {r['ok_per_second']:,.0f}/s posted "

@@ -13,6 +13,7 @@ import random
 import resource
 import time
 import uuid
+from pathlib import Path
 
 
 def build(kind: str, host: str, token: str, members: list[str], rng: random.Random) -> bytes:
@@ -49,8 +50,7 @@ async def client(host: str, port: int, kind: str, token: str, members: list[str]
         writer.close()
 
 
-async def main(args: argparse.Namespace) -> dict:
-    members = [line.strip() for line in open(args.members) if line.strip()]
+async def main(args: argparse.Namespace, members: list[str]) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
@@ -88,4 +88,5 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(main(arguments))))
+    member_ids = Path(arguments.members).read_text().split()
+    print(json.dumps(asyncio.run(main(arguments, member_ids))))
