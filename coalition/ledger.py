@@ -43,6 +43,10 @@ class PostingRequest:
 
 
 _EARN = "SELECT status, body FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_CREDIT = (
+    "SELECT status, body FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'adjust')"
+)
+_WITHDRAW = "SELECT status, body FROM ledger_withdraw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _REDEEM = "SELECT status, body FROM ledger_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _REVERSE = "SELECT status, body FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -69,6 +73,13 @@ class Ledger:
 
     async def earn(self, request: PostingRequest) -> PostingResult:
         return PostingResult(*await self.pool.fetchrow(_EARN, *_args(request)))
+
+    async def adjust(self, request: PostingRequest, credit: bool) -> PostingResult:
+        """A partner-funded correction: a credit creates a lot like an earn; a debit takes
+        back points the partner itself issued."""
+        if credit:
+            return PostingResult(*await self.pool.fetchrow(_CREDIT, *_args(request)))
+        return PostingResult(*await self.pool.fetchrow(_WITHDRAW, *_args(request)[:9]))
 
     async def redeem(self, request: PostingRequest) -> PostingResult:
         return PostingResult(*await self.pool.fetchrow(_REDEEM, *_args(request)))

@@ -76,7 +76,7 @@ CHECKS: dict[str, str] = {
           LEFT JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id
           LEFT JOIN (SELECT entry_id, sum(points) AS moved FROM lot_movements GROUP BY entry_id) m
                  ON m.entry_id = e.id
-         WHERE e.kind IN ('redeem', 'reverse')
+         WHERE (e.kind IN ('redeem', 'reverse') OR (e.kind = 'adjust' AND p.amount < 0))
            AND coalesce(m.moved, 0) <> -coalesce(p.amount, 0)
          ORDER BY e.id""",
 }

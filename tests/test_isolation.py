@@ -21,6 +21,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
         "/api/v1/earn": {"member_id": member, "points": 5},
         "/api/v1/redemptions": {"member_id": member, "points": 5},
+        "/api/v1/adjustments": {"member_id": member, "points": -5, "reason": "Take it"},
     }
     tried = 0
     for template, operations in schema["paths"].items():

@@ -212,3 +212,30 @@ async def test_concurrent_requests_with_one_key_post_once(partner, db):
         "SELECT count(*) FROM journal_entries WHERE member_id = $1", member)
     assert entries == 1
     assert (await partner.balance(member))["available"] == 7
+
+
+async def test_adjustments_credit_and_take_back_only_own_points(partner, other_partner, db):
+    member = await partner.enroll(email="adjust@example.com")
+    await other_partner.enroll(email="adjust@example.com")
+    await other_partner.earn(member, 50)
+    credit = await partner.post("/api/v1/adjustments",
+                                {"member_id": member, "points": 30, "reason": "Goodwill"})
+    assert credit.status_code == 201, credit.text
+    assert credit.json()["kind"] == "adjust" and credit.json()["balance"] == {"available": 80}
+    too_much = await partner.post("/api/v1/adjustments",
+                                  {"member_id": member, "points": -31, "reason": "Mistake"})
+    assert too_much.status_code == 422
+    assert too_much.json()["available"] == 30
+    debit = await partner.post("/api/v1/adjustments",
+                               {"member_id": member, "points": -30, "reason": "Mistake"})
+    assert debit.status_code == 201
+    assert debit.json()["points"] == -30 and debit.json()["balance"] == {"available": 50}
+    missing_reason = await partner.post("/api/v1/adjustments", {"member_id": member, "points": 5})
+    assert missing_reason.status_code == 400 and missing_reason.json()["field"] == "reason"
+    zero = await partner.post("/api/v1/adjustments",
+                              {"member_id": member, "points": 0, "reason": "Nothing"})
+    assert zero.status_code == 400 and zero.json()["field"] == "points"
+    history = (await partner.get(f"/api/v1/members/{member}/transactions")).json()["items"]
+    assert [(t["kind"], t["points"]) for t in history] == [
+        ("adjust", -30), ("adjust", 30), ("earn", 50)]
+    assert history[0]["description"] == "Mistake"

@@ -1,4 +1,4 @@
-"""Property: any sequence of earn / redeem / reverse keeps the ledger consistent.
+"""Property: any sequence of earn / redeem / reverse / adjust keeps the ledger consistent.
 
 After every example: each entry balanced, trial balance zero, cached balances equal the
 sum of postings, lots remaining equal the wallet, nothing negative (`verify_ledger`),
@@ -20,6 +20,8 @@ operation = st.one_of(
     st.tuples(st.just("redeem"), st.integers(0, 1), st.integers(0, 2), st.integers(1, 150)),
     st.tuples(st.just("reverse"), st.integers(0, 1), st.integers(0, 30),
               st.one_of(st.none(), st.integers(1, 80))),
+    st.tuples(st.just("adjust"), st.integers(0, 1), st.integers(0, 2),
+              st.integers(-60, 60).filter(bool)),
 )
 
 
@@ -47,6 +49,18 @@ async def _scenario(dsn: str, partners: list[uuid.UUID], ops: list[tuple]) -> No
         for op in ops:
             kind, who, target, points = op
             partner = partners[who]
+            if kind == "adjust":
+                member = members[target]
+                request = PostingRequest(partner_id=partner, member_id=member,
+                                         points=abs(points), actor="property",
+                                         description="property", idempotency_key=uuid.uuid4().hex,
+                                         request_hash="h")
+                result = await ledger.adjust(request, credit=points > 0)
+                assert result.status in (201, 422), result.body
+                if result.ok:
+                    expected[member] += points
+                    assert result.json()["balance"]["available"] == expected[member]
+                continue
             if kind in ("earn", "redeem"):
                 member = members[target]
                 request = PostingRequest(partner_id=partner, member_id=member, points=points,

@@ -170,6 +170,7 @@ CREATE FUNCTION ledger_earn(
     p_partner uuid, p_member uuid, p_points bigint, p_order_id text, p_description text,
     p_metadata jsonb, p_idem_key text, p_request_hash text, p_actor text,
     p_occurred_at timestamptz DEFAULT NULL, p_posted_at timestamptz DEFAULT NULL,
+    p_kind text DEFAULT 'earn',
     OUT status int, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -203,7 +204,7 @@ BEGIN
 
     INSERT INTO journal_entries (kind, partner_id, member_id, order_id, description,
                                  idempotency_key, actor, metadata, occurred_at, created_at)
-    VALUES ('earn', p_partner, p_member, p_order_id, p_description, p_idem_key, p_actor,
+    VALUES (p_kind, p_partner, p_member, p_order_id, p_description, p_idem_key, p_actor,
             coalesce(p_metadata, '{}'), coalesce(p_occurred_at, p_posted_at, now()),
             coalesce(p_posted_at, now()))
     RETURNING id, created_at INTO v_entry, v_created;
@@ -219,7 +220,7 @@ BEGIN
 
     status := 201;
     body := jsonb_build_object(
-        'id', v_entry, 'kind', 'earn', 'member_id', p_member, 'points', p_points,
+        'id', v_entry, 'kind', p_kind, 'member_id', p_member, 'points', p_points,
         'order_id', p_order_id, 'description', p_description,
         'metadata', coalesce(p_metadata, '{}'), 'created_at', v_created,
         'expires_at', v_expires, 'balance', jsonb_build_object('available', v_balance))::text;
@@ -429,5 +430,83 @@ BEGIN
         'id', v_entry, 'kind', 'reverse', 'reverses', orig.id, 'member_id', orig.member_id,
         'points', v_points, 'order_id', orig.order_id, 'description', p_description,
         'created_at', v_created, 'balance', jsonb_build_object('available', v_balance))::text;
+    PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
+END $$;
+
+-- Debit adjustment ------------------------------------------------------------------
+-- A partner takes back points it issued (a correction with a reason). Only the
+-- partner's own lots are touched: a brand cannot claw back another brand's points.
+CREATE FUNCTION ledger_withdraw(
+    p_partner uuid, p_member uuid, p_points bigint, p_order_id text, p_description text,
+    p_metadata jsonb, p_idem_key text, p_request_hash text, p_actor text,
+    OUT status int, OUT body text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    claim record;
+    v_problem text;
+    v_wallet bigint;
+    v_balance bigint;
+    v_own bigint;
+    v_issuance bigint;
+    v_entry bigint;
+    v_created timestamptz;
+    v_left bigint := p_points;
+    v_take bigint;
+    lot record;
+BEGIN
+    SELECT * INTO claim FROM idempotency_claim(p_partner, p_idem_key, p_request_hash);
+    IF NOT claim.claimed THEN
+        status := claim.status; body := claim.body; RETURN;
+    END IF;
+    v_problem := ledger_member_problem(p_partner, p_member);
+    IF v_problem IS NOT NULL THEN
+        status := (v_problem::jsonb ->> 'status')::int; body := v_problem;
+        PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
+        RETURN;
+    END IF;
+    SELECT id INTO v_wallet FROM accounts WHERE member_id = p_member FOR NO KEY UPDATE;
+    SELECT coalesce(sum(l.remaining), 0) INTO v_own FROM lots l
+     WHERE l.member_id = p_member AND l.partner_id = p_partner AND l.status = 'active';
+    IF v_own < p_points THEN
+        status := 422;
+        body := ledger_problem(422, 'insufficient-points', 'Insufficient points',
+            format('The member holds %s points issued by your brand; %s were requested.', v_own, p_points),
+            jsonb_build_object('field', 'points', 'available', v_own, 'requested', p_points));
+        PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
+        RETURN;
+    END IF;
+    UPDATE accounts SET balance = balance - p_points, version = version + 1
+     WHERE id = v_wallet RETURNING balance INTO v_balance;
+    SELECT id INTO STRICT v_issuance FROM accounts
+     WHERE partner_id = p_partner AND kind = 'partner_issuance';
+    INSERT INTO journal_entries (kind, partner_id, member_id, order_id, description,
+                                 idempotency_key, actor, metadata, occurred_at)
+    VALUES ('adjust', p_partner, p_member, p_order_id, p_description, p_idem_key, p_actor,
+            coalesce(p_metadata, '{}'), now())
+    RETURNING id, created_at INTO v_entry, v_created;
+    INSERT INTO postings (entry_id, account_id, amount)
+    VALUES (v_entry, v_wallet, -p_points), (v_entry, v_issuance, p_points);
+    FOR lot IN
+        SELECT l.id, l.remaining FROM lots l
+         WHERE l.member_id = p_member AND l.partner_id = p_partner AND l.remaining > 0
+           AND l.status = 'active'
+         ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id
+    LOOP
+        v_take := least(lot.remaining, v_left);
+        UPDATE lots l SET remaining = l.remaining - v_take,
+                          status = CASE WHEN l.remaining = v_take THEN 'cancelled' ELSE l.status END
+         WHERE l.id = lot.id;
+        INSERT INTO lot_movements (lot_id, entry_id, kind, points)
+        VALUES (lot.id, v_entry, 'cancel', v_take);
+        v_left := v_left - v_take;
+        EXIT WHEN v_left = 0;
+    END LOOP;
+
+    status := 201;
+    body := jsonb_build_object(
+        'id', v_entry, 'kind', 'adjust', 'member_id', p_member, 'points', -p_points,
+        'order_id', p_order_id, 'description', p_description,
+        'metadata', coalesce(p_metadata, '{}'), 'created_at', v_created,
+        'balance', jsonb_build_object('available', v_balance))::text;
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
 END $$;

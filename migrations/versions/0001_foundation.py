@@ -219,7 +219,7 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
         op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
     op.execute("DROP TRIGGER IF EXISTS postings_balanced ON postings")
-    for function in ("ledger_reverse", "ledger_redeem", "ledger_earn", "ledger_take_from_lots",
+    for function in ("ledger_withdraw", "ledger_reverse", "ledger_redeem", "ledger_earn", "ledger_take_from_lots",
                      "ledger_member_problem", "idempotency_finish", "idempotency_claim",
                      "ledger_problem", "ledger_check_balanced", "ledger_refuse_change"):
         op.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")

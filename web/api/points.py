@@ -9,9 +9,11 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter
 
+from coalition.errors import DomainError
 from coalition.ledger import Ledger, PostingRequest, PostingResult
 from tenants.auth import PartnerPrincipal
 from web.api.schemas import (
+    AdjustPoints,
     EarnPoints,
     IdempotencyKey,
     PostingOut,
@@ -80,6 +82,32 @@ class PointsController(Controller):
     ) -> Response:
         data = await strict_body(request, RedeemPoints)
         return _respond(await ledger.redeem(_posting(request, data, idempotency_key)))
+
+    @post(
+        "/adjustments",
+        opt={"scopes": ["points:adjust"]},
+        status_code=201,
+        responses=CREATED,
+        summary="Correct a member's balance with a stated reason",
+        description="Positive points credit the member (funded by your brand, like an earn); "
+        "negative points take back points your brand issued and the member still holds.",
+    )
+    async def adjust(
+        self, request: Request, data: JSONBody[AdjustPoints], ledger: LedgerDep,
+        idempotency_key: IdempotencyHeader,
+    ) -> Response:
+        data = await strict_body(request, AdjustPoints)
+        if data.points == 0:
+            raise DomainError("validation-error", "Invalid request",
+                              "points must not be zero.", status=400, field="points")
+        principal: PartnerPrincipal = request.user
+        posting = PostingRequest(
+            partner_id=principal.partner_id, member_id=data.member_id,
+            points=abs(data.points), actor=principal.actor, order_id=data.order_id,
+            description=data.reason, metadata=data.metadata,
+            idempotency_key=idempotency_key, request_hash=request_hash(request, data),
+        )
+        return _respond(await ledger.adjust(posting, credit=data.points > 0))
 
     @post(
         "/transactions/{transaction_id:int}/reversal",

@@ -56,6 +56,18 @@ class RedeemPoints(EarnPoints):
     pass
 
 
+class AdjustPoints(Request):
+    member_id: uuid.UUID
+    points: Annotated[
+        int,
+        Meta(ge=-MAX_POINTS, le=MAX_POINTS,
+             description="Signed: positive credits the member, negative takes points back"),
+    ]
+    reason: Annotated[str, Meta(min_length=3, max_length=500)]
+    order_id: OrderId | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class ReverseTransaction(Request):
     points: Points | None = None
     description: Description | None = None
