@@ -15,7 +15,7 @@ import asyncio
 import csv
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,14 +44,17 @@ class ImportReport:
 Row = tuple[int, str | None, str | None, int, str, datetime]
 
 
-def parse_rows(lines: Iterable[str], timezone: ZoneInfo, report: ImportReport) -> list[Row]:
+def parse_blocks(lines: Iterable[str], timezone: ZoneInfo, report: ImportReport,
+                 block_size: int = 5_000) -> Iterator[list[Row]]:
+    """Validate rows, yielding them in blocks so posting can start before the file is
+    read to the end. Invalid rows go to `report.errors` with their line number."""
     reader = csv.DictReader(lines)
     header = set(reader.fieldnames or [])
     missing = REQUIRED - header
     if missing or not header & {"card_number", "customer_id"}:
         wanted = sorted(missing) or ["card_number or customer_id"]
         raise ValueError(f"the header lacks {', '.join(wanted)}")
-    rows: list[Row] = []
+    block: list[Row] = []
     first_line: dict[str, int] = {}
     for record in reader:
         line = reader.line_num
@@ -83,8 +86,16 @@ def parse_rows(lines: Iterable[str], timezone: ZoneInfo, report: ImportReport) -
         if occurred.tzinfo is None:
             occurred = occurred.replace(tzinfo=timezone)
         first_line[order] = line
-        rows.append((line, card, customer, int(raw_points), order, occurred))
-    return rows
+        block.append((line, card, customer, int(raw_points), order, occurred))
+        if len(block) >= block_size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def parse_rows(lines: Iterable[str], timezone: ZoneInfo, report: ImportReport) -> list[Row]:
+    return [row for block in parse_blocks(lines, timezone, report) for row in block]
 
 
 _STAGE = """
@@ -209,11 +220,12 @@ async def import_transactions(
     path: Path,
     *,
     chunk_size: int = 10_000,
-    workers: int = 2,
-    progress: Callable[[int, int], None] | None = None,
+    workers: int = 4,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> ImportReport:
-    """Import a CSV file. Chunks are posted by `workers` connections in parallel, each
-    owning the rows of a disjoint set of member references (hence of wallets)."""
+    """Import a CSV file. Parsing runs while `workers` connections post chunks in
+    parallel, each owning the rows of a disjoint set of member references (hence of
+    wallets)."""
     settings = {"timezone": "UTC"}
     connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(workers)]
     try:
@@ -226,23 +238,40 @@ async def import_transactions(
             raise ValueError(f"partner {partner_slug!r} is {partner['status']}, not active")
         timezone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings"))
         report = ImportReport()
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = parse_rows(handle, timezone, report)
-        shards: list[list[Row]] = [[] for _ in range(workers)]
-        for row in rows:
-            shards[zlib.crc32((row[1] or row[2] or "").encode()) % workers].append(row)
         actor = f"import:{path.name}"
+        queues: list[asyncio.Queue[list[Row] | None]] = [asyncio.Queue() for _ in range(workers)]
+        parsed = 0
 
-        async def run_shard(index: int) -> None:
-            shard_rows = shards[index]
-            for start in range(0, len(shard_rows), chunk_size):
-                chunk = shard_rows[start:start + chunk_size]
+        async def post_shard(index: int) -> None:
+            while (chunk := await queues[index].get()) is not None:
                 await import_chunk(connections[index], partner["id"], actor, chunk, report,
                                    index)
                 if progress:
-                    progress(len(chunk), len(rows))
+                    progress(len(chunk), None)
 
-        await asyncio.gather(*(run_shard(i) for i in range(workers)))
+        posting = [asyncio.create_task(post_shard(i)) for i in range(workers)]
+        try:
+            buffers: list[list[Row]] = [[] for _ in range(workers)]
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                for block in parse_blocks(handle, timezone, report):
+                    parsed += len(block)
+                    for row in block:
+                        shard = zlib.crc32((row[1] or row[2] or "").encode()) % workers
+                        buffers[shard].append(row)
+                        if len(buffers[shard]) >= chunk_size:
+                            queues[shard].put_nowait(buffers[shard])
+                            buffers[shard] = []
+                    await asyncio.sleep(0)  # let the posting tasks send their next statements
+            for shard, buffer in enumerate(buffers):
+                if buffer:
+                    queues[shard].put_nowait(buffer)
+                queues[shard].put_nowait(None)
+            if progress:
+                progress(0, parsed)
+            await asyncio.gather(*posting)
+        finally:
+            for task in posting:
+                task.cancel()
     finally:
         for connection in connections:
             await connection.close()

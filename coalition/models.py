@@ -164,14 +164,16 @@ class JournalEntry(Base):
 
 
 class Posting(Base):
+    """One leg of an entry. An entry posts to an account at most once."""
+
     __tablename__ = "postings"
     __table_args__ = (
+        PrimaryKeyConstraint("entry_id", "account_id"),
         CheckConstraint("amount <> 0", name="nonzero"),
         Index("ix_postings_account_id", "account_id", "entry_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
 
@@ -196,8 +198,11 @@ class Lot(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
-    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
+    # Copies of the earning entry's member and partner (the entry_id foreign key holds
+    # the reference; `ledger verify` checks they agree) so bulk imports skip two
+    # foreign-key look-ups per lot.
+    member_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)

@@ -11,10 +11,10 @@ import asyncpg
 
 CHECKS: dict[str, str] = {
     "unbalanced entry": """
-        SELECT 'entry ' || e.id || ': ' || count(p.id) || ' postings summing to '
+        SELECT 'entry ' || e.id || ': ' || count(p.entry_id) || ' postings summing to '
                || coalesce(sum(p.amount), 0)
           FROM journal_entries e LEFT JOIN postings p ON p.entry_id = e.id
-         GROUP BY e.id HAVING coalesce(sum(p.amount), 0) <> 0 OR count(p.id) < 2
+         GROUP BY e.id HAVING coalesce(sum(p.amount), 0) <> 0 OR count(p.entry_id) < 2
          ORDER BY e.id""",
     "trial balance": """
         SELECT 'sum of all postings is ' || total
@@ -49,6 +49,12 @@ CHECKS: dict[str, str] = {
          WHERE (status IN ('spent', 'expired', 'cancelled') AND remaining <> 0)
             OR (status = 'active' AND remaining = 0)
          ORDER BY id""",
+    "lot origin": """
+        SELECT 'lot ' || l.id || ': member/partner differ from its entry ' || e.id
+          FROM lots l JOIN journal_entries e ON e.id = l.entry_id
+         WHERE l.member_id IS DISTINCT FROM e.member_id
+            OR l.partner_id IS DISTINCT FROM e.partner_id
+         ORDER BY l.id""",
     "lot points": """
         SELECT 'lot ' || l.id || ': ' || l.points || ' points, its entry credited '
                || coalesce(p.amount, 0) || ' to the wallet'

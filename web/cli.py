@@ -219,7 +219,7 @@ def import_() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--partner", "partner_slug", required=True, help="Slug of the issuing partner.")
 @click.option("--chunk-size", default=10_000, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Parallel database connections.")
+@click.option("--workers", default=4, show_default=True, help="Parallel database connections.")
 def import_transactions_command(file: Path, partner_slug: str, chunk_size: int,
                                 workers: int) -> None:
     """Post earnings from a CSV file. Bad rows are listed by line; good rows post.
@@ -234,8 +234,10 @@ def import_transactions_command(file: Path, partner_slug: str, chunk_size: int,
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("rows", total=None)
 
-            def advance(done: int, total: int) -> None:
-                bar.update(task, total=total, advance=done)
+            def advance(done: int, total: int | None) -> None:
+                if total is not None:
+                    bar.update(task, total=total)
+                bar.update(task, advance=done)
 
             return await import_transactions(database_url().asyncpg_dsn, partner_slug, file,
                                              chunk_size=chunk_size, workers=workers,

@@ -149,8 +149,6 @@ def upgrade() -> None:
     sa.CheckConstraint('points > 0', name=op.f('ck_lots_points_positive')),
     sa.CheckConstraint('remaining >= 0 AND remaining <= points', name=op.f('ck_lots_remaining_range')),
     sa.ForeignKeyConstraint(['entry_id'], ['journal_entries.id'], name=op.f('fk_lots_entry_id_journal_entries')),
-    sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_lots_member_id_members')),
-    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_lots_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_lots'))
     )
     op.create_index('ix_lots_entry_id', 'lots', ['entry_id'], unique=False)
@@ -175,17 +173,15 @@ def upgrade() -> None:
     op.create_index('ix_oauth_tokens_expires_at', 'oauth_tokens', ['expires_at'], unique=False)
     op.create_index(op.f('ix_oauth_tokens_partner_id'), 'oauth_tokens', ['partner_id'], unique=False)
     op.create_table('postings',
-    sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('entry_id', sa.BigInteger(), nullable=False),
     sa.Column('account_id', sa.BigInteger(), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.CheckConstraint('amount <> 0', name=op.f('ck_postings_nonzero')),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_postings_account_id_accounts')),
     sa.ForeignKeyConstraint(['entry_id'], ['journal_entries.id'], name=op.f('fk_postings_entry_id_journal_entries')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_postings'))
+    sa.PrimaryKeyConstraint('entry_id', 'account_id', name=op.f('pk_postings'))
     )
     op.create_index('ix_postings_account_id', 'postings', ['account_id', 'entry_id'], unique=False)
-    op.create_index(op.f('ix_postings_entry_id'), 'postings', ['entry_id'], unique=False)
     op.create_table('lot_movements',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('lot_id', sa.BigInteger(), nullable=False),
@@ -226,7 +222,6 @@ def downgrade() -> None:
     op.drop_index('ix_lot_movements_lot_id', table_name='lot_movements')
     op.drop_index('ix_lot_movements_entry_id', table_name='lot_movements')
     op.drop_table('lot_movements')
-    op.drop_index(op.f('ix_postings_entry_id'), table_name='postings')
     op.drop_index('ix_postings_account_id', table_name='postings')
     op.drop_table('postings')
     op.drop_index(op.f('ix_oauth_tokens_partner_id'), table_name='oauth_tokens')
