@@ -164,16 +164,23 @@ _POST = [
 ]
 
 
+LOCK_BUCKETS = 64
+
+
+def bucket_of(row: Row) -> int:
+    return zlib.crc32((row[1] or row[2] or "").encode()) % LOCK_BUCKETS
+
+
 async def import_chunk(
     conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str, rows: list[Row],
-    report: ImportReport, shard: int = 0,
+    report: ImportReport,
 ) -> None:
     try:
-        outcome = await _post_chunk(conn, partner_id, actor, rows, shard)
+        outcome = await _post_chunk(conn, partner_id, actor, rows)
     except asyncpg.UniqueViolationError:
         # A concurrent run posted one of these order references under another member
-        # reference (so in another shard) first; now the chunk sees it as imported.
-        outcome = await _post_chunk(conn, partner_id, actor, rows, shard)
+        # reference (so in another bucket) first; now the chunk sees it as imported.
+        outcome = await _post_chunk(conn, partner_id, actor, rows)
     for record in outcome:
         if record["outcome"] is None:
             report.posted += 1
@@ -185,16 +192,19 @@ async def import_chunk(
 
 
 async def _post_chunk(
-    conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str, rows: list[Row], shard: int
+    conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str, rows: list[Row]
 ) -> list[asyncpg.Record]:
     async with conn.transaction():
         # A crash may lose the last chunks' commits, never corrupt them, and re-running the
         # file posts exactly what is missing: durability per chunk is not worth an fsync.
         await conn.execute("SET LOCAL synchronous_commit = off")
-        # Rows are sharded by member reference, so a row of a file always lands in the same
-        # shard: two runs of one file serialize on this lock and cannot both post a row.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                           f"import:{partner_id}:{shard}")
+        # A row's lock bucket depends only on its member reference, so two runs of one
+        # file (whatever their worker counts) serialize on the same buckets and cannot both
+        # post a row. Buckets are locked in ascending order: no deadlock between runs.
+        buckets = sorted({bucket_of(row) for row in rows})
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1 || b::text)) FROM unnest($2::int[]) AS b",
+            f"import:{partner_id}:", buckets)
         await conn.execute(_STAGE)
         await conn.copy_records_to_table(
             "import_rows", records=rows,
@@ -244,8 +254,7 @@ async def import_transactions(
 
         async def post_shard(index: int) -> None:
             while (chunk := await queues[index].get()) is not None:
-                await import_chunk(connections[index], partner["id"], actor, chunk, report,
-                                   index)
+                await import_chunk(connections[index], partner["id"], actor, chunk, report)
                 if progress:
                     progress(len(chunk), None)
 
@@ -256,7 +265,7 @@ async def import_transactions(
                 for block in parse_blocks(handle, timezone, report):
                     parsed += len(block)
                     for row in block:
-                        shard = zlib.crc32((row[1] or row[2] or "").encode()) % workers
+                        shard = bucket_of(row) % workers
                         buffers[shard].append(row)
                         if len(buffers[shard]) >= chunk_size:
                             queues[shard].put_nowait(buffers[shard])
