@@ -136,6 +136,29 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- The common start of a member posting: claim the idempotency key (or replay what it
+-- stored) and check the member is linked to the partner and active. proceed = false
+-- means (status, body) is the answer.
+CREATE FUNCTION ledger_admit(p_partner uuid, p_member uuid, p_key text, p_hash text,
+                             OUT proceed boolean, OUT status int, OUT body text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    claim record;
+BEGIN
+    proceed := false;
+    SELECT * INTO claim FROM idempotency_claim(p_partner, p_key, p_hash);
+    IF NOT claim.claimed THEN
+        status := claim.status; body := claim.body; RETURN;
+    END IF;
+    body := ledger_member_problem(p_partner, p_member);
+    IF body IS NOT NULL THEN
+        status := (body::jsonb ->> 'status')::int;
+        PERFORM idempotency_finish(p_partner, p_key, status, body);
+        RETURN;
+    END IF;
+    proceed := true;
+END $$;
+
 -- Takes points from a member's spendable lots, first-expiring first, then oldest.
 -- The caller holds the member's wallet row lock, which serializes all lot changes.
 CREATE FUNCTION ledger_take_from_lots(p_member uuid, p_entry bigint, p_points bigint)
@@ -174,8 +197,7 @@ CREATE FUNCTION ledger_earn(
     OUT status int, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    claim record;
-    v_problem text;
+    gate record;
     v_wallet bigint;
     v_balance bigint;
     v_issuance bigint;
@@ -184,15 +206,9 @@ DECLARE
     v_created timestamptz;
     v_expires timestamptz;
 BEGIN
-    SELECT * INTO claim FROM idempotency_claim(p_partner, p_idem_key, p_request_hash);
-    IF NOT claim.claimed THEN
-        status := claim.status; body := claim.body; RETURN;
-    END IF;
-    v_problem := ledger_member_problem(p_partner, p_member);
-    IF v_problem IS NOT NULL THEN
-        status := (v_problem::jsonb ->> 'status')::int; body := v_problem;
-        PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-        RETURN;
+    SELECT * INTO gate FROM ledger_admit(p_partner, p_member, p_idem_key, p_request_hash);
+    IF NOT gate.proceed THEN
+        status := gate.status; body := gate.body; RETURN;
     END IF;
 
     UPDATE accounts SET balance = balance + p_points, version = version + 1
@@ -235,23 +251,16 @@ CREATE FUNCTION ledger_redeem(
     OUT status int, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    claim record;
-    v_problem text;
+    gate record;
     v_wallet bigint;
     v_balance bigint;
     v_redemption bigint;
     v_entry bigint;
     v_created timestamptz;
 BEGIN
-    SELECT * INTO claim FROM idempotency_claim(p_partner, p_idem_key, p_request_hash);
-    IF NOT claim.claimed THEN
-        status := claim.status; body := claim.body; RETURN;
-    END IF;
-    v_problem := ledger_member_problem(p_partner, p_member);
-    IF v_problem IS NOT NULL THEN
-        status := (v_problem::jsonb ->> 'status')::int; body := v_problem;
-        PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-        RETURN;
+    SELECT * INTO gate FROM ledger_admit(p_partner, p_member, p_idem_key, p_request_hash);
+    IF NOT gate.proceed THEN
+        status := gate.status; body := gate.body; RETURN;
     END IF;
 
     -- The conditional update locks the wallet and re-checks the balance after any
@@ -442,8 +451,7 @@ CREATE FUNCTION ledger_withdraw(
     OUT status int, OUT body text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    claim record;
-    v_problem text;
+    gate record;
     v_wallet bigint;
     v_balance bigint;
     v_own bigint;
@@ -454,15 +462,9 @@ DECLARE
     v_take bigint;
     lot record;
 BEGIN
-    SELECT * INTO claim FROM idempotency_claim(p_partner, p_idem_key, p_request_hash);
-    IF NOT claim.claimed THEN
-        status := claim.status; body := claim.body; RETURN;
-    END IF;
-    v_problem := ledger_member_problem(p_partner, p_member);
-    IF v_problem IS NOT NULL THEN
-        status := (v_problem::jsonb ->> 'status')::int; body := v_problem;
-        PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-        RETURN;
+    SELECT * INTO gate FROM ledger_admit(p_partner, p_member, p_idem_key, p_request_hash);
+    IF NOT gate.proceed THEN
+        status := gate.status; body := gate.body; RETURN;
     END IF;
     SELECT id INTO v_wallet FROM accounts WHERE member_id = p_member FOR NO KEY UPDATE;
     SELECT coalesce(sum(l.remaining), 0) INTO v_own FROM lots l

@@ -216,7 +216,7 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
     op.execute("DROP TRIGGER IF EXISTS postings_balanced ON postings")
     for function in ("ledger_withdraw", "ledger_reverse", "ledger_redeem", "ledger_earn", "ledger_take_from_lots",
-                     "ledger_member_problem", "idempotency_finish", "idempotency_claim",
+                     "ledger_admit", "ledger_member_problem", "idempotency_finish", "idempotency_claim",
                      "ledger_problem", "ledger_check_balanced", "ledger_refuse_change"):
         op.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")
     op.drop_index('ix_lot_movements_lot_id', table_name='lot_movements')
