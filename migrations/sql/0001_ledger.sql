@@ -159,9 +159,12 @@ BEGIN
     proceed := true;
 END $$;
 
--- Takes points from a member's spendable lots, first-expiring first, then oldest.
+-- Takes points from a member's spendable lots, first-expiring first, then oldest, and
+-- records each take as a lot movement. `p_issuer` limits it to one partner's lots;
+-- `p_kind` is 'spend' (a redemption) or 'cancel' (points taken back by their issuer).
 -- The caller holds the member's wallet row lock, which serializes all lot changes.
-CREATE FUNCTION ledger_take_from_lots(p_member uuid, p_entry bigint, p_points bigint)
+CREATE FUNCTION ledger_take_from_lots(p_member uuid, p_entry bigint, p_points bigint,
+                                      p_issuer uuid DEFAULT NULL, p_kind text DEFAULT 'spend')
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_left bigint := p_points;
@@ -169,17 +172,19 @@ DECLARE
     lot record;
 BEGIN
     FOR lot IN
-        SELECT id, remaining FROM lots
-         WHERE member_id = p_member AND remaining > 0 AND status = 'active'
-         ORDER BY expires_at NULLS LAST, earned_at, id
+        SELECT l.id, l.remaining FROM lots l
+         WHERE l.member_id = p_member AND l.remaining > 0 AND l.status = 'active'
+           AND (p_issuer IS NULL OR l.partner_id = p_issuer)
+         ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id
     LOOP
         v_take := least(lot.remaining, v_left);
-        UPDATE lots
-           SET remaining = remaining - v_take,
-               status = CASE WHEN remaining = v_take THEN 'spent' ELSE status END
-         WHERE id = lot.id;
+        UPDATE lots l
+           SET remaining = l.remaining - v_take,
+               status = CASE WHEN l.remaining > v_take THEN l.status
+                             WHEN p_kind = 'spend' THEN 'spent' ELSE 'cancelled' END
+         WHERE l.id = lot.id;
         INSERT INTO lot_movements (lot_id, entry_id, kind, points)
-        VALUES (lot.id, p_entry, 'spend', v_take);
+        VALUES (lot.id, p_entry, p_kind, v_take);
         v_left := v_left - v_take;
         EXIT WHEN v_left = 0;
     END LOOP;
@@ -458,9 +463,6 @@ DECLARE
     v_issuance bigint;
     v_entry bigint;
     v_created timestamptz;
-    v_left bigint := p_points;
-    v_take bigint;
-    lot record;
 BEGIN
     SELECT * INTO gate FROM ledger_admit(p_partner, p_member, p_idem_key, p_request_hash);
     IF NOT gate.proceed THEN
@@ -488,21 +490,7 @@ BEGIN
     RETURNING id, created_at INTO v_entry, v_created;
     INSERT INTO postings (entry_id, account_id, amount)
     VALUES (v_entry, v_wallet, -p_points), (v_entry, v_issuance, p_points);
-    FOR lot IN
-        SELECT l.id, l.remaining FROM lots l
-         WHERE l.member_id = p_member AND l.partner_id = p_partner AND l.remaining > 0
-           AND l.status = 'active'
-         ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id
-    LOOP
-        v_take := least(lot.remaining, v_left);
-        UPDATE lots l SET remaining = l.remaining - v_take,
-                          status = CASE WHEN l.remaining = v_take THEN 'cancelled' ELSE l.status END
-         WHERE l.id = lot.id;
-        INSERT INTO lot_movements (lot_id, entry_id, kind, points)
-        VALUES (lot.id, v_entry, 'cancel', v_take);
-        v_left := v_left - v_take;
-        EXIT WHEN v_left = 0;
-    END LOOP;
+    PERFORM ledger_take_from_lots(p_member, v_entry, p_points, p_partner, 'cancel');
 
     status := 201;
     body := jsonb_build_object(
