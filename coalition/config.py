@@ -21,8 +21,12 @@ class Settings(BaseSettings):
     ledger_pool_size: int = 8
     orm_pool_size: int = 5
     access_token_ttl_seconds: int = 3600
-    # How long a verified bearer token is trusted without asking the database again.
-    token_cache_seconds: int = 5
+    # How long a verified bearer token is trusted without asking the database again;
+    # revocations still apply at once (NOTIFY), so this only bounds staleness if the
+    # notification listener is down (then nothing is cached at all).
+    token_cache_seconds: int = 60
+    # Public base URL (issuer in OAuth metadata); defaults to the URL a request came in on.
+    public_url: str = ""
     idempotency_retention_hours: int = 72
     log_level: str = "INFO"
 

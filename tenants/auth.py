@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from tenants.service import hash_secret
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,21 +39,46 @@ SELECT t.partner_id, p.name, p.status, c.client_id, t.scope,
 """
 
 
+AUTH_CHANNEL = "coalition_auth"
+
+
 class TokenVerifier:
-    """Resolves a bearer token to its partner. A verified token is trusted for at most
-    `cache_seconds` (and never past its expiry), which keeps the lookup off the hot path
-    while a revocation still takes effect within seconds."""
+    """Resolves a bearer token to its partner, keeping the database look-up off the hot
+    path. A verified token is trusted for at most `cache_seconds` and never past its
+    expiry. Revocations and partner status changes reach every process at once: a
+    trigger sends NOTIFY coalition_auth and `listen` clears the cache. While the
+    listening connection is down, nothing is cached."""
 
     def __init__(self, pool: asyncpg.Pool, cache_seconds: int, max_entries: int = 50_000) -> None:
         self.pool = pool
         self.cache_seconds = cache_seconds
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, PartnerPrincipal]] = {}
+        self._listener: asyncpg.Connection | None = None
+
+    async def listen(self, dsn: str) -> None:
+        self._listener = await asyncpg.connect(dsn)
+        await self._listener.add_listener(AUTH_CHANNEL, lambda *_: self.forget_all())
+        self._listener.add_termination_listener(lambda *_: self._lost_listener())
+
+    def _lost_listener(self) -> None:
+        log.warning("lost the %s listener; token caching is off", AUTH_CHANNEL)
+        self._listener = None
+        self.forget_all()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
+
+    @property
+    def caching(self) -> bool:
+        return self.cache_seconds > 0 and self._listener is not None
 
     async def verify(self, token: str) -> PartnerPrincipal | None:
         digest = hash_secret(token)
         now = time.time()
-        cached = self._cache.get(digest)
+        cached = self._cache.get(digest) if self.caching else None
         if cached and cached[0] > now:
             return cached[1]
         row = await self.pool.fetchrow(_LOOKUP, digest)
@@ -65,9 +93,11 @@ class TokenVerifier:
             scopes=frozenset(row["scope"].split()),
             expires_at=row["expires_at"],
         )
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[digest] = (min(now + self.cache_seconds, principal.expires_at), principal)
+        if self.caching:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[digest] = (min(now + self.cache_seconds, principal.expires_at),
+                                   principal)
         return principal
 
     def forget_all(self) -> None:

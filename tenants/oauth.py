@@ -14,9 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -63,6 +65,91 @@ class ClientAdapter(ClientMixin):
         return grant_type in self.row.grant_types
 
 
+class TokenAdapter(TokenMixin):
+    """Authlib's view of a stored access token."""
+
+    def __init__(self, row: OAuthToken, client: OAuthClient) -> None:
+        self.row = row
+        self.client = client
+
+    def check_client(self, client: ClientAdapter) -> bool:
+        return client.row.id == self.row.client_pk
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_expires_in(self) -> int:
+        return int((self.row.expires_at - self.row.issued_at).total_seconds())
+
+    def is_expired(self) -> bool:
+        return self.row.expires_at <= datetime.now(UTC)
+
+    def is_revoked(self) -> bool:
+        return self.row.revoked_at is not None or self.client.revoked_at is not None
+
+    def get_user(self) -> None:
+        return None
+
+    def get_client(self) -> ClientAdapter:
+        return ClientAdapter(self.client)
+
+
+def _find_token(session: Session, token_string: str) -> TokenAdapter | None:
+    found = session.execute(
+        select(OAuthToken, OAuthClient)
+        .join(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
+        .where(OAuthToken.access_token_hash == hash_secret(token_string))
+    ).first()
+    return TokenAdapter(*found) if found else None
+
+
+class TokenRevocation(RevocationEndpoint):
+    """RFC 7009. Only the client the token was issued to may revoke it."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    SUPPORTED_TOKEN_TYPES = ("access_token",)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
+        with self.server.session_factory() as session:
+            return _find_token(session, token_string)
+
+    def revoke_token(self, token: TokenAdapter, request: OAuth2Request) -> None:
+        # The database trigger on oauth_tokens tells every API process to forget the
+        # token at once (NOTIFY coalition_auth).
+        with self.server.session_factory() as session, session.begin():
+            row = session.get(OAuthToken, token.row.id)
+            if row is not None and row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+
+
+class TokenIntrospection(IntrospectionEndpoint):
+    """RFC 7662. Any client of the same partner may introspect the partner's tokens;
+    tokens of other partners are reported as inactive."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    SUPPORTED_TOKEN_TYPES = ("access_token",)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
+        with self.server.session_factory() as session:
+            return _find_token(session, token_string)
+
+    def check_permission(self, token: TokenAdapter, client: ClientAdapter,
+                         request: OAuth2Request) -> bool:
+        return token.row.partner_id == client.row.partner_id
+
+    def introspect_token(self, token: TokenAdapter) -> dict:
+        return {
+            "active": True,
+            "client_id": token.client.client_id,
+            "scope": token.row.scope,
+            "token_type": "Bearer",
+            "sub": str(token.row.partner_id),
+            "iat": int(token.row.issued_at.timestamp()),
+            "exp": int(token.row.expires_at.timestamp()),
+            "iss": self.server.issuer,
+        }
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -103,11 +190,15 @@ class FormRequest(OAuth2Request):
 
 
 class CoalitionAuthorizationServer(AuthorizationServer):
-    def __init__(self, session_factory: Callable[[], Session], access_token_ttl: int) -> None:
+    def __init__(self, session_factory: Callable[[], Session], access_token_ttl: int,
+                 issuer: str = "") -> None:
         super().__init__(scopes_supported=list(PARTNER_SCOPES))
         self.session_factory = session_factory
         self.access_token_ttl = access_token_ttl
+        self.issuer = issuer
         self.register_grant(ClientCredentialsGrant)
+        self.register_endpoint(TokenRevocation)
+        self.register_endpoint(TokenIntrospection)
         self.register_token_generator(
             "default",
             BearerTokenGenerator(
@@ -142,6 +233,23 @@ class CoalitionAuthorizationServer(AuthorizationServer):
                     expires_at=datetime.now(UTC) + timedelta(seconds=token["expires_in"]),
                 )
             )
+
+    def metadata(self, base_url: str) -> dict:
+        """RFC 8414 authorization server metadata."""
+        methods = ["client_secret_basic", "client_secret_post"]
+        return {
+            "issuer": self.issuer or base_url,
+            "token_endpoint": f"{base_url}/oauth/token",
+            "revocation_endpoint": f"{base_url}/oauth/revoke",
+            "introspection_endpoint": f"{base_url}/oauth/introspect",
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "scopes_supported": list(PARTNER_SCOPES),
+            "token_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_methods_supported": methods,
+            "service_documentation": f"{base_url}/schema",
+        }
 
     def create_oauth2_request(self, request: FormRequest) -> FormRequest:
         return request

@@ -61,7 +61,7 @@ def database_url(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: DatabaseUrl) -> Settings:
-    return Settings(database_url=database_url.raw, env="test", token_cache_seconds=0)
+    return Settings(database_url=database_url.raw, env="test")
 
 
 @pytest.fixture(scope="session")

@@ -66,22 +66,56 @@ async def health(state: State) -> Response:
     return Response({"status": "ok", "database": "ok"})
 
 
-@post("/oauth/token", tags=["OAuth 2.0"], status_code=200,
-      summary="Issue an access token (client_credentials)",
-      description="RFC 6749 section 4.4. Authenticate with client_secret_basic or "
-      "client_secret_post. Errors follow RFC 6749 section 5.2.")
-async def oauth_token(request: Request, state: State) -> Response:
+async def _oauth_endpoint(request: Request, state: State, name: str | None) -> Response:
+    """Run one of Authlib's (synchronous) endpoints in a worker thread on the already
+    read form. Errors follow RFC 6749 section 5.2, not RFC 9457."""
     form = await request.form()
     oauth_request = FormRequest(
         request.method, str(request.url), request.headers,
         list(form.multi_items()), list(request.query_params.multi_items()),
     )
     server: CoalitionAuthorizationServer = state.oauth_server
-    status, body, headers = await anyio.to_thread.run_sync(
-        server.create_token_response, oauth_request
-    )
+    if name is None:
+        call = server.create_token_response
+    else:
+        def call(r: FormRequest) -> tuple:
+            return server.create_endpoint_response(name, r)
+    status, body, headers = await anyio.to_thread.run_sync(call, oauth_request)
     return Response(content=msgspec.json.encode(body), status_code=status,
                     headers=dict(headers), media_type="application/json")
+
+
+@post("/oauth/token", tags=["OAuth 2.0"], status_code=200,
+      summary="Issue an access token (client_credentials)",
+      description="RFC 6749 section 4.4. Authenticate with client_secret_basic or "
+      "client_secret_post. Errors follow RFC 6749 section 5.2.")
+async def oauth_token(request: Request, state: State) -> Response:
+    return await _oauth_endpoint(request, state, None)
+
+
+@post("/oauth/revoke", tags=["OAuth 2.0"], status_code=200,
+      summary="Revoke an access token (RFC 7009)",
+      description="The client the token was issued to authenticates and sends `token`. "
+      "Answers 200 whether or not the token was known; the token stops working at once.")
+async def oauth_revoke(request: Request, state: State) -> Response:
+    response = await _oauth_endpoint(request, state, "revocation")
+    # This process forgets at once; the others hear the database's NOTIFY.
+    state.token_verifier.forget_all()
+    return response
+
+
+@post("/oauth/introspect", tags=["OAuth 2.0"], status_code=200,
+      summary="Introspect an access token (RFC 7662)",
+      description="Any client of the token's partner may ask; tokens of other partners, "
+      "unknown, expired or revoked tokens are reported as {\"active\": false}.")
+async def oauth_introspect(request: Request, state: State) -> Response:
+    return await _oauth_endpoint(request, state, "introspection")
+
+
+@get("/.well-known/oauth-authorization-server", tags=["OAuth 2.0"],
+     summary="Authorization server metadata (RFC 8414)")
+async def oauth_metadata(request: Request, state: State) -> dict:
+    return state.oauth_server.metadata(str(request.base_url).rstrip("/"))
 
 
 @get("/problems/{slug:str}", include_in_schema=False)
@@ -145,12 +179,15 @@ def create_app(
         app.state.pool = pool
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
+        await app.state.token_verifier.listen(url.asyncpg_dsn)
         app.state.oauth_server = CoalitionAuthorizationServer(
-            sessionmaker(sync_engine, expire_on_commit=False), settings.access_token_ttl_seconds
+            sessionmaker(sync_engine, expire_on_commit=False), settings.access_token_ttl_seconds,
+            issuer=settings.public_url.rstrip("/"),
         )
         try:
             yield
         finally:
+            await app.state.token_verifier.close()
             await pool.close()
             await engine.dispose()
             sync_engine.dispose()
@@ -162,7 +199,8 @@ def create_app(
         security=[{"partner": []}],
     )
     return Litestar(
-        route_handlers=[health, oauth_token, problem_type, index, api],
+        route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
+                        problem_type, index, api],
         lifespan=[lifespan],
         dependencies={
             "db_session": Provide(provide_db_session),
