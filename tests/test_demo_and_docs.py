@@ -81,3 +81,36 @@ async def test_unknown_route_and_method_are_problems(client, partner):
     wrong = await partner.client.delete("/api/v1/earn", headers=partner.auth)
     assert wrong.status_code == 405
     assert wrong.json()["type"] == "/problems/method-not-allowed"
+
+
+async def test_security_headers_on_every_kind_of_response(client, partner):
+    for path in ("/", "/health", "/problems/not-found", "/schema/openapi.json",
+                 "/api/v1/members", "/static/app.css"):
+        response = await client.get(path, headers=partner.auth)
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp, path
+        assert "script-src 'self';" in csp and "unsafe-inline" not in csp, path
+        assert response.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    page = await client.get("/")
+    assert "<script" not in page.text and "<style" not in page.text
+    assert "strict-transport-security" not in page.headers  # not in development/test
+
+
+def test_hsts_outside_development(settings, database_url):
+    import asyncio
+
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from web.app import create_app
+
+    async def fetch() -> httpx.Response:
+        app = create_app(settings.model_copy(update={"env": "production"}), database_url)
+        async with LifespanManager(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="https://c.example") as c:
+                return await c.get("/health")
+
+    response = asyncio.run(fetch())
+    assert response.headers["strict-transport-security"].startswith("max-age=")

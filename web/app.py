@@ -21,6 +21,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from litestar.params import FromPath
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
+from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import sessionmaker
@@ -39,6 +40,7 @@ from tenants.oauth import CoalitionAuthorizationServer, FormRequest
 from tenants.service import PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
+from web.headers import security_headers_middleware
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 
@@ -200,7 +202,12 @@ def create_app(
     )
     return Litestar(
         route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
-                        problem_type, index, api],
+                        problem_type, index, api,
+                        create_static_files_router(path="/static",
+                                                   directories=[os.path.join(HERE, "static")],
+                                                   include_in_schema=False)],
+        middleware=[security_headers_middleware(hsts=not settings.is_development
+                                                and settings.env != "test")],
         lifespan=[lifespan],
         dependencies={
             "db_session": Provide(provide_db_session),
