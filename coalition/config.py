@@ -29,6 +29,27 @@ class Settings(BaseSettings):
     public_url: str = ""
     idempotency_retention_hours: int = 72
     log_level: str = "INFO"
+    # Signs CSRF tokens. Unset: a random key is kept in data_dir/secret_key.
+    secret_key: str = ""
+    # Outgoing email. Unset host: messages are written to data_dir/outbox as .eml files.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    mail_from: str = "Coalition <no-reply@coalition.local>"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     @property
     def is_development(self) -> bool:

@@ -55,6 +55,19 @@ async def _create_member(session: AsyncSession, email: str, name: str | None) ->
     raise RuntimeError("could not allocate a unique card number")
 
 
+async def find_or_create(
+    session: AsyncSession, email: str, name: str | None
+) -> tuple[Member, bool]:
+    """The coalition member with this email, created (with its wallet) if none exists;
+    and whether this call created it."""
+    member = await _create_member(session, email, name)
+    if member is not None:
+        return member, True
+    existing = await session.scalars(
+        select(Member).where(func.lower(Member.email) == email.lower()))
+    return existing.one(), False
+
+
 async def enroll(
     session: AsyncSession,
     partner_id: uuid.UUID,
@@ -64,13 +77,7 @@ async def enroll(
 ) -> tuple[LinkedMember, bool]:
     """Create the member, or link the existing member with this email to the partner.
     Returns the member as the partner sees it and whether it was newly created."""
-    created = True
-    member = await _create_member(session, email, name)
-    if member is None:
-        created = False
-        member = (
-            await session.scalars(select(Member).where(func.lower(Member.email) == email.lower()))
-        ).one()
+    member, created = await find_or_create(session, email, name)
 
     if customer_id is not None:
         holder = await session.scalar(

@@ -60,8 +60,25 @@ def database_url(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: DatabaseUrl) -> Settings:
-    return Settings(database_url=database_url.raw, env="test")
+def smtp(tmp_path_factory: pytest.TempPathFactory):
+    """A real SMTP server in-process; the app sends its mail there."""
+    import socket
+
+    from tests.portal import start_smtp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller, inbox = start_smtp(port)
+    inbox.port = port
+    yield inbox
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: DatabaseUrl, smtp, tmp_path_factory) -> Settings:
+    return Settings(database_url=database_url.raw, env="test", smtp_host="127.0.0.1",
+                    smtp_port=smtp.port, data_dir=tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +103,14 @@ async def db(database_url: DatabaseUrl) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url.asyncpg_dsn, min_size=1, max_size=4)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def browser(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh cookie jar per test, like a new browser profile."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
+        yield c
 
 
 @pytest.fixture

@@ -11,10 +11,12 @@ import anyio
 import msgspec
 import sqlalchemy
 from litestar import Litestar, Request, Response, Router, get, post
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 from litestar.middleware import DefineMiddleware
+from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
@@ -36,13 +38,18 @@ from coalition.db import (
 )
 from coalition.ledger import Ledger
 from tenants.auth import TokenVerifier
+from tenants.mail import Mailer
 from tenants.oauth import CoalitionAuthorizationServer, FormRequest
 from tenants.service import PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
 from web.headers import security_headers_middleware
+from web.portal.auth import AuthPages
+from web.portal.common import LoginRequired, login_redirect
+from web.portal.home import HomePages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
+from web.sessions import PostgresSessionStore
 
 log = logging.getLogger(__name__)
 HERE = os.path.dirname(__file__)
@@ -178,6 +185,7 @@ def create_app(
         sync_engine = sqlalchemy.create_engine(url.sqlalchemy_sync, pool_size=2,
                                                connect_args={"options": "-c timezone=UTC"})
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.mailer = Mailer(settings)
         app.state.pool = pool
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
@@ -194,28 +202,40 @@ def create_app(
             await engine.dispose()
             sync_engine.dispose()
 
+    secure_cookies = settings.env not in ("development", "test")
+    # The partner API authenticates with bearer tokens: no session cookie, no CSRF there.
+    cookie_free = ["^/api/", "^/oauth/", "^/health", "^/schema", "^/static/", "^/problems/"]
+    sessions = ServerSideSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
+                                       samesite="lax", max_age=8 * 3600, exclude=cookie_free)
+    csrf = CSRFConfig(secret=settings.resolved_secret_key(), cookie_secure=secure_cookies,
+                      cookie_samesite="lax", exclude=cookie_free)
+    state_holder: dict[str, Litestar] = {}
+
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
-                        problem_type, index, api,
+                        problem_type, index, api, AuthPages, HomePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
-        middleware=[security_headers_middleware(hsts=not settings.is_development
-                                                and settings.env != "test")],
+        middleware=[security_headers_middleware(hsts=secure_cookies), sessions.middleware],
+        csrf_config=csrf,
+        stores={"sessions": PostgresSessionStore(lambda: state_holder["app"].state.pool)},
         lifespan=[lifespan],
         dependencies={
             "db_session": Provide(provide_db_session),
             "ledger": Provide(provide_ledger, sync_to_thread=False),
         },
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, LoginRequired: login_redirect},
         openapi_config=_openapi(),
         template_config=TemplateConfig(directory=os.path.join(HERE, "templates"),
                                        engine=JinjaTemplateEngine),
         debug=False,
     )
+    state_holder["app"] = app
+    return app

@@ -22,6 +22,7 @@ from rich.progress import (
 
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker, resolve_database_url
+from web.demo import DEMO_LOGINS
 
 console = Console(stderr=True)
 
@@ -131,6 +132,9 @@ def _print_welcome(address: str | None, credentials: list[dict]) -> None:
     for item in credentials:
         click.echo(f"  {item['name']:<26} client_id={item['client_id']:<16} "
                    f"client_secret={item['client_secret']}")
+    click.echo("\nDemo portal logins (http://…/login):")
+    for email, password, what in DEMO_LOGINS:
+        click.echo(f"  {what:<26} {email:<34} password {password}")
     if address and credentials:
         first = credentials[0]
         click.echo(f"\n  Try: curl -s -u {first['client_id']}:{first['client_secret']} "
@@ -176,6 +180,41 @@ def partners_create(name: str, slug: str | None, currency: str, as_json: bool) -
         click.echo(f"partner {result['slug']} ({result['partner_id']})\n"
                    f"client_id     {result['client_id']}\n"
                    f"client_secret {result['client_secret']}  (shown once)")
+
+
+@main.group()
+def operators() -> None:
+    """Operator staff accounts."""
+
+
+@operators.command("create")
+@click.option("--email", required=True)
+@click.option("--name", default=None)
+@click.option("--password", default=None,
+              help="At least 10 characters; prompted for when omitted.")
+def operators_create(email: str, name: str | None, password: str | None) -> None:
+    """Create an operator account (email verified, ready to log in)."""
+    from coalition.errors import DomainError
+    from tenants.accounts import create_user
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def create() -> None:
+        engine = create_engine(database_url())
+        try:
+            async with create_sessionmaker(engine)() as session:
+                await create_user(session, email, "operator", name=name, password=password,
+                                  verified=True)
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(create())
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"operator {email} created")
 
 
 @main.group()

@@ -15,6 +15,7 @@ import asyncpg
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
+from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
 PARTNERS = [
@@ -28,6 +29,14 @@ FIRST = ["Anna", "Piotr", "Katarzyna", "Tomasz", "Agnieszka", "Paweł", "Magdale
          "Ewa", "Marcin", "Joanna", "Łukasz", "Zofia", "Adam", "Barbara", "Grzegorz"]
 LAST = ["Lewandowska", "Wójcik", "Kamińska", "Zieliński", "Szymańska", "Woźniak", "Dąbrowski",
         "Kozłowska", "Jankowski", "Mazur", "Kwiatkowska", "Krawczyk"]
+
+
+# Portal logins the demo creates: (email, password, who).
+DEMO_LOGINS = [
+    ("operator@coalition.example", "demo-operator-pass", "Coalition operator"),
+    ("owner@hurtownia.example", "demo-partner-pass", "Hurtownia Budowlana owner"),
+    ("jan.kowalski@example.com", "demo-member-pass", "Member Jan Kowalski"),
+]
 
 
 def demo_credentials() -> list[dict]:
@@ -71,6 +80,15 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                     linked, _ = await enroll(session, partners[slug], email, name,
                                              f"{slug.upper()}-{1000 + index}-{number}")
                 members[email] = (linked.member.id, slugs)
+            operator, owner, member = DEMO_LOGINS
+            await create_user(session, operator[0], "operator", name="Operator",
+                              password=operator[1], verified=True)
+            await create_user(session, owner[0], "partner_staff", name="Owner",
+                              password=owner[1], partner_id=partners["hurtownia"],
+                              role="owner", verified=True)
+            await create_user(session, member[0], "member", name="Jan Kowalski",
+                              password=member[1], member_id=members[member[0]][0],
+                              verified=True)
             await session.commit()
         await _history(Ledger(pool), partners, members, now, rng)
     finally:

@@ -1,0 +1,147 @@
+"""People who log in: passwords (argon2id), login throttling, emailed single-use tokens,
+and the audit log."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.errors import Conflict, DomainError
+from tenants.models import AuditEntry, LoginAttempt, User, UserToken
+from tenants.service import hash_secret
+
+HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
+MIN_PASSWORD_LENGTH = 10
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_EMAIL = 5
+MAX_FAILURES_PER_IP = 20
+TOKEN_LIFETIMES = {"verify_email": timedelta(days=2), "reset_password": timedelta(hours=1)}
+# Verifying against this keeps a login for an unknown email as slow as a real one.
+_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+
+
+class LoginFailed(DomainError):
+    status = 401
+
+
+class TooManyAttempts(DomainError):
+    status = 429
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise DomainError("validation-error", "Password too short",
+                          f"Use at least {MIN_PASSWORD_LENGTH} characters.", status=400,
+                          field="password")
+
+
+async def find_user(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+
+
+async def create_user(
+    session: AsyncSession,
+    email: str,
+    kind: str,
+    *,
+    name: str | None = None,
+    password: str | None = None,
+    partner_id: uuid.UUID | None = None,
+    role: str | None = None,
+    member_id: uuid.UUID | None = None,
+    verified: bool = False,
+) -> User:
+    if await find_user(session, email) is not None:
+        raise Conflict("account-exists", "Account exists",
+                       "An account with this email address already exists.", field="email")
+    if password is not None:
+        check_password_rules(password)
+    user = User(email=email.strip(), name=name, kind=kind, partner_id=partner_id, role=role,
+                member_id=member_id,
+                password_hash=HASHER.hash(password) if password is not None else None,
+                email_verified_at=datetime.now(UTC) if verified else None)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def _recent_failures(session: AsyncSession, column, value: str) -> int:
+    since = datetime.now(UTC) - THROTTLE_WINDOW
+    return await session.scalar(
+        select(func.count()).select_from(LoginAttempt).where(
+            column == value, LoginAttempt.succeeded.is_(False),
+            LoginAttempt.created_at > since)) or 0
+
+
+async def authenticate(session: AsyncSession, email: str, password: str, ip: str) -> User:
+    """The user for these credentials; raises TooManyAttempts or LoginFailed. Every
+    attempt is recorded (committed by the caller) so throttling survives restarts."""
+    minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
+    if (await _recent_failures(session, func.lower(LoginAttempt.email), email.lower())
+            >= MAX_FAILURES_PER_EMAIL
+            or await _recent_failures(session, LoginAttempt.ip, ip) >= MAX_FAILURES_PER_IP):
+        raise TooManyAttempts("too-many-attempts", "Too many failed logins",
+                              f"Too many failed attempts. Wait {minutes} minutes and try again, "
+                              "or reset your password.")
+    user = await find_user(session, email)
+    ok = False
+    try:
+        ok = HASHER.verify(user.password_hash if user and user.password_hash else _DUMMY_HASH,
+                           password)
+    except (VerificationError, InvalidHashError):
+        ok = False
+    ok = ok and user is not None and user.password_hash is not None
+    session.add(LoginAttempt(email=email, ip=ip, succeeded=ok))
+    if not ok or user is None:
+        raise LoginFailed("login-failed", "Login failed", "Wrong email address or password.")
+    if user.disabled_at is not None:
+        raise LoginFailed("account-disabled", "Account disabled", "This account is disabled.")
+    if user.email_verified_at is None:
+        raise LoginFailed("email-not-verified", "Email not verified",
+                          "Confirm your email address first: follow the link we sent you.")
+    if HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = HASHER.hash(password)
+    return user
+
+
+async def issue_token(session: AsyncSession, user: User, purpose: str) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(UserToken(token_hash=hash_secret(token), user_id=user.id, purpose=purpose,
+                          expires_at=datetime.now(UTC) + TOKEN_LIFETIMES[purpose]))
+    await session.flush()
+    return token
+
+
+async def consume_token(session: AsyncSession, token: str, purpose: str) -> User | None:
+    """The token's user if the token is valid, unused and unexpired; marks it used."""
+    row = await session.get(UserToken, hash_secret(token), with_for_update=True)
+    now = datetime.now(UTC)
+    if row is None or row.purpose != purpose or row.used_at is not None or row.expires_at < now:
+        return None
+    row.used_at = now
+    return await session.get(User, row.user_id)
+
+
+def mark_verified(user: User) -> None:
+    user.email_verified_at = user.email_verified_at or datetime.now(UTC)
+
+
+async def set_password(session: AsyncSession, user: User, password: str) -> None:
+    check_password_rules(password)
+    user.password_hash = HASHER.hash(password)
+    mark_verified(user)  # a password set through an emailed link proves the address
+    await session.flush()
+
+
+async def audit(session: AsyncSession, actor: User | None, action: str, *,
+                target: str | None = None, partner_id: uuid.UUID | None = None,
+                **details: object) -> None:
+    session.add(AuditEntry(actor_user_id=actor.id if actor else None,
+                           actor=actor.email if actor else "system", action=action,
+                           target=target, partner_id=partner_id, details=details))

@@ -1,0 +1,1 @@
+"""Portal pages for people: operators, partner staff, members."""

@@ -1,0 +1,155 @@
+"""Login, logout, member sign-up, email verification and password reset."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition import members
+from coalition.errors import DomainError
+from tenants import accounts
+from tenants.accounts import LoginFailed, TooManyAttempts
+from tenants.mail import Mailer
+from tenants.models import User
+from web.portal.common import HOME, client_ip, current_user, page, safe_next
+
+Session = NamedDependency[AsyncSession]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def send_verification(request: Request, session: AsyncSession, user: User) -> None:
+    token = await accounts.issue_token(session, user, "verify_email")
+    mailer: Mailer = request.app.state.mailer
+    await mailer.send(user.email, "Confirm your Coalition account",
+                      f"Hello{' ' + user.name if user.name else ''},\n\nconfirm your email "
+                      f"address to activate your account:\n\n"
+                      f"{base_url(request)}/verify-email?token={token}\n\n"
+                      "The link works once and expires in 2 days.\n")
+
+
+class AuthPages(Controller):
+    include_in_schema = False
+
+    @get("/login")
+    async def login_form(self, next: FromQuery[str | None] = None) -> Template:
+        return page("login.html", next=next or "")
+
+    @post("/login")
+    async def login(self, request: Request, db_session: Session) -> Response:
+        form = await request.form()
+        email, password = form.get("email", "").strip(), form.get("password", "")
+        try:
+            user = await accounts.authenticate(db_session, email, password, client_ip(request))
+        except TooManyAttempts as exc:
+            await db_session.commit()
+            return page("login.html", status_code=429, error=exc.detail, email=email,
+                        next=form.get("next", ""))
+        except LoginFailed as exc:
+            await db_session.commit()  # keep the failed attempt for throttling
+            return page("login.html", status_code=401, error=exc.detail, email=email,
+                        next=form.get("next", ""))
+        await db_session.commit()
+        request.clear_session()
+        request.set_session({"user_id": str(user.id)})
+        return Redirect(safe_next(form.get("next"), HOME[user.kind]))
+
+    @post("/logout")
+    async def logout(self, request: Request) -> Redirect:
+        request.clear_session()
+        return Redirect("/login")
+
+    @get("/portal")
+    async def portal(self, request: Request, db_session: Session) -> Redirect:
+        user = await current_user(request, db_session)
+        return Redirect(HOME[user.kind] if user else "/login")
+
+    @get("/register")
+    async def register_form(self) -> Template:
+        return page("register.html")
+
+    @post("/register")
+    async def register(self, request: Request, db_session: Session) -> Template:
+        form = await request.form()
+        email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
+        password = form.get("password", "")
+        errors: dict[str, str] = {}
+        if "@" not in email or "." not in email.split("@")[-1]:
+            errors["email"] = "Enter a valid email address."
+        if len(password) < accounts.MIN_PASSWORD_LENGTH:
+            errors["password"] = f"Use at least {accounts.MIN_PASSWORD_LENGTH} characters."
+        if not errors and await accounts.find_user(db_session, email) is not None:
+            errors["email"] = "An account with this email exists: log in or reset the password."
+        if errors:
+            return page("register.html", status_code=400, errors=errors, email=email, name=name)
+        member, _ = await members.find_or_create(db_session, email, name)
+        user = await accounts.create_user(db_session, email, "member", name=name,
+                                          password=password, member_id=member.id)
+        await send_verification(request, db_session, user)
+        await db_session.commit()
+        return page("message.html", title="Check your email",
+                    message=f"We sent a confirmation link to {email}.")
+
+    @get("/verify-email")
+    async def verify_email(self, db_session: Session, token: FromQuery[str] = "") -> Template:
+        user = await accounts.consume_token(db_session, token, "verify_email")
+        if user is None:
+            return page("message.html", status_code=400, title="Link not valid",
+                        message="This confirmation link is invalid, used or expired.")
+        accounts.mark_verified(user)
+        await db_session.commit()
+        return page("message.html", title="Email confirmed",
+                    message="Your email address is confirmed. You can log in now.",
+                    link="/login")
+
+    @get("/forgot-password")
+    async def forgot_form(self) -> Template:
+        return page("forgot.html")
+
+    @post("/forgot-password")
+    async def forgot(self, request: Request, db_session: Session) -> Template:
+        form = await request.form()
+        email = form.get("email", "").strip()
+        user = await accounts.find_user(db_session, email) if email else None
+        if user is not None and user.disabled_at is None:
+            token = await accounts.issue_token(db_session, user, "reset_password")
+            mailer: Mailer = request.app.state.mailer
+            await mailer.send(user.email, "Reset your Coalition password",
+                              f"Set a new password here:\n\n{base_url(request)}/reset-password"
+                              f"?token={token}\n\nThe link works once and expires in 1 hour. "
+                              "If you did not ask for it, ignore this email.\n")
+            await db_session.commit()
+        # The same answer whether or not the address has an account.
+        return page("message.html", title="Check your email",
+                    message="If an account exists for this address, we sent a link to set a "
+                    "new password.")
+
+    @get("/reset-password")
+    async def reset_form(self, token: FromQuery[str] = "") -> Template:
+        return page("reset.html", token=token)
+
+    @post("/reset-password")
+    async def reset(self, request: Request, db_session: Session, state: State) -> Response:
+        form = await request.form()
+        password = form.get("password", "")
+        try:
+            accounts.check_password_rules(password)
+        except DomainError as exc:
+            return page("reset.html", status_code=400, token=form.get("token", ""),
+                        error=exc.detail)
+        user = await accounts.consume_token(db_session, form.get("token", ""), "reset_password")
+        if user is None:
+            return page("message.html", status_code=400, title="Link not valid",
+                        message="This link is invalid, used or expired. Ask for a new one.",
+                        link="/forgot-password")
+        await accounts.set_password(db_session, user, password)
+        await accounts.audit(db_session, user, "password.reset", target=user.email,
+                             partner_id=user.partner_id)
+        await db_session.commit()
+        return Redirect("/login")

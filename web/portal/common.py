@@ -1,0 +1,63 @@
+"""Shared plumbing of the portal pages: the logged-in user, guards, rendering."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenants.models import User
+
+HOME = {"operator": "/operator", "partner_staff": "/partner", "member": "/member"}
+
+
+class LoginRequired(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class PageForbidden(HTTPException):
+    status_code = 403
+
+
+async def current_user(request: Request, db_session: AsyncSession) -> User | None:
+    raw = request.session.get("user_id") if request.scope.get("session") else None
+    if not raw:
+        return None
+    user = await db_session.get(User, uuid.UUID(raw))
+    if user is None or user.disabled_at is not None:
+        request.clear_session()
+        return None
+    return user
+
+
+def require(request: Request, user: User | None, *kinds: str) -> User:
+    if user is None:
+        raise LoginRequired(request.url.path)
+    if kinds and user.kind not in kinds:
+        raise PageForbidden("This page is not available to your account.")
+    return user
+
+
+def login_redirect(request: Request, exc: LoginRequired) -> Response:
+    return Redirect(f"/login?next={quote(exc.path)}")
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def page(template: str, status_code: int = 200, **context: Any) -> Template:
+    return Template(template, context=context, status_code=status_code)
+
+
+def safe_next(target: str | None, fallback: str) -> str:
+    """Only same-site relative paths: never redirect a login to another host."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return fallback

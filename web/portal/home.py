@@ -1,0 +1,80 @@
+"""Each kind of user's home page."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.response import Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenants.models import Partner
+from web.portal.common import current_user, page, require
+
+Session = NamedDependency[AsyncSession]
+
+
+class HomePages(Controller):
+    include_in_schema = False
+
+    @get("/member")
+    async def member_home(self, request: Request, db_session: Session, state: State) -> Template:
+        user = require(request, await current_user(request, db_session), "member")
+        balance = await state.ledger.balance(user.member_id)
+        history = await state.pool.fetch(
+            """
+            SELECT e.created_at, e.kind, coalesce(p.name, 'Coalition') AS brand, e.description,
+                   po.amount AS points
+              FROM journal_entries e
+              JOIN accounts w ON w.member_id = $1
+              JOIN postings po ON po.entry_id = e.id AND po.account_id = w.id
+              LEFT JOIN partners p ON p.id = e.partner_id
+             WHERE e.member_id = $1 ORDER BY e.id DESC LIMIT 50
+            """, user.member_id)
+        brands = await state.pool.fetch(
+            "SELECT p.name, l.created_at FROM member_links l JOIN partners p"
+            " ON p.id = l.partner_id WHERE l.member_id = $1 ORDER BY p.name", user.member_id)
+        card = await state.pool.fetchval("SELECT card_number FROM members WHERE id = $1",
+                                         user.member_id)
+        return page("member_home.html", user=user, balance=balance, history=history,
+                    brands=brands, card=card)
+
+    @get("/partner")
+    async def partner_home(self, request: Request, db_session: Session, state: State
+                           ) -> Template:
+        user = require(request, await current_user(request, db_session), "partner_staff")
+        partner = await db_session.get_one(Partner, user.partner_id)
+        figures = await state.pool.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM member_links WHERE partner_id = $1) AS members,
+                   coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a
+                              ON a.id = p.account_id
+                             WHERE a.partner_id = $1 AND a.kind = 'partner_issuance'), 0)
+                       AS points_outstanding_issued,
+                   coalesce((SELECT sum(p.amount) FROM postings p JOIN accounts a
+                              ON a.id = p.account_id
+                             WHERE a.partner_id = $1 AND a.kind = 'partner_redemption'), 0)
+                       AS points_redeemed
+            """, partner.id)
+        recent = await state.pool.fetch(
+            "SELECT id, kind, order_id, created_at FROM journal_entries WHERE partner_id = $1"
+            " ORDER BY id DESC LIMIT 20", partner.id)
+        return page("partner_home.html", user=user, partner=partner, figures=figures,
+                    recent=recent)
+
+    @get("/operator")
+    async def operator_home(self, request: Request, db_session: Session, state: State
+                            ) -> Template:
+        user = require(request, await current_user(request, db_session), "operator")
+        partners = await state.pool.fetch(
+            """
+            SELECT p.name, p.slug, p.status, p.created_at,
+                   (SELECT count(*) FROM member_links l WHERE l.partner_id = p.id) AS members
+              FROM partners p ORDER BY p.created_at
+            """)
+        totals = await state.pool.fetchrow(
+            "SELECT (SELECT count(*) FROM members) AS members,"
+            " (SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = 'member_wallet')"
+            " AS outstanding, (SELECT point_face_value FROM coalition_settings) AS face_value,"
+            " (SELECT currency FROM coalition_settings) AS currency")
+        return page("operator_home.html", user=user, partners=partners, totals=totals)
