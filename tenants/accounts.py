@@ -21,7 +21,11 @@ MIN_PASSWORD_LENGTH = 10
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_EMAIL = 5
 MAX_FAILURES_PER_IP = 20
-TOKEN_LIFETIMES = {"verify_email": timedelta(days=2), "reset_password": timedelta(hours=1)}
+TOKEN_LIFETIMES = {
+    "verify_email": timedelta(days=2),
+    "reset_password": timedelta(hours=1),
+    "invite": timedelta(days=7),
+}
 # Verifying against this keeps a login for an unknown email as slow as a real one.
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 

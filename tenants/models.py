@@ -43,6 +43,41 @@ class Partner(Base):
     status: Mapped[str] = mapped_column(String(20), server_default="active")
     settlement_currency: Mapped[str] = mapped_column(String(3), server_default="PLN")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The application (public "Become a partner" form); NULL for partners an operator
+    # created directly.
+    legal_form: Mapped[str | None] = mapped_column(String(100))
+    tax_id: Mapped[str | None] = mapped_column(String(20))  # PL NIP or EU VAT id, compact
+    address: Mapped[str | None] = mapped_column(Text)
+    website: Mapped[str | None] = mapped_column(String(300))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    contact_email: Mapped[str | None] = mapped_column(String(320))
+    iban: Mapped[str | None] = mapped_column(String(34))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PartnerTerms(Base):
+    """A published version of the partner terms."""
+
+    __tablename__ = "partner_terms"
+
+    version: Mapped[str] = mapped_column(String(20), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                   server_default=func.now())
+
+
+class TermsAcceptance(Base):
+    __tablename__ = "partner_terms_acceptances"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), index=True)
+    version: Mapped[str] = mapped_column(ForeignKey("partner_terms.version"))
+    accepted_by: Mapped[str] = mapped_column(String(320))
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                  server_default=func.now())
 
 
 class OAuthClient(Base):
@@ -124,7 +159,8 @@ class UserToken(Base):
 
     __tablename__ = "user_tokens"
     __table_args__ = (
-        CheckConstraint("purpose IN ('verify_email', 'reset_password')", name="purpose"),
+        CheckConstraint("purpose IN ('verify_email', 'reset_password', 'invite')",
+                        name="purpose"),
     )
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -76,7 +76,7 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=20), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("purpose IN ('verify_email', 'reset_password')", name=op.f('ck_user_tokens_purpose')),
+    sa.CheckConstraint("purpose IN ('verify_email', 'reset_password', 'invite')", name=op.f('ck_user_tokens_purpose')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_tokens_user_id_users')),
     sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_user_tokens'))
     )

@@ -1,0 +1,166 @@
+"""Partner applications and the operator's decisions on them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schwifty import IBAN
+from schwifty.exceptions import SchwiftyException
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from stdnum.eu import vat
+from stdnum.pl import nip
+
+from coalition.errors import Conflict, DomainError
+from tenants import accounts
+from tenants.models import Partner, PartnerTerms, TermsAcceptance, User
+from tenants.service import create_partner, slugify
+
+LEGAL_FORMS = ("sp. z o.o.", "S.A.", "sp. j.", "sp. k.", "JDG (sole trader)", "other")
+INDUSTRIES = ("wholesale", "retail", "fuel", "pharmacy", "beauty and services", "e-commerce",
+              "B2B e-commerce", "other")
+CURRENCIES = ("PLN", "EUR", "CZK")
+# Where a decision may be taken from.
+DECISIONS = {
+    "approve": ({"applied", "under_review"}, "active"),
+    "reject": ({"applied", "under_review"}, "rejected"),
+    "request_info": ({"applied", "under_review"}, "under_review"),
+    "suspend": ({"active"}, "suspended"),
+    "reactivate": ({"suspended"}, "active"),
+    "offboard": ({"active", "suspended"}, "offboarded"),
+}
+
+
+@dataclass
+class Application:
+    company_name: str = ""
+    legal_form: str = ""
+    tax_id: str = ""
+    address: str = ""
+    website: str = ""
+    industry: str = ""
+    contact_name: str = ""
+    contact_email: str = ""
+    settlement_currency: str = "PLN"
+    iban: str = ""
+    terms_version: str = ""
+    accept_terms: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_form(cls, form: dict) -> Application:
+        names = [f for f in cls.__dataclass_fields__ if f not in ("errors", "accept_terms")]
+        values = {name: str(form.get(name, "")).strip() for name in names}
+        return cls(**values, accept_terms=form.get("accept_terms") == "yes")
+
+
+def normalize_tax_id(value: str) -> str | None:
+    """A valid Polish NIP (10 digits) or EU VAT id (country prefix), compacted."""
+    compact = re.sub(r"[\s.-]", "", value).upper()
+    if compact.isdigit() and nip.is_valid(compact):
+        return nip.compact(compact)
+    if compact.startswith("PL") and nip.is_valid(compact[2:]):
+        return nip.compact(compact[2:])
+    if len(compact) > 2 and compact[:2].isalpha() and vat.is_valid(compact):
+        return vat.compact(compact)
+    return None
+
+
+async def current_terms(session: AsyncSession) -> PartnerTerms:
+    return (await session.scalars(
+        select(PartnerTerms).order_by(PartnerTerms.published_at.desc()).limit(1))).one()
+
+
+async def validate(session: AsyncSession, app: Application) -> Application:
+    errors = app.errors
+    if not 2 <= len(app.company_name) <= 200:
+        errors["company_name"] = "Enter the company name."
+    if app.legal_form not in LEGAL_FORMS:
+        errors["legal_form"] = "Choose a legal form."
+    tax_id = normalize_tax_id(app.tax_id)
+    if tax_id is None:
+        errors["tax_id"] = ("Enter a valid Polish NIP (10 digits) or an EU VAT id such as "
+                            "DE136695976.")
+    else:
+        app.tax_id = tax_id
+    if len(app.address) < 5:
+        errors["address"] = "Enter the registered address."
+    if app.website and not re.fullmatch(r"https?://[^\s/$.?#].[^\s]*", app.website):
+        errors["website"] = "Enter a full address starting with https://"
+    if app.industry not in INDUSTRIES:
+        errors["industry"] = "Choose an industry."
+    if not app.contact_name:
+        errors["contact_name"] = "Enter the contact person."
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", app.contact_email):
+        errors["contact_email"] = "Enter a valid email address."
+    elif await accounts.find_user(session, app.contact_email) is not None:
+        errors["contact_email"] = "This email already has an account; use another one."
+    if app.settlement_currency not in CURRENCIES:
+        errors["settlement_currency"] = "Choose a settlement currency."
+    try:
+        app.iban = IBAN(app.iban).compact
+    except (SchwiftyException, ValueError):
+        errors["iban"] = "Enter a valid IBAN, such as PL61 1090 1014 0000 0712 1981 2874."
+    terms = await current_terms(session)
+    if not app.accept_terms or app.terms_version != terms.version:
+        errors["accept_terms"] = f"Accept the current partner terms ({terms.version})."
+    if tax_id and await session.scalar(select(Partner.id).where(
+            Partner.tax_id == tax_id, Partner.status.not_in(("rejected", "offboarded")))):
+        errors["tax_id"] = "A partner with this tax id already exists or has applied."
+    return app
+
+
+async def submit_application(session: AsyncSession, app: Application) -> Partner:
+    """Save a validated application as a partner in status `applied`."""
+    await validate(session, app)
+    if app.errors:
+        raise DomainError("validation-error", "Invalid application",
+                          "; ".join(app.errors.values()), status=400,
+                          field=next(iter(app.errors)))
+    slug = slugify(app.company_name)
+    while await session.scalar(select(Partner.id).where(Partner.slug == slug)):
+        slug = f"{slugify(app.company_name)[:50]}-{uuid.uuid4().hex[:6]}"
+    partner = await create_partner(session, app.company_name, slug=slug,
+                                   settlement_currency=app.settlement_currency,
+                                   status="applied")
+    for name in ("legal_form", "tax_id", "address", "website", "industry", "contact_name",
+                 "contact_email", "iban"):
+        setattr(partner, name, getattr(app, name) or None)
+    session.add(TermsAcceptance(partner_id=partner.id, version=app.terms_version,
+                                accepted_by=app.contact_email))
+    await accounts.audit(session, None, "partner.applied", target=partner.slug,
+                         partner_id=partner.id, contact=app.contact_email)
+    await session.flush()
+    return partner
+
+
+async def decide(session: AsyncSession, operator: User, partner: Partner, decision: str,
+                 note: str = "") -> User | None:
+    """Apply an operator decision. Approval creates the owner's account (no password yet)
+    and returns it, so the caller can email the invitation."""
+    allowed_from, new_status = DECISIONS[decision]
+    if partner.status not in allowed_from:
+        raise Conflict("invalid-transition", "Decision not possible",
+                       f"This decision ({decision}) is not possible for a partner that is "
+                       f"{partner.status}.")
+    if decision in ("reject", "request_info", "suspend", "offboard") and len(note.strip()) < 3:
+        raise DomainError("validation-error", "Reason required", "Give a reason.", status=400,
+                          field="note")
+    partner.status = new_status
+    partner.status_reason = note.strip() or None
+    partner.decided_at = datetime.now(UTC)
+    owner = None
+    if decision == "approve" and partner.contact_email:
+        owner = await accounts.find_user(session, partner.contact_email)
+        if owner is None:
+            owner = await accounts.create_user(session, partner.contact_email, "partner_staff",
+                                               name=partner.contact_name, partner_id=partner.id,
+                                               role="owner")
+    await accounts.audit(session, operator, f"partner.{decision}", target=partner.slug,
+                         partner_id=partner.id, note=note.strip() or None,
+                         status=new_status)
+    await session.flush()
+    return owner
