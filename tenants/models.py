@@ -91,6 +91,10 @@ class OAuthClient(Base):
     )
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # After a rotation the previous secret keeps working until this moment, so a partner
+    # can roll the new secret out to its servers without downtime.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     grant_types: Mapped[list[str]] = mapped_column(ARRAY(Text))

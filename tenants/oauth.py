@@ -52,8 +52,13 @@ class ClientAdapter(ClientMixin):
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        stored = self.row.client_secret_hash
-        return stored is not None and hmac.compare_digest(stored, hash_secret(client_secret))
+        offered = hash_secret(client_secret)
+        current = self.row.client_secret_hash
+        if current is not None and hmac.compare_digest(current, offered):
+            return True
+        previous, until = self.row.previous_secret_hash, self.row.previous_secret_expires_at
+        return (previous is not None and until is not None and until > datetime.now(UTC)
+                and hmac.compare_digest(previous, offered))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in ("client_secret_basic", "client_secret_post")

@@ -7,13 +7,14 @@ import re
 import secrets
 import unicodedata
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import Conflict, DomainError
 from coalition.models import Account
-from tenants.models import OAuthClient, Partner
+from tenants.models import OAuthClient, OAuthToken, Partner
 
 # Scopes a partner's server can hold, with the words a consent screen would use.
 PARTNER_SCOPES: dict[str, str] = {
@@ -95,3 +96,27 @@ async def create_server_client(
     session.add(client)
     await session.flush()
     return client, secret
+
+
+SECRET_ROTATION_GRACE = timedelta(hours=24)
+
+
+async def rotate_client_secret(session: AsyncSession, client: OAuthClient) -> str:
+    """A new secret for the client; the old one keeps working for SECRET_ROTATION_GRACE."""
+    secret = "cs_" + secrets.token_urlsafe(32)
+    client.previous_secret_hash = client.client_secret_hash
+    client.previous_secret_expires_at = datetime.now(UTC) + SECRET_ROTATION_GRACE
+    client.client_secret_hash = hash_secret(secret)
+    await session.flush()
+    return secret
+
+
+async def revoke_client(session: AsyncSession, client: OAuthClient) -> None:
+    """The client can no longer get tokens, and its issued tokens stop working at once
+    (the revoked_at trigger notifies every API process)."""
+    client.revoked_at = client.revoked_at or datetime.now(UTC)
+    await session.execute(
+        update(OAuthToken).where(OAuthToken.client_pk == client.id,
+                                 OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC)))
+    await session.flush()

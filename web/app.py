@@ -46,6 +46,7 @@ from web.api.points import PointsController
 from web.headers import security_headers_middleware
 from web.portal.auth import AuthPages
 from web.portal.common import LoginRequired, login_redirect
+from web.portal.console import ConsolePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
@@ -221,6 +222,7 @@ def create_app(
     app = Litestar(
         route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
                         problem_type, index, api, AuthPages, HomePages, OnboardingPages,
+                        ConsolePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

@@ -1,0 +1,28 @@
+"""What each partner staff role may do. Enforced on every console page and action.
+
+| permission       | owner | admin | analyst | cashier |
+|------------------|-------|-------|---------|---------|
+| console.view     |   ✓   |   ✓   |    ✓    |    ✓    |
+| members.view     |   ✓   |   ✓   |    ✓    |    ✓    |
+| clients.manage   |   ✓   |   ✓   |         |         |
+| staff.manage     |   ✓   |   ✓*  |         |         |
+| profile.view     |   ✓   |   ✓   |    ✓    |         |
+
+* an admin cannot grant, change or remove the owner role.
+"""
+
+from __future__ import annotations
+
+from tenants.models import User
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "console.view": frozenset({"owner", "admin", "analyst", "cashier"}),
+    "members.view": frozenset({"owner", "admin", "analyst", "cashier"}),
+    "clients.manage": frozenset({"owner", "admin"}),
+    "staff.manage": frozenset({"owner", "admin"}),
+    "profile.view": frozenset({"owner", "admin", "analyst"}),
+}
+
+
+def can(user: User, permission: str) -> bool:
+    return user.kind == "partner_staff" and user.role in PERMISSIONS[permission]

@@ -1,0 +1,182 @@
+"""The partner console: OAuth clients and staff. Every page checks the role's permission
+(tenants.roles) and looks rows up within the user's own partner only."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.errors import DomainError
+from tenants import accounts
+from tenants.mail import Mailer
+from tenants.models import STAFF_ROLES, OAuthClient, Partner, User
+from tenants.roles import can
+from tenants.service import (
+    PARTNER_SCOPES,
+    SECRET_ROTATION_GRACE,
+    create_server_client,
+    revoke_client,
+    rotate_client_secret,
+)
+from web.portal.auth import base_url
+from web.portal.common import PageForbidden, current_user, page, require
+
+Session = NamedDependency[AsyncSession]
+
+
+async def staff(request: Request, db_session: AsyncSession, permission: str) -> User:
+    user = require(request, await current_user(request, db_session), "partner_staff")
+    if not can(user, permission):
+        raise PageForbidden(f"Your role ({user.role}) does not allow this.")
+    return user
+
+
+async def own_client(db_session: AsyncSession, user: User, client_pk: uuid.UUID) -> OAuthClient:
+    client = await db_session.scalar(select(OAuthClient).where(
+        OAuthClient.id == client_pk, OAuthClient.partner_id == user.partner_id))
+    if client is None:
+        raise NotFoundException("No such client.")
+    return client
+
+
+async def own_staff(db_session: AsyncSession, user: User, staff_id: uuid.UUID) -> User:
+    member = await db_session.scalar(select(User).where(
+        User.id == staff_id, User.partner_id == user.partner_id,
+        User.kind == "partner_staff"))
+    if member is None:
+        raise NotFoundException("No such staff member.")
+    return member
+
+
+class ConsolePages(Controller):
+    path = "/partner"
+    include_in_schema = False
+
+    @get("/clients")
+    async def clients(self, request: Request, db_session: Session) -> Template:
+        user = await staff(request, db_session, "clients.manage")
+        rows = (await db_session.scalars(select(OAuthClient).where(
+            OAuthClient.partner_id == user.partner_id).order_by(OAuthClient.created_at))).all()
+        return page("clients.html", user=user, clients=rows, scopes=PARTNER_SCOPES,
+                    grace_hours=int(SECRET_ROTATION_GRACE.total_seconds() // 3600))
+
+    @post("/clients")
+    async def create_client(self, request: Request, db_session: Session) -> Template:
+        user = await staff(request, db_session, "clients.manage")
+        form = await request.form()
+        scopes = [s for s in form.getall("scope", []) if s in PARTNER_SCOPES]
+        name = (form.get("name") or "").strip()[:200] or "Server"
+        if not scopes:
+            return page("message.html", status_code=400, user=user, title="Choose scopes",
+                        message="Select at least one scope for the client.",
+                        link="/partner/clients")
+        client, secret = await create_server_client(db_session, user.partner_id, name, scopes)
+        await accounts.audit(db_session, user, "client.create", target=client.client_id,
+                             partner_id=user.partner_id, scopes=scopes)
+        await db_session.commit()
+        return page("secret.html", user=user, client=client, secret=secret)
+
+    @post("/clients/{client_pk:uuid}/rotate")
+    async def rotate(self, request: Request, db_session: Session,
+                     client_pk: FromPath[uuid.UUID]) -> Template:
+        user = await staff(request, db_session, "clients.manage")
+        client = await own_client(db_session, user, client_pk)
+        secret = await rotate_client_secret(db_session, client)
+        await accounts.audit(db_session, user, "client.rotate_secret", target=client.client_id,
+                             partner_id=user.partner_id)
+        await db_session.commit()
+        return page("secret.html", user=user, client=client, secret=secret, rotated=True,
+                    grace_hours=int(SECRET_ROTATION_GRACE.total_seconds() // 3600))
+
+    @post("/clients/{client_pk:uuid}/revoke")
+    async def revoke(self, request: Request, db_session: Session,
+                     client_pk: FromPath[uuid.UUID]) -> Redirect:
+        user = await staff(request, db_session, "clients.manage")
+        client = await own_client(db_session, user, client_pk)
+        await revoke_client(db_session, client)
+        await accounts.audit(db_session, user, "client.revoke", target=client.client_id,
+                             partner_id=user.partner_id)
+        await db_session.commit()
+        return Redirect("/partner/clients")
+
+    @get("/staff")
+    async def staff_list(self, request: Request, db_session: Session) -> Template:
+        user = await staff(request, db_session, "staff.manage")
+        rows = (await db_session.scalars(select(User).where(
+            User.partner_id == user.partner_id).order_by(User.created_at))).all()
+        roles = STAFF_ROLES if user.role == "owner" else tuple(r for r in STAFF_ROLES
+                                                               if r != "owner")
+        return page("staff.html", user=user, staff=rows, roles=roles)
+
+    @post("/staff")
+    async def invite(self, request: Request, db_session: Session) -> Response:
+        user = await staff(request, db_session, "staff.manage")
+        form = await request.form()
+        email, role = (form.get("email") or "").strip(), form.get("role", "")
+        if role not in STAFF_ROLES or (role == "owner" and user.role != "owner"):
+            raise PageForbidden("You cannot grant this role.")
+        try:
+            invited = await accounts.create_user(db_session, email, "partner_staff",
+                                                 name=(form.get("name") or "").strip() or None,
+                                                 partner_id=user.partner_id, role=role)
+        except DomainError as exc:
+            return page("message.html", status_code=409, user=user, title="Cannot invite",
+                        message=exc.detail, link="/partner/staff")
+        token = await accounts.issue_token(db_session, invited, "invite")
+        partner = await db_session.get_one(Partner, user.partner_id)
+        await accounts.audit(db_session, user, "staff.invite", target=email,
+                             partner_id=user.partner_id, role=role)
+        await db_session.commit()
+        mailer: Mailer = request.app.state.mailer
+        await mailer.send(email, f"You are invited to {partner.name} on Coalition",
+                          f"{user.email} invited you to the partner console of {partner.name} "
+                          f"as {role}. Set your password:\n\n{base_url(request)}/set-password?"
+                          f"token={token}\n\nThe link works once and expires in 7 days.\n")
+        return Redirect("/partner/staff")
+
+    @post("/staff/{staff_id:uuid}/role")
+    async def change_role(self, request: Request, db_session: Session,
+                          staff_id: FromPath[uuid.UUID]) -> Response:
+        user = await staff(request, db_session, "staff.manage")
+        target = await own_staff(db_session, user, staff_id)
+        role = (await request.form()).get("role", "")
+        if role not in STAFF_ROLES or (user.role != "owner" and "owner" in (role, target.role)):
+            raise PageForbidden("You cannot grant or change this role.")
+        await self._keep_an_owner(db_session, target, leaving_owner=role != "owner")
+        target.role = role
+        await accounts.audit(db_session, user, "staff.role", target=target.email,
+                             partner_id=user.partner_id, role=role)
+        await db_session.commit()
+        return Redirect("/partner/staff")
+
+    @post("/staff/{staff_id:uuid}/remove")
+    async def remove(self, request: Request, db_session: Session,
+                     staff_id: FromPath[uuid.UUID]) -> Response:
+        user = await staff(request, db_session, "staff.manage")
+        target = await own_staff(db_session, user, staff_id)
+        if user.role != "owner" and target.role == "owner":
+            raise PageForbidden("Only an owner can remove an owner.")
+        await self._keep_an_owner(db_session, target, leaving_owner=True)
+        target.disabled_at = datetime.now(UTC)
+        await accounts.audit(db_session, user, "staff.remove", target=target.email,
+                             partner_id=user.partner_id)
+        await db_session.commit()
+        return Redirect("/partner/staff")
+
+    @staticmethod
+    async def _keep_an_owner(db_session: AsyncSession, target: User, leaving_owner: bool) -> None:
+        if target.role != "owner" or not leaving_owner:
+            return
+        owners = await db_session.scalar(select(func.count()).select_from(User).where(
+            User.partner_id == target.partner_id, User.role == "owner",
+            User.disabled_at.is_(None)))
+        if owners <= 1:
+            raise PageForbidden("A partner must keep at least one owner.")
