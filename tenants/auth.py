@@ -22,14 +22,19 @@ class PartnerPrincipal:
     client_id: str
     scopes: frozenset[str]
     expires_at: float
+    # Set for a member-scoped token (a partner app acting for one member with consent).
+    member_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
 
     @property
     def actor(self) -> str:
+        if self.member_id is not None:
+            return f"client:{self.client_id} for member:{self.member_id}"
         return f"client:{self.client_id}"
 
 
 _LOOKUP = """
-SELECT t.partner_id, p.name, p.status, c.client_id, t.scope,
+SELECT t.partner_id, p.name, p.status, c.client_id, t.scope, t.member_id, t.user_id,
        extract(epoch FROM t.expires_at)::float8 AS expires_at
   FROM oauth_tokens t
   JOIN oauth_clients c ON c.id = t.client_pk
@@ -92,6 +97,8 @@ class TokenVerifier:
             client_id=row["client_id"],
             scopes=frozenset(row["scope"].split()),
             expires_at=row["expires_at"],
+            member_id=row["member_id"],
+            user_id=row["user_id"],
         )
         if self.caching:
             if len(self._cache) >= self.max_entries:

@@ -85,6 +85,7 @@ class OAuthClient(Base):
     256-bit random values, so a slow password hash would add latency and no strength."""
 
     __tablename__ = "oauth_clients"
+    __table_args__ = (CheckConstraint("client_type IN ('server', 'app')", name="client_type"),)
 
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
@@ -99,6 +100,14 @@ class OAuthClient(Base):
     name: Mapped[str] = mapped_column(String(200))
     grant_types: Mapped[list[str]] = mapped_column(ARRAY(Text))
     scope: Mapped[str] = mapped_column(Text)
+    # "server": the partner's own back end (client credentials, partner-wide scopes).
+    # "app": a partner's website or mobile app acting for one member with the member's
+    # consent (authorization code + PKCE); exact redirect URIs only.
+    client_type: Mapped[str] = mapped_column(String(10), server_default="server")
+    redirect_uris: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    # A public app (a mobile or single-page app) cannot keep a secret: it authenticates
+    # with PKCE alone (token_endpoint_auth_method "none").
+    public: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -113,11 +122,88 @@ class OAuthToken(Base):
     client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_clients.id"), index=True)
     partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), index=True)
     member_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("members.id"))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     scope: Mapped[str] = mapped_column(Text)
     access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Member tokens come with a refresh token. Every refresh rotates it; all tokens that
+    # descend from one authorization code share a family, revoked together when a used
+    # refresh token (or a used code) is presented again.
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refresh_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    family_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+
+
+class AuthorizationCode(Base):
+    """A code from /oauth/authorize: single use, short-lived, bound to its client,
+    redirect URI, PKCE challenge and member. Stored as its SHA-256 digest."""
+
+    __tablename__ = "oauth_authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_clients.id"), index=True)
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(10))
+    auth_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    family_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MemberConsent(Base):
+    """A member's consent for one partner app: what the member's "Connected brands"
+    page lists. Revoking it kills every token the partner holds for the member."""
+
+    __tablename__ = "member_consents"
+    __table_args__ = (Index("uq_member_consents_client_member", "client_pk", "member_id",
+                            unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), index=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_clients.id"))
+    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SigningKey(Base):
+    """RSA keys that sign ID tokens. The newest signs; older ones stay published in the
+    JWKS until every token they signed has expired. Private keys are encrypted with
+    the platform secret key."""
+
+    __tablename__ = "oidc_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(10), server_default="RS256")
+    private_key_encrypted: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdentityProvider(Base):
+    """A partner's own OpenID Connect provider for staff single sign-on."""
+
+    __tablename__ = "partner_identity_providers"
+
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    issuer: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str] = mapped_column(Text)
+    client_secret_encrypted: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 USER_KINDS = ("operator", "partner_staff", "member")

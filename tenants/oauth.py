@@ -1,4 +1,6 @@
-"""OAuth 2.0 authorization server (Authlib) for partner servers.
+"""OAuth 2.0 / OpenID Connect authorization server (Authlib): client adapters, revocation,
+introspection and the request wrapper. Grants live in oauth_grants, the server in
+oauth_server.
 
 Authlib's server is synchronous, so it runs in a worker thread with a synchronous
 SQLAlchemy session (psycopg); the rest of the platform stays async. Access tokens are
@@ -8,24 +10,23 @@ opaque random strings stored as SHA-256 digests.
 from __future__ import annotations
 
 import hmac
-import secrets
+import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
 from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tenants.models import OAuthClient, OAuthToken, Partner
-from tenants.service import PARTNER_SCOPES, hash_secret
+from tenants.models import OAuthClient, OAuthToken
+from tenants.service import hash_secret
 
 ACCESS_TOKEN_PREFIX = "cat_"  # noqa: S105  (a prefix, not a secret)
+REFRESH_TOKEN_PREFIX = "crt_"  # noqa: S105
+REFRESH_TOKEN_TTL = timedelta(days=30)
 
 
 class ClientAdapter(ClientMixin):
@@ -38,7 +39,8 @@ class ClientAdapter(ClientMixin):
         return self.row.client_id
 
     def get_default_redirect_uri(self) -> str | None:
-        return None
+        uris = self.row.redirect_uris or []
+        return uris[0] if len(uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str | None:
         allowed = scope_to_list(self.row.scope) or []
@@ -49,7 +51,8 @@ class ClientAdapter(ClientMixin):
         return " ".join(requested) if set(requested) <= set(allowed) else None
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return False
+        # Exact string comparison, as RFC 9700 section 4.1.3 requires.
+        return redirect_uri in (self.row.redirect_uris or [])
 
     def check_client_secret(self, client_secret: str) -> bool:
         offered = hash_secret(client_secret)
@@ -61,17 +64,21 @@ class ClientAdapter(ClientMixin):
                 and hmac.compare_digest(previous, offered))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.row.public:
+            # A public app proves itself with PKCE; it may revoke its own tokens but
+            # not introspect.
+            return method == "none" and endpoint in ("token", "revocation")
         return method in ("client_secret_basic", "client_secret_post")
 
     def check_response_type(self, response_type: str) -> bool:
-        return False
+        return self.row.client_type == "app" and response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.row.grant_types
 
 
 class TokenAdapter(TokenMixin):
-    """Authlib's view of a stored access token."""
+    """Authlib's view of a stored access (and refresh) token."""
 
     def __init__(self, row: OAuthToken, client: OAuthClient) -> None:
         self.row = row
@@ -99,20 +106,37 @@ class TokenAdapter(TokenMixin):
         return ClientAdapter(self.client)
 
 
-def _find_token(session: Session, token_string: str) -> TokenAdapter | None:
+def _find_token(session: Session, token_string: str,
+                hint: str | None = None) -> TokenAdapter | None:
+    digest = hash_secret(token_string)
+    column = (OAuthToken.refresh_token_hash if token_string.startswith(REFRESH_TOKEN_PREFIX)
+              else OAuthToken.access_token_hash)
     found = session.execute(
         select(OAuthToken, OAuthClient)
         .join(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
-        .where(OAuthToken.access_token_hash == hash_secret(token_string))
+        .where(column == digest)
     ).first()
     return TokenAdapter(*found) if found else None
 
 
-class TokenRevocation(RevocationEndpoint):
-    """RFC 7009. Only the client the token was issued to may revoke it."""
+def revoke_family(session: Session, family_id: uuid.UUID | None) -> int:
+    """Revoke every token descending from one authorization (code and refreshes)."""
+    if family_id is None:
+        return 0
+    result = session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return result.rowcount
 
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-    SUPPORTED_TOKEN_TYPES = ("access_token",)
+
+class TokenRevocation(RevocationEndpoint):
+    """RFC 7009. Only the client the token was issued to may revoke it. Revoking a
+    refresh token revokes the whole grant (every access token descending from it)."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
         with self.server.session_factory() as session:
@@ -121,38 +145,52 @@ class TokenRevocation(RevocationEndpoint):
     def revoke_token(self, token: TokenAdapter, request: OAuth2Request) -> None:
         # The database trigger on oauth_tokens tells every API process to forget the
         # token at once (NOTIFY coalition_auth).
+        token_string = request.form.get("token", "")
         with self.server.session_factory() as session, session.begin():
+            if token_string.startswith(REFRESH_TOKEN_PREFIX):
+                revoke_family(session, token.row.family_id)
             row = session.get(OAuthToken, token.row.id)
             if row is not None and row.revoked_at is None:
                 row.revoked_at = datetime.now(UTC)
 
 
 class TokenIntrospection(IntrospectionEndpoint):
-    """RFC 7662. Any client of the same partner may introspect the partner's tokens;
-    tokens of other partners are reported as inactive."""
+    """RFC 7662. Any confidential client of the same partner may introspect the
+    partner's tokens; tokens of other partners are reported as inactive."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-    SUPPORTED_TOKEN_TYPES = ("access_token",)
+    SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
         with self.server.session_factory() as session:
-            return _find_token(session, token_string)
+            token = _find_token(session, token_string)
+        if token is not None and token_string.startswith(REFRESH_TOKEN_PREFIX):
+            row = token.row
+            if (row.refresh_used_at is not None or row.refresh_expires_at is None
+                    or row.refresh_expires_at <= datetime.now(UTC)):
+                return None
+        return token
 
     def check_permission(self, token: TokenAdapter, client: ClientAdapter,
                          request: OAuth2Request) -> bool:
         return token.row.partner_id == client.row.partner_id
 
     def introspect_token(self, token: TokenAdapter) -> dict:
-        return {
+        row = token.row
+        body = {
             "active": True,
             "client_id": token.client.client_id,
-            "scope": token.row.scope,
+            "scope": row.scope,
             "token_type": "Bearer",
-            "sub": str(token.row.partner_id),
-            "iat": int(token.row.issued_at.timestamp()),
-            "exp": int(token.row.expires_at.timestamp()),
-            "iss": self.server.issuer,
+            # A member token's subject is the member; a server token's is the partner.
+            "sub": str(row.member_id or row.partner_id),
+            "iat": int(row.issued_at.timestamp()),
+            "exp": int(row.expires_at.timestamp()),
+            "iss": self.server.issuer_for(None),
         }
+        if row.member_id is not None:
+            body["member_id"] = str(row.member_id)
+        return body
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
@@ -192,75 +230,3 @@ class FormRequest(OAuth2Request):
     @property
     def form(self) -> dict:
         return self._form
-
-
-class CoalitionAuthorizationServer(AuthorizationServer):
-    def __init__(self, session_factory: Callable[[], Session], access_token_ttl: int,
-                 issuer: str = "") -> None:
-        super().__init__(scopes_supported=list(PARTNER_SCOPES))
-        self.session_factory = session_factory
-        self.access_token_ttl = access_token_ttl
-        self.issuer = issuer
-        self.register_grant(ClientCredentialsGrant)
-        self.register_endpoint(TokenRevocation)
-        self.register_endpoint(TokenIntrospection)
-        self.register_token_generator(
-            "default",
-            BearerTokenGenerator(
-                access_token_generator=lambda *a, **k: ACCESS_TOKEN_PREFIX
-                + secrets.token_urlsafe(32),
-                expires_generator=lambda client, grant_type: access_token_ttl,
-            ),
-        )
-
-    def query_client(self, client_id: str) -> ClientAdapter | None:
-        with self.session_factory() as session:
-            row = session.scalar(
-                select(OAuthClient)
-                .join(Partner, Partner.id == OAuthClient.partner_id)
-                .where(
-                    OAuthClient.client_id == client_id,
-                    OAuthClient.revoked_at.is_(None),
-                    Partner.status == "active",
-                )
-            )
-            return ClientAdapter(row) if row else None
-
-    def save_token(self, token: dict, request: OAuth2Request) -> None:
-        client: OAuthClient = request.client.row
-        with self.session_factory() as session, session.begin():
-            session.add(
-                OAuthToken(
-                    client_pk=client.id,
-                    partner_id=client.partner_id,
-                    scope=token.get("scope", ""),
-                    access_token_hash=hash_secret(token["access_token"]),
-                    expires_at=datetime.now(UTC) + timedelta(seconds=token["expires_in"]),
-                )
-            )
-
-    def metadata(self, base_url: str) -> dict:
-        """RFC 8414 authorization server metadata."""
-        methods = ["client_secret_basic", "client_secret_post"]
-        return {
-            "issuer": self.issuer or base_url,
-            "token_endpoint": f"{base_url}/oauth/token",
-            "revocation_endpoint": f"{base_url}/oauth/revoke",
-            "introspection_endpoint": f"{base_url}/oauth/introspect",
-            "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
-            "scopes_supported": list(PARTNER_SCOPES),
-            "token_endpoint_auth_methods_supported": methods,
-            "revocation_endpoint_auth_methods_supported": methods,
-            "introspection_endpoint_auth_methods_supported": methods,
-            "service_documentation": f"{base_url}/schema",
-        }
-
-    def create_oauth2_request(self, request: FormRequest) -> FormRequest:
-        return request
-
-    def handle_response(self, status: int, body: dict, headers: list[tuple[str, str]]):
-        return status, body, headers
-
-    def send_signal(self, name: str, *args: object, **kwargs: object) -> None:
-        return None

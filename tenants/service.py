@@ -8,6 +8,7 @@ import secrets
 import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,16 @@ PARTNER_SCOPES: dict[str, str] = {
     "points:earn": "Issue points for purchases at your brand",
     "points:redeem": "Redeem members' points at your brand",
     "points:adjust": "Correct members' balances with a stated reason",
+}
+
+
+# Scopes a member can consent to for a partner's app; "{partner}" is the brand's name.
+MEMBER_SCOPES: dict[str, str] = {
+    "openid": "Confirm to {partner} who you are in the coalition (your member id)",
+    "profile": "See your name and coalition card number",
+    "email": "See your email address",
+    "points:read": "See your points balance and history across all brands",
+    "points:redeem": "Spend your points at {partner}",
 }
 
 
@@ -91,6 +102,63 @@ async def create_server_client(
         partner_id=partner_id,
         name=name,
         grant_types=["client_credentials"],
+        client_type="server",
+        redirect_uris=[],
+        scope=" ".join(scopes),
+    )
+    session.add(client)
+    await session.flush()
+    return client, secret
+
+
+def check_redirect_uri(uri: str) -> str | None:
+    """Why a redirect URI is unacceptable, or None. HTTPS only (plain http for loopback
+    during development), absolute, no fragment, no wildcards: it is compared exactly."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return f"{uri!r} is not an absolute http(s) URL."
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        return f"{uri!r} must use https (plain http is allowed for localhost only)."
+    if parts.fragment or "#" in uri:
+        return f"{uri!r} must not contain a fragment."
+    if "*" in uri:
+        return f"{uri!r} must not contain wildcards; register each URI exactly."
+    return None
+
+
+async def create_app_client(
+    session: AsyncSession,
+    partner_id: uuid.UUID,
+    name: str,
+    scopes: list[str],
+    redirect_uris: list[str],
+    *,
+    public: bool = False,
+) -> tuple[OAuthClient, str | None]:
+    """Register an app that members connect with the authorization-code flow (PKCE
+    required). A public app (mobile, single-page) gets no secret."""
+    unknown = sorted(set(scopes) - set(MEMBER_SCOPES))
+    if unknown or not scopes:
+        raise DomainError("validation-error", "Invalid scopes",
+                          f"Choose member scopes among {sorted(MEMBER_SCOPES)}.", field="scopes")
+    uris = [u.strip() for u in redirect_uris if u.strip()]
+    if not uris:
+        raise DomainError("validation-error", "Redirect URI required",
+                          "Register at least one redirect URI.", field="redirect_uris")
+    for uri in uris:
+        if (problem := check_redirect_uri(uri)) is not None:
+            raise DomainError("validation-error", "Invalid redirect URI", problem,
+                              field="redirect_uris")
+    secret = None if public else "cs_" + secrets.token_urlsafe(32)
+    client = OAuthClient(
+        client_id="app_" + secrets.token_urlsafe(12),
+        client_secret_hash=hash_secret(secret) if secret else None,
+        partner_id=partner_id,
+        name=name,
+        client_type="app",
+        public=public,
+        redirect_uris=list(dict.fromkeys(uris)),
+        grant_types=["authorization_code", "refresh_token"],
         scope=" ".join(scopes),
     )
     session.add(client)

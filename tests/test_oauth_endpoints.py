@@ -82,7 +82,11 @@ async def test_authorization_server_metadata(client):
     assert metadata["introspection_endpoint"] == f"{BASE}/oauth/introspect"
     assert "client_credentials" in metadata["grant_types_supported"]
     assert set(metadata["token_endpoint_auth_methods_supported"]) == {
-        "client_secret_basic", "client_secret_post"}
+        "client_secret_basic", "client_secret_post", "none"}
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert metadata["authorization_endpoint"] == f"{BASE}/oauth/authorize"
+    assert metadata["jwks_uri"] == f"{BASE}/oauth/jwks"
+    assert (await client.get("/.well-known/openid-configuration")).json() == metadata
 
 
 async def test_suspension_blocks_cached_tokens_at_once(client, db):

@@ -17,10 +17,19 @@ VALID = {
 
 def application(**changes: str) -> dict:
     email = f"owner-{uuid.uuid4().hex[:8]}@apteka.example"
-    valid_nips = ["5260001246", "7680002466", "1132191233", "5261040828", "5272525995"]
     return {**VALID, "contact_email": email,
             "company_name": f"Apteka {uuid.uuid4().hex[:6]}",
-            "tax_id": valid_nips[uuid.uuid4().int % len(valid_nips)], **changes}
+            "tax_id": random_nip(), **changes}
+
+
+def random_nip() -> str:
+    """A fresh valid NIP each time: one tax id may apply only once."""
+    while True:
+        digits = [uuid.uuid4().int % 10 for _ in range(9)]
+        digits[0] = digits[0] or 1
+        check = sum(w * d for w, d in zip((6, 5, 7, 2, 3, 4, 5, 6, 7), digits, strict=True)) % 11
+        if check != 10:
+            return "".join(map(str, digits)) + str(check)
 
 
 async def operator_login(browser, database_url) -> None:

@@ -8,9 +8,8 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import anyio
-import msgspec
 import sqlalchemy
-from litestar import Litestar, Request, Response, Router, get, post
+from litestar import Litestar, Response, Router, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -38,14 +37,18 @@ from coalition.db import (
 )
 from coalition.ledger import Ledger
 from tenants.auth import TokenVerifier
+from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
-from tenants.oauth import CoalitionAuthorizationServer, FormRequest
-from tenants.service import PARTNER_SCOPES
+from tenants.oauth_server import CoalitionAuthorizationServer
+from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
 from web.headers import security_headers_middleware
+from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
+from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
+from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
@@ -75,58 +78,6 @@ async def health(state: State) -> Response:
     except Exception:
         return problem(503, "service-unavailable", "The database is not answering.")
     return Response({"status": "ok", "database": "ok"})
-
-
-async def _oauth_endpoint(request: Request, state: State, name: str | None) -> Response:
-    """Run one of Authlib's (synchronous) endpoints in a worker thread on the already
-    read form. Errors follow RFC 6749 section 5.2, not RFC 9457."""
-    form = await request.form()
-    oauth_request = FormRequest(
-        request.method, str(request.url), request.headers,
-        list(form.multi_items()), list(request.query_params.multi_items()),
-    )
-    server: CoalitionAuthorizationServer = state.oauth_server
-    if name is None:
-        call = server.create_token_response
-    else:
-        def call(r: FormRequest) -> tuple:
-            return server.create_endpoint_response(name, r)
-    status, body, headers = await anyio.to_thread.run_sync(call, oauth_request)
-    return Response(content=msgspec.json.encode(body), status_code=status,
-                    headers=dict(headers), media_type="application/json")
-
-
-@post("/oauth/token", tags=["OAuth 2.0"], status_code=200,
-      summary="Issue an access token (client_credentials)",
-      description="RFC 6749 section 4.4. Authenticate with client_secret_basic or "
-      "client_secret_post. Errors follow RFC 6749 section 5.2.")
-async def oauth_token(request: Request, state: State) -> Response:
-    return await _oauth_endpoint(request, state, None)
-
-
-@post("/oauth/revoke", tags=["OAuth 2.0"], status_code=200,
-      summary="Revoke an access token (RFC 7009)",
-      description="The client the token was issued to authenticates and sends `token`. "
-      "Answers 200 whether or not the token was known; the token stops working at once.")
-async def oauth_revoke(request: Request, state: State) -> Response:
-    response = await _oauth_endpoint(request, state, "revocation")
-    # This process forgets at once; the others hear the database's NOTIFY.
-    state.token_verifier.forget_all()
-    return response
-
-
-@post("/oauth/introspect", tags=["OAuth 2.0"], status_code=200,
-      summary="Introspect an access token (RFC 7662)",
-      description="Any client of the token's partner may ask; tokens of other partners, "
-      "unknown, expired or revoked tokens are reported as {\"active\": false}.")
-async def oauth_introspect(request: Request, state: State) -> Response:
-    return await _oauth_endpoint(request, state, "introspection")
-
-
-@get("/.well-known/oauth-authorization-server", tags=["OAuth 2.0"],
-     summary="Authorization server metadata (RFC 8414)")
-async def oauth_metadata(request: Request, state: State) -> dict:
-    return state.oauth_server.metadata(str(request.base_url).rstrip("/"))
 
 
 @get("/problems/{slug:str}", include_in_schema=False)
@@ -163,7 +114,13 @@ def _openapi() -> OpenAPIConfig:
                     type="oauth2",
                     flows=OAuthFlows(
                         client_credentials=OAuthFlow(token_url="/oauth/token",  # noqa: S106
-                                                     scopes=PARTNER_SCOPES)
+                                                     scopes=PARTNER_SCOPES),
+                        authorization_code=OAuthFlow(
+                            authorization_url="/oauth/authorize",
+                            token_url="/oauth/token",  # noqa: S106
+                            refresh_url="/oauth/token",
+                            scopes={k: v.format(partner="the partner")
+                                    for k, v in MEMBER_SCOPES.items()}),
                     ),
                 )
             }
@@ -192,10 +149,17 @@ def create_app(
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
+        sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
+        box = SecretBox(settings.resolved_secret_key())
         app.state.oauth_server = CoalitionAuthorizationServer(
-            sessionmaker(sync_engine, expire_on_commit=False), settings.access_token_ttl_seconds,
+            sync_sessions, settings.access_token_ttl_seconds, box,
             issuer=settings.public_url.rstrip("/"),
         )
+
+        def ensure_signing_key() -> None:
+            with sync_sessions() as session, session.begin():
+                current_signing_key(session, box)
+        await anyio.to_thread.run_sync(ensure_signing_key)
         try:
             yield
         finally:
@@ -206,7 +170,10 @@ def create_app(
 
     secure_cookies = settings.env not in ("development", "test")
     # The partner API authenticates with bearer tokens: no session cookie, no CSRF there.
-    cookie_free = ["^/api/", "^/oauth/", "^/health", "^/schema", "^/static/", "^/problems/"]
+    # /oauth/authorize is a portal page (login, consent); the other /oauth/ endpoints are
+    # called by servers and apps.
+    cookie_free = ["^/api/", "^/oauth/(?!authorize)", "^/health", "^/schema", "^/static/",
+                   "^/problems/", "^/.well-known/"]
     sessions = ServerSideSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
                                        samesite="lax", max_age=8 * 3600, exclude=cookie_free)
     csrf = CSRFConfig(secret=settings.resolved_secret_key(), cookie_secure=secure_cookies,
@@ -220,8 +187,8 @@ def create_app(
         security=[{"partner": []}],
     )
     app = Litestar(
-        route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
-                        problem_type, index, api, AuthPages, HomePages, OnboardingPages,
+        route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
+                        AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from coalition.errors import NotFound
 from tenants.auth import PartnerPrincipal, TokenVerifier
 
 
@@ -31,10 +34,29 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
+def ensure_acting_for(principal: PartnerPrincipal, member_id: uuid.UUID) -> None:
+    """A member token acts only for its own member: any other member is "not found"."""
+    if principal.member_id is not None and principal.member_id != member_id:
+        raise NotFound("member-not-found", "Member not found",
+                       "This token acts for another member.", field="member_id")
+
+
 def requires_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Guard: the token must hold every scope named in the handler's `opt["scopes"]`."""
+    """Guard: a server token must hold every scope in the handler's `opt["scopes"]`; a
+    member token (an app acting for one member) every scope in `opt["member_scopes"]`,
+    and routes without member scopes are closed to member tokens."""
     principal: PartnerPrincipal = connection.user
-    missing = [s for s in handler.opt.get("scopes", ()) if s not in principal.scopes]
+    if principal.member_id is not None:
+        needed_scopes = handler.opt.get("member_scopes")
+        if needed_scopes is None:
+            raise PermissionDeniedException(
+                "This route is for the partner's server; a member-scoped token cannot use it.",
+                extra={"slug": "insufficient-scope"},
+                headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+            )
+    else:
+        needed_scopes = handler.opt.get("scopes", ())
+    missing = [s for s in needed_scopes if s not in principal.scopes]
     if missing:
         needed = " ".join(missing)
         raise PermissionDeniedException(

@@ -28,7 +28,7 @@ from web.api.schemas import (
     strict_body,
 )
 from web.idempotency import request_hash, run_idempotent
-from web.security import requires_scope
+from web.security import ensure_acting_for, requires_scope
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size")]
 Query = Annotated[str | None, QueryParameter(min_length=1, max_length=400)]
@@ -54,6 +54,7 @@ def _member_not_found() -> NotFound:
 async def require_visible(
     session: AsyncSession, principal: PartnerPrincipal, member_id: uuid.UUID
 ) -> LinkedMember:
+    ensure_acting_for(principal, member_id)
     linked = await members.get_visible(session, principal.partner_id, member_id)
     if linked is None:
         raise _member_not_found()
@@ -112,7 +113,8 @@ class MemberController(Controller):
         next_cursor = encode_cursor(found[-1].member.id) if len(found) == limit else None
         return MemberPage(items=[member_out(m) for m in found], next_cursor=next_cursor)
 
-    @get("/{member_id:uuid}", opt={"scopes": ["members:read"]}, summary="Get a member")
+    @get("/{member_id:uuid}", opt={"scopes": ["members:read"], "member_scopes": ["profile"]},
+         summary="Get a member")
     async def get_member(
         self, request: Request, db_session: Session, member_id: FromPath[uuid.UUID]
     ) -> MemberOut:
@@ -120,7 +122,7 @@ class MemberController(Controller):
 
     @get(
         "/{member_id:uuid}/balance",
-        opt={"scopes": ["members:read"]},
+        opt={"scopes": ["members:read"], "member_scopes": ["points:read"]},
         summary="A member's coalition-wide balance",
     )
     async def balance(
@@ -133,7 +135,7 @@ class MemberController(Controller):
 
     @get(
         "/{member_id:uuid}/transactions",
-        opt={"scopes": ["members:read"]},
+        opt={"scopes": ["members:read"], "member_scopes": ["points:read"]},
         summary="A member's transactions across brands, newest first",
         description="Your own transactions in full; other brands' show only brand name, "
         "kind, points and date.",

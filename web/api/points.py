@@ -22,7 +22,7 @@ from web.api.schemas import (
     strict_body,
 )
 from web.idempotency import request_hash, stored_response
-from web.security import requires_scope
+from web.security import ensure_acting_for, requires_scope
 
 IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 LedgerDep = NamedDependency[Ledger]
@@ -69,18 +69,20 @@ class PointsController(Controller):
 
     @post(
         "/redemptions",
-        opt={"scopes": ["points:redeem"]},
+        opt={"scopes": ["points:redeem"], "member_scopes": ["points:redeem"]},
         status_code=201,
         responses=CREATED,
         summary="Redeem a member's points at your brand",
         description="Consumes the member's lots first-expiring first. An insufficient "
-        "balance is a 422 problem of type /problems/insufficient-points.",
+        "balance is a 422 problem of type /problems/insufficient-points. A partner app "
+        "holding a member token with points:redeem may redeem for that member only.",
     )
     async def redeem(
         self, request: Request, data: JSONBody[RedeemPoints], ledger: LedgerDep,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
         data = await strict_body(request, RedeemPoints)
+        ensure_acting_for(request.user, data.member_id)
         return _respond(await ledger.redeem(_posting(request, data, idempotency_key)))
 
     @post(

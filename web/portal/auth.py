@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -57,7 +59,7 @@ class AuthPages(Controller):
                         next=form.get("next", ""))
         await db_session.commit()
         request.clear_session()
-        request.set_session({"user_id": str(user.id)})
+        request.set_session({"user_id": str(user.id), "auth_time": int(time.time())})
         return Redirect(safe_next(form.get("next"), HOME[user.kind]))
 
     @post("/logout")

@@ -20,8 +20,10 @@ from tenants.mail import Mailer
 from tenants.models import STAFF_ROLES, OAuthClient, Partner, User
 from tenants.roles import can
 from tenants.service import (
+    MEMBER_SCOPES,
     PARTNER_SCOPES,
     SECRET_ROTATION_GRACE,
+    create_app_client,
     create_server_client,
     revoke_client,
     rotate_client_secret,
@@ -65,20 +67,35 @@ class ConsolePages(Controller):
         user = await staff(request, db_session, "clients.manage")
         rows = (await db_session.scalars(select(OAuthClient).where(
             OAuthClient.partner_id == user.partner_id).order_by(OAuthClient.created_at))).all()
+        partner = await db_session.get_one(Partner, user.partner_id)
         return page("clients.html", user=user, clients=rows, scopes=PARTNER_SCOPES,
+                    member_scopes=MEMBER_SCOPES, partner_name=partner.name,
                     grace_hours=int(SECRET_ROTATION_GRACE.total_seconds() // 3600))
 
     @post("/clients")
     async def create_client(self, request: Request, db_session: Session) -> Template:
         user = await staff(request, db_session, "clients.manage")
         form = await request.form()
-        scopes = [s for s in form.getall("scope", []) if s in PARTNER_SCOPES]
-        name = (form.get("name") or "").strip()[:200] or "Server"
+        kind = form.get("client_type", "server")
+        name = (form.get("name") or "").strip()[:200] or ("App" if kind == "app" else "Server")
+        known = MEMBER_SCOPES if kind == "app" else PARTNER_SCOPES
+        scopes = [s for s in form.getall("scope", []) if s in known]
         if not scopes:
             return page("message.html", status_code=400, user=user, title="Choose scopes",
                         message="Select at least one scope for the client.",
                         link="/partner/clients")
-        client, secret = await create_server_client(db_session, user.partner_id, name, scopes)
+        try:
+            if kind == "app":
+                client, secret = await create_app_client(
+                    db_session, user.partner_id, name, scopes,
+                    (form.get("redirect_uris") or "").splitlines(),
+                    public=form.get("public") == "on")
+            else:
+                client, secret = await create_server_client(db_session, user.partner_id, name,
+                                                            scopes)
+        except DomainError as exc:
+            return page("message.html", status_code=400, user=user, title=exc.title,
+                        message=exc.detail, link="/partner/clients")
         await accounts.audit(db_session, user, "client.create", target=client.client_id,
                              partner_id=user.partner_id, scopes=scopes)
         await db_session.commit()
@@ -89,6 +106,8 @@ class ConsolePages(Controller):
                      client_pk: FromPath[uuid.UUID]) -> Template:
         user = await staff(request, db_session, "clients.manage")
         client = await own_client(db_session, user, client_pk)
+        if client.public or client.revoked_at is not None:
+            raise PageForbidden("This client has no secret to rotate.")
         secret = await rotate_client_secret(db_session, client)
         await accounts.audit(db_session, user, "client.rotate_secret", target=client.client_id,
                              partner_id=user.partner_id)

@@ -1,0 +1,149 @@
+"""/oauth/authorize: a member signs in and consents to a partner's app (authorization code
+with PKCE). Errors before the client and redirect URI are known are shown as a page;
+after that they go back to the app as RFC 6749 section 4.1.2.1 parameters."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode, urlsplit
+
+import anyio
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.util import scope_to_list
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.response import Redirect
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.models import Member, MemberLink
+from tenants import accounts
+from tenants.models import MemberConsent, OAuthClient, Partner, User
+from tenants.oauth import ClientAdapter, FormRequest
+from tenants.oauth_grants import MemberUser
+from tenants.oauth_server import CoalitionAuthorizationServer
+from tenants.service import MEMBER_SCOPES
+from web.portal.common import current_user, page
+
+Session = NamedDependency[AsyncSession]
+NOT_PARAMS = {"decision", "_csrf_token"}
+
+
+def _oauth_request(request: Request, params: list[tuple[str, str]]) -> FormRequest:
+    url = f"{str(request.base_url).rstrip('/')}/oauth/authorize?{urlencode(params)}"
+    return FormRequest("GET", url, request.headers, [], params)
+
+
+def _respond(status: int, body: object, headers: list[tuple[str, str]]) -> Response:
+    location = dict(headers).get("Location")
+    if status == 302 and location:
+        return Redirect(location, status_code=302)
+    # No verified redirect URI: tell the person, never bounce to an unknown address.
+    error = body if isinstance(body, dict) else {}
+    return page("oauth_error.html", status_code=400, error=error.get("error", "invalid_request"),
+                description=error.get("error_description", "The request is not valid."))
+
+
+async def _member_user(db_session: AsyncSession, request: Request, user: User) -> MemberUser:
+    card = await db_session.scalar(select(Member.card_number).where(Member.id == user.member_id))
+    auth_time = int(request.session.get("auth_time") or time.time())
+    assert user.member_id is not None
+    return MemberUser(user.id, user.member_id, user.email, user.name,
+                      user.email_verified_at is not None, card, auth_time)
+
+
+class AuthorizePages(Controller):
+    path = "/oauth/authorize"
+    include_in_schema = False
+
+    async def _grant(self, state: State, oauth_request: FormRequest,
+                     end_user: MemberUser | None) -> tuple[object | None, Response | None]:
+        server: CoalitionAuthorizationServer = state.oauth_server
+        try:
+            grant = await anyio.to_thread.run_sync(server.get_consent_grant, oauth_request,
+                                                   end_user)
+        except OAuth2Error as error:
+            return None, _respond(*server.handle_error_response(oauth_request, error))
+        return grant, None
+
+    async def _issue(self, state: State, oauth_request: FormRequest, grant: object,
+                     member: MemberUser | None) -> Response:
+        server: CoalitionAuthorizationServer = state.oauth_server
+        args = await anyio.to_thread.run_sync(
+            lambda: server.create_authorization_response(oauth_request, member, grant))
+        return _respond(*args)
+
+    @get("/")
+    async def ask(self, request: Request, db_session: Session, state: State) -> Response:
+        params = list(request.query_params.multi_items())
+        oauth_request = _oauth_request(request, params)
+        user = await current_user(request, db_session)
+        member = (await _member_user(db_session, request, user)
+                  if user and user.kind == "member" else None)
+        grant, failed = await self._grant(state, oauth_request, member)
+        if failed:
+            return failed
+        if user is None:
+            target = f"/oauth/authorize?{urlencode(params)}"
+            return Redirect(f"/login?next={quote(target)}")
+        if member is None:
+            return page("oauth_error.html", status_code=403, user=user,
+                        error="member_account_required",
+                        description="Only a member account can connect a brand's app. "
+                        "Log out and sign in with your member account.")
+        client: ClientAdapter = grant.request.client
+        scopes = scope_to_list(grant.request.scope) or []
+        consent = await db_session.scalar(
+            select(MemberConsent.scope).where(MemberConsent.client_pk == client.row.id,
+                   MemberConsent.member_id == member.member_id,
+                   MemberConsent.revoked_at.is_(None)))
+        prompt = set((request.query_params.get("prompt") or "").split())
+        if consent is not None and set(scopes) <= set(consent.split()) and "consent" not in prompt:
+            return await self._issue(state, oauth_request, grant, member)
+        partner = await db_session.get_one(Partner, client.row.partner_id)
+        return page("consent.html", user=user, partner=partner, client=client.row,
+                    params=params, redirect_host=urlsplit(grant.request.payload.redirect_uri
+                                                          or client.get_default_redirect_uri()
+                                                          or "").netloc,
+                    scopes=[(s, MEMBER_SCOPES[s].format(partner=partner.name)) for s in scopes])
+
+    @post("/")
+    async def decide(self, request: Request, db_session: Session, state: State) -> Response:
+        form = await request.form()
+        params = [(k, v) for k, v in form.multi_items() if k not in NOT_PARAMS]
+        oauth_request = _oauth_request(request, params)
+        user = await current_user(request, db_session)
+        if user is None or user.kind != "member":
+            target = f"/oauth/authorize?{urlencode(params)}"
+            return Redirect(f"/login?next={quote(target)}")
+        member = await _member_user(db_session, request, user)
+        grant, failed = await self._grant(state, oauth_request, member)
+        if failed:
+            return failed
+        if form.get("decision") != "allow":
+            return await self._issue(state, oauth_request, grant, None)
+        client: OAuthClient = grant.request.client.row
+        await record_consent(db_session, user, client, grant.request.scope or "")
+        await db_session.commit()
+        return await self._issue(state, oauth_request, grant, member)
+
+
+async def record_consent(db_session: AsyncSession, user: User, client: OAuthClient,
+                         scope: str) -> None:
+    """Remember the consent (what "Connected brands" lists) and link the member to the
+    brand, as enrolling there would."""
+    await db_session.execute(
+        insert(MemberConsent)
+        .values(partner_id=client.partner_id, client_pk=client.id, member_id=user.member_id,
+                scope=scope)
+        .on_conflict_do_update(index_elements=["client_pk", "member_id"],
+                               set_={"scope": scope, "revoked_at": None,
+                                     "granted_at": datetime.now(UTC)}))
+    await db_session.execute(
+        insert(MemberLink).values(partner_id=client.partner_id, member_id=user.member_id)
+        .on_conflict_do_nothing())
+    await accounts.audit(db_session, user, "member.consent", target=client.client_id,
+                         partner_id=client.partner_id, scope=scope)
