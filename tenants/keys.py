@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import KeySet, RSAKey
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tenants.models import SigningKey
@@ -43,6 +43,8 @@ class SecretBox:
 def create_signing_key(session: Session, box: SecretBox) -> SigningKey:
     """A fresh RSA key becomes the signing key; the previous one is retired (it stays
     published while tokens it signed may still be presented)."""
+    # One rotation at a time across processes.
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('oidc-key-rotation'))"))
     now = datetime.now(UTC)
     for older in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
         older.retired_at = now

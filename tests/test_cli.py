@@ -14,9 +14,9 @@ import pytest
 from tests.helpers import new_partner
 
 
-def coalition(database_url, *args: str) -> subprocess.CompletedProcess:
+def coalition(database_url, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COALITION_DATABASE_URL": database_url.raw,
-           "COALITION_LOG_LEVEL": "WARNING"}
+           "COALITION_LOG_LEVEL": "WARNING", **env_vars}
     return subprocess.run([sys.executable, "-m", "web", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -123,3 +123,13 @@ def test_import_refuses_bad_header_and_unknown_partner(database_url, tmp_path: P
 def test_worker_once_purges_expired_records(database_url):
     result = coalition(database_url, "worker", "--once")
     assert result.returncode == 0, result.stderr
+
+
+async def test_oidc_rotate_key_publishes_a_new_signing_key(database_url, settings, client):
+    result = coalition(database_url, "oidc", "rotate-key",
+                       COALITION_DATA_DIR=str(settings.data_dir))
+    assert result.returncode == 0, result.stderr
+    kid = result.stdout.split()[-1]
+    jwks = (await client.get("/oauth/jwks")).json()
+    assert kid in [key["kid"] for key in jwks["keys"]]
+    assert len(jwks["keys"]) >= 2        # the previous key stays published

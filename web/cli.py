@@ -218,6 +218,31 @@ def operators_create(email: str, name: str | None, password: str | None) -> None
 
 
 @main.group()
+def oidc() -> None:
+    """OpenID Connect signing keys."""
+
+
+@oidc.command("rotate-key")
+def oidc_rotate_key() -> None:
+    """Start signing ID tokens with a new key now (keys also rotate every 30 days by
+    themselves). The old key stays in the JWKS for 7 days, so issued tokens verify."""
+    import sqlalchemy
+    from sqlalchemy.orm import Session
+
+    from coalition.config import get_settings
+    from tenants.keys import SecretBox, create_signing_key
+
+    engine = sqlalchemy.create_engine(database_url().sqlalchemy_sync)
+    try:
+        with Session(engine) as session, session.begin():
+            key = create_signing_key(session, SecretBox(get_settings().resolved_secret_key()))
+            kid = key.kid
+    finally:
+        engine.dispose()
+    click.echo(f"new signing key {kid}")
+
+
+@main.group()
 def ledger() -> None:
     """The points ledger."""
 

@@ -19,9 +19,15 @@ async def maintenance_pass(conn: asyncpg.Connection, settings: Settings) -> dict
         "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
         settings.idempotency_retention_hours,
     )
+    # A used refresh token is kept until it would have expired: presenting it again is how
+    # a stolen token is detected (its family is revoked).
     tokens = await conn.execute(
-        "DELETE FROM oauth_tokens WHERE expires_at < now() - interval '1 day'")
-    return {"idempotency_keys": int(keys.split()[-1]), "oauth_tokens": int(tokens.split()[-1])}
+        "DELETE FROM oauth_tokens WHERE expires_at < now() - interval '1 day'"
+        " AND (refresh_expires_at IS NULL OR refresh_expires_at < now() - interval '1 day')")
+    codes = await conn.execute(
+        "DELETE FROM oauth_authorization_codes WHERE expires_at < now() - interval '1 day'")
+    return {"idempotency_keys": int(keys.split()[-1]), "oauth_tokens": int(tokens.split()[-1]),
+            "oauth_authorization_codes": int(codes.split()[-1])}
 
 
 async def run_worker(url: DatabaseUrl, settings: Settings, *, once: bool, interval: int) -> None:
