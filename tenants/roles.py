@@ -7,6 +7,7 @@
 | clients.manage   |   ✓   |   ✓   |         |         |
 | staff.manage     |   ✓   |   ✓*  |         |         |
 | profile.view     |   ✓   |   ✓   |    ✓    |         |
+| sso.manage       |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -21,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "clients.manage": frozenset({"owner", "admin"}),
     "staff.manage": frozenset({"owner", "admin"}),
     "profile.view": frozenset({"owner", "admin", "analyst"}),
+    "sso.manage": frozenset({"owner", "admin"}),
 }
 
 

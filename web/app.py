@@ -52,6 +52,7 @@ from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
+from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 from web.sessions import PostgresSessionStore
@@ -189,7 +190,7 @@ def create_app(
     app = Litestar(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
-                        ConsolePages,
+                        ConsolePages, SsoSettingsPages, SsoLoginPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
