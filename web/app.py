@@ -37,9 +37,10 @@ from coalition.db import (
     resolve_database_url,
 )
 from coalition.ledger import Ledger
-from tenants.auth import TokenVerifier
+from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.mail import Mailer
 from tenants.oauth import CoalitionAuthorizationServer, FormRequest
+from tenants.scope import tenant_session
 from tenants.service import PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
@@ -60,6 +61,15 @@ UTC_SESSION = {"timezone": "UTC"}
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
     async with state.sessionmaker() as session:
+        yield session
+
+
+async def provide_api_session(request: Request, state: State
+                              ) -> AsyncGenerator[AsyncSession, None]:
+    """The partner API's session: every query runs as coalition_tenant for the partner
+    of the bearer token (tenants/scope.py)."""
+    principal: PartnerPrincipal = request.user
+    async with tenant_session(state.sessionmaker, principal.partner_id) as session:
         yield session
 
 
@@ -218,6 +228,7 @@ def create_app(
         route_handlers=[MemberController, PointsController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
+        dependencies={"db_session": Provide(provide_api_session)},
     )
     app = Litestar(
         route_handlers=[health, oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,
