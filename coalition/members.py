@@ -7,14 +7,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.cards import new_card_number
 from coalition.errors import Conflict
-from coalition.models import Account, Member, MemberLink
+from coalition.models import Member, MemberLink
 
 
 @dataclass(frozen=True)
@@ -24,34 +24,26 @@ class LinkedMember:
     linked_at: datetime
 
 
-async def _create_member(session: AsyncSession, email: str, name: str | None) -> Member | None:
-    """Insert a member with its wallet; None when the email is already taken."""
+async def find_or_create_id(
+    session: AsyncSession, email: str, name: str | None
+) -> tuple[uuid.UUID, bool]:
+    """The id of the coalition member with this email, created (with its wallet) if none
+    exists; and whether this call created it.
+
+    Goes through the SQL function member_find_or_create (SECURITY DEFINER): a partner's
+    tenant-scoped session can neither see nor insert a member that is not linked to it
+    yet, so this is the one door to the coalition-wide identity (see migration 0007)."""
     for _ in range(5):
         try:
             async with session.begin_nested():
-                member_id = await session.scalar(
-                    insert(Member)
-                    .values(email=email, name=name, card_number=new_card_number())
-                    .on_conflict_do_nothing(index_elements=[text("lower(email)")])
-                    .returning(Member.id)
-                )
-                if member_id is None:
-                    return None
-                session.add(
-                    Account(
-                        code=f"member:{member_id}",
-                        kind="member_wallet",
-                        member_id=member_id,
-                        balance=0,
-                        lower_bound=0,
-                    )
-                )
-                await session.flush()
+                row = (await session.execute(
+                    text("SELECT member_id, created FROM member_find_or_create(:e, :n, :c)"),
+                    {"e": email, "n": name, "c": new_card_number()})).one()
         except IntegrityError as exc:  # a card number collision: draw another one
             if "card_number" not in str(exc.orig):
                 raise
             continue
-        return await session.get_one(Member, member_id)
+        return row.member_id, row.created
     raise RuntimeError("could not allocate a unique card number")
 
 
@@ -59,13 +51,10 @@ async def find_or_create(
     session: AsyncSession, email: str, name: str | None
 ) -> tuple[Member, bool]:
     """The coalition member with this email, created (with its wallet) if none exists;
-    and whether this call created it."""
-    member = await _create_member(session, email, name)
-    if member is not None:
-        return member, True
-    existing = await session.scalars(
-        select(Member).where(func.lower(Member.email) == email.lower()))
-    return existing.one(), False
+    and whether this call created it. Not for tenant sessions: they see a member only
+    once it is linked to them (use find_or_create_id, then link)."""
+    member_id, created = await find_or_create_id(session, email, name)
+    return await session.get_one(Member, member_id), created
 
 
 async def enroll(
@@ -77,7 +66,7 @@ async def enroll(
 ) -> tuple[LinkedMember, bool]:
     """Create the member, or link the existing member with this email to the partner.
     Returns the member as the partner sees it and whether it was newly created."""
-    member, created = await find_or_create(session, email, name)
+    member_id, created = await find_or_create_id(session, email, name)
 
     if customer_id is not None:
         holder = await session.scalar(
@@ -85,7 +74,7 @@ async def enroll(
                 MemberLink.partner_id == partner_id, MemberLink.customer_id == customer_id
             )
         )
-        if holder is not None and holder != member.id:
+        if holder is not None and holder != member_id:
             raise Conflict(
                 "customer-id-taken",
                 "Customer id already linked",
@@ -95,10 +84,10 @@ async def enroll(
 
     await session.execute(
         insert(MemberLink)
-        .values(partner_id=partner_id, member_id=member.id, customer_id=customer_id)
+        .values(partner_id=partner_id, member_id=member_id, customer_id=customer_id)
         .on_conflict_do_nothing()
     )
-    link = await session.get_one(MemberLink, (partner_id, member.id))
+    link = await session.get_one(MemberLink, (partner_id, member_id))
     if customer_id is not None and link.customer_id != customer_id:
         if link.customer_id is not None:
             raise Conflict(
@@ -109,6 +98,8 @@ async def enroll(
             )
         link.customer_id = customer_id
         await session.flush()
+    # Linked now, so a tenant-scoped session can load it.
+    member = await session.get_one(Member, member_id)
     return LinkedMember(member, link.customer_id, link.created_at), created
 
 

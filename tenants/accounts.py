@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import Conflict, DomainError
@@ -62,17 +63,29 @@ async def create_user(
     verified: bool = False,
 ) -> User:
     if await find_user(session, email) is not None:
-        raise Conflict("account-exists", "Account exists",
-                       "An account with this email address already exists.", field="email")
+        raise _account_exists()
     if password is not None:
         check_password_rules(password)
     user = User(email=email.strip(), name=name, kind=kind, partner_id=partner_id, role=role,
                 member_id=member_id,
                 password_hash=HASHER.hash(password) if password is not None else None,
                 email_verified_at=datetime.now(UTC) if verified else None)
-    session.add(user)
-    await session.flush()
+    # A partner's tenant-scoped session sees only its own staff, so find_user misses
+    # other people's accounts; the unique index still refuses the email.
+    try:
+        async with session.begin_nested():
+            session.add(user)
+            await session.flush()
+    except IntegrityError as exc:
+        if "uq_users_email_lower" not in str(exc.orig):
+            raise
+        raise _account_exists() from None
     return user
+
+
+def _account_exists() -> Conflict:
+    return Conflict("account-exists", "Account exists",
+                    "An account with this email address already exists.", field="email")
 
 
 async def _recent_failures(session: AsyncSession, column, value: str) -> int:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import uuid
 from email import message_from_bytes
 from email.message import Message
 
 import httpx
 from aiosmtpd.controller import Controller
+
+from tenants.accounts import create_user
+from tenants.service import create_partner
 
 
 class Inbox:
@@ -51,3 +55,32 @@ async def submit(client: httpx.AsyncClient, form_page: str, action: str, **field
     """Open the page (as a browser would, getting its CSRF token) and post the form."""
     page = await client.get(form_page)
     return await client.post(action, data={"_csrf_token": csrf_of(page), **fields})
+
+
+class Browser(httpx.AsyncClient):
+    """A client that may be used before `async with` (which then only closes it)."""
+
+    def __init__(self, app) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app),
+                         base_url="http://testserver.local")
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+async def owner_browser(app, client, role: str = "owner", name: str = "Console Brand"):
+    """A logged-in browser for a staff member of a fresh partner."""
+    email = f"{role}-{uuid.uuid4().hex[:8]}@brand.example"
+    async with app.state.sessionmaker() as session:
+        partner = await create_partner(session, name,
+                                       slug=f"c-{uuid.uuid4().hex[:10]}")
+        await create_user(session, email, "partner_staff", partner_id=partner.id, role=role,
+                          password="staff secret 12", verified=True)
+        await session.commit()
+    browser = Browser(app)
+    login = await submit(browser, "/login", "/login", email=email, password="staff secret 12")
+    assert login.status_code == 302
+    return browser, partner.id

@@ -7,37 +7,7 @@ from urllib.parse import urlencode
 import httpx
 
 from tenants.accounts import create_user
-from tenants.service import create_partner
-from tests.portal import csrf_of, submit
-
-
-class Browser(httpx.AsyncClient):
-    """A client that may be used before `async with` (which then only closes it)."""
-
-    def __init__(self, app) -> None:
-        super().__init__(transport=httpx.ASGITransport(app=app),
-                         base_url="http://testserver.local")
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()
-
-
-async def owner_browser(app, client, role: str = "owner"):
-    """A logged-in browser for a staff member of a fresh partner."""
-    email = f"{role}-{uuid.uuid4().hex[:8]}@brand.example"
-    async with app.state.sessionmaker() as session:
-        partner = await create_partner(session, "Console Brand",
-                                       slug=f"c-{uuid.uuid4().hex[:10]}")
-        await create_user(session, email, "partner_staff", partner_id=partner.id, role=role,
-                          password="staff secret 12", verified=True)
-        await session.commit()
-    browser = Browser(app)
-    login = await submit(browser, "/login", "/login", email=email, password="staff secret 12")
-    assert login.status_code == 302
-    return browser, partner.id
+from tests.portal import Browser, csrf_of, owner_browser, submit
 
 
 async def create_client(browser, *scopes: str) -> tuple[str, str, str]:

@@ -1,9 +1,15 @@
-"""Tenant isolation: every route of the partner API, tried by partner B against partner
-A's resources, answers 403 or 404 and leaks none of A's data."""
+"""Tenant isolation: every route of the partner API and every portal route that takes a
+tenant resource, tried by partner B against partner A's resources, answers 403 or 404 and
+leaks none of A's data."""
 
 import re
+import uuid
 
+from coalition.ledger import Ledger, PostingRequest
+from coalition.members import enroll
+from tenants.service import create_server_client
 from tests.helpers import new_key
+from tests.portal import csrf_of, owner_browser
 
 
 async def test_every_api_route_refuses_another_partners_resources(client, partner, other_partner):
@@ -54,3 +60,112 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     reversal = await other_partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
     assert reversal.status_code == 404
     assert (await partner.balance(member))["available"] == 80
+
+
+# Path parameters that name a tenant's resource, and routes whose parameters do not.
+TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id"}
+NO_TENANT_PARAMS = {
+    "/problems/{slug:str}": "problem type documentation",
+    "/static/{file_path:path}": "style sheets",
+    "/schema/{path:str}": "the OpenAPI document",
+}
+# Form fields sent with each POST (the CSRF token is added), so that a refusal cannot be
+# a mere validation error.
+FORMS = {
+    "/partner/staff/{staff_id:uuid}/role": {"role": "analyst"},
+    "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
+                                                      "note": "isolation walk"},
+    "/partner/clients": {"name": "B server", "scope": "members:read"},
+}
+# Pages without a path parameter: what partner B's owner gets from them.
+OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
+             ("GET", "/partner/staff"): 200, ("POST", "/partner/clients"): 200,
+             ("POST", "/partner/staff"): 409,   # inviting A's owner: the email is taken
+             ("GET", "/partner/sso"): 200,
+             ("POST", "/partner/sso"): 400}     # no issuer given
+
+
+def under(path: str, *sections: str) -> bool:
+    return any(path == s or path.startswith(s + "/") for s in sections)
+
+
+async def test_every_portal_route_refuses_another_partners_resources(app, client, db):
+    """Partner B's owner, logged in to the portal, tries every route that takes a tenant
+    resource id with partner A's real ids, and every /partner, /operator and /member
+    page: each answer is 403 or 404 (B's own pages excepted) and shows nothing of A."""
+    mark = uuid.uuid4().hex[:8]
+    a_browser, a_id = await owner_browser(app, client, name=f"Alpha Portal {mark}")
+    b, b_id = await owner_browser(app, client, name=f"Beta Portal {mark}")
+    await a_browser.aclose()
+    async with app.state.sessionmaker() as session:
+        a_client, _ = await create_server_client(session, a_id, f"A-CLIENT-{mark}")
+        linked, _ = await enroll(session, a_id, f"a-member-{mark}@example.com", "A Member",
+                                 f"A-CUSTOMER-{mark}")
+        await session.commit()
+    member = linked.member
+    earn = await Ledger(app.state.pool).earn(PostingRequest(
+        partner_id=a_id, member_id=member.id, points=50, actor="test",
+        order_id=f"A-ORDER-{mark}"))
+    owner = await db.fetchrow("SELECT id, email FROM users WHERE partner_id = $1", a_id)
+    a_slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", a_id)
+    ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
+           "partner_id": str(a_id), "member_id": str(member.id),
+           "transaction_id": str(earn.json()["id"])}
+    # The transaction id is a small integer that any page may contain; its order id and
+    # the member stand for it.
+    secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
+               a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
+               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}"]
+    forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
+    api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
+
+    walked: set[str] = set()
+    async with b:
+        csrf = csrf_of(await b.get("/partner/clients"))
+        for route in app.routes:
+            params = set(route.path_parameters)
+            if route.path.startswith("/api/"):
+                # The partner API is walked over its OpenAPI document above.
+                assert route.path_format in api_paths, route.path
+                continue
+            if route.path in NO_TENANT_PARAMS:
+                continue
+            if params:
+                unknown = params - TENANT_PARAMS
+                assert not unknown, f"{route.path}: teach this walk to fill {unknown}"
+            elif not under(route.path, "/partner", "/operator", "/member"):
+                continue
+            path = route.path_format.format(**{p: ids[p] for p in params})
+            for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+                if method == "GET":
+                    response = await b.get(path)
+                elif method == "POST":
+                    response = await b.post(path, data={"_csrf_token": csrf,
+                                                        **forms.get(route.path, {})})
+                else:
+                    raise AssertionError(f"{method} {route.path}: teach this walk the method")
+                if params or under(route.path, "/operator", "/member"):
+                    expected = {403, 404}
+                else:
+                    assert (method, route.path) in OWN_PAGES, f"{method} {route.path}: unknown"
+                    expected = {OWN_PAGES[(method, route.path)]}
+                assert response.status_code in expected, (method, path, response.text[:300])
+                leaked = [s for s in secrets if s.lower() in response.text.lower()]
+                assert not leaked, (method, path, leaked)
+                walked.add(f"{method} {route.path}")
+        assert f"Beta Portal {mark}" in (await b.get("/partner")).text
+
+    with_params = {f"{m} {r.path}" for r in app.routes for m in r.methods - {"OPTIONS", "HEAD"}
+                   if r.path_parameters and not r.path.startswith("/api/")
+                   and r.path not in NO_TENANT_PARAMS}
+    assert with_params <= walked and len(with_params) >= 6
+    assert {f"{m} {p}" for m, p in OWN_PAGES} <= walked
+    assert {"GET /operator", "GET /operator/partners", "GET /member"} <= walked
+    # Nothing of A's changed.
+    client_row = await db.fetchrow("SELECT revoked_at, previous_secret_hash FROM oauth_clients"
+                                   " WHERE id = $1", a_client.id)
+    assert tuple(client_row) == (None, None)
+    assert tuple(await db.fetchrow("SELECT role, disabled_at, partner_id FROM users"
+                                   " WHERE id = $1", owner["id"])) == ("owner", None, a_id)
+    assert await db.fetchval("SELECT status FROM partners WHERE id = $1", a_id) == "active"
+    assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import sqlalchemy
-from litestar import Litestar, Response, Router, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -36,10 +36,11 @@ from coalition.db import (
     resolve_database_url,
 )
 from coalition.ledger import Ledger
-from tenants.auth import TokenVerifier
+from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
 from tenants.oauth_server import CoalitionAuthorizationServer
+from tenants.scope import tenant_session
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
@@ -64,6 +65,15 @@ UTC_SESSION = {"timezone": "UTC"}
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
     async with state.sessionmaker() as session:
+        yield session
+
+
+async def provide_api_session(request: Request, state: State
+                              ) -> AsyncGenerator[AsyncSession, None]:
+    """The partner API's session: every query runs as coalition_tenant for the partner
+    of the bearer token (tenants/scope.py)."""
+    principal: PartnerPrincipal = request.user
+    async with tenant_session(state.sessionmaker, principal.partner_id) as session:
         yield session
 
 
@@ -186,6 +196,7 @@ def create_app(
         route_handlers=[MemberController, PointsController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
+        dependencies={"db_session": Provide(provide_api_session)},
     )
     app = Litestar(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,

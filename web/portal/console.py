@@ -1,17 +1,21 @@
-"""The partner console: OAuth clients and staff. Every page checks the role's permission
-(tenants.roles) and looks rows up within the user's own partner only."""
+"""The partner console: home, OAuth clients and staff. Every page checks the role's
+permission (tenants.roles) and looks rows up within the user's own partner only; and every
+query runs in a tenant-scoped session (tenants/scope.py), so PostgreSQL's row-level
+security refuses other partners' rows even if a filter were forgotten."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
@@ -19,6 +23,7 @@ from tenants import accounts
 from tenants.mail import Mailer
 from tenants.models import STAFF_ROLES, OAuthClient, Partner, User
 from tenants.roles import can
+from tenants.scope import tenant_session
 from tenants.service import (
     MEMBER_SCOPES,
     PARTNER_SCOPES,
@@ -29,9 +34,28 @@ from tenants.service import (
     rotate_client_secret,
 )
 from web.portal.auth import base_url
-from web.portal.common import PageForbidden, current_user, page, require
+from web.portal.common import LoginRequired, PageForbidden, current_user, page, require
 
 Session = NamedDependency[AsyncSession]
+
+
+async def provide_console_session(request: Request, state: State
+                                  ) -> AsyncGenerator[AsyncSession, None]:
+    """The console's session, scoped to the logged-in staff member's partner. Only the
+    login itself (who is this, which partner) is looked up outside the scope."""
+    raw = request.session.get("user_id") if request.scope.get("session") else None
+    who = None
+    if raw:
+        who = await state.pool.fetchrow(
+            "SELECT kind, partner_id, disabled_at FROM users WHERE id = $1", uuid.UUID(raw))
+    if who is None or who["disabled_at"] is not None:
+        if raw:
+            request.clear_session()
+        raise LoginRequired(request.url.path)
+    if who["kind"] != "partner_staff":
+        raise PageForbidden("This page is not available to your account.")
+    async with tenant_session(state.sessionmaker, who["partner_id"]) as session:
+        yield session
 
 
 async def staff(request: Request, db_session: AsyncSession, permission: str) -> User:
@@ -61,6 +85,29 @@ async def own_staff(db_session: AsyncSession, user: User, staff_id: uuid.UUID) -
 class ConsolePages(Controller):
     path = "/partner"
     include_in_schema = False
+    dependencies = {"db_session": Provide(provide_console_session)}
+
+    @get("/")
+    async def home(self, request: Request, db_session: Session) -> Template:
+        user = await staff(request, db_session, "console.view")
+        partner = await db_session.get_one(Partner, user.partner_id)
+        figures = (await db_session.execute(text(
+            """
+            SELECT (SELECT count(*) FROM member_links WHERE partner_id = :p) AS members,
+                   coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a
+                              ON a.id = p.account_id
+                             WHERE a.partner_id = :p AND a.kind = 'partner_issuance'), 0)
+                       AS points_outstanding_issued,
+                   coalesce((SELECT sum(p.amount) FROM postings p JOIN accounts a
+                              ON a.id = p.account_id
+                             WHERE a.partner_id = :p AND a.kind = 'partner_redemption'), 0)
+                       AS points_redeemed
+            """), {"p": partner.id})).mappings().one()
+        recent = (await db_session.execute(text(
+            "SELECT id, kind, order_id, created_at FROM journal_entries WHERE partner_id = :p"
+            " ORDER BY id DESC LIMIT 20"), {"p": partner.id})).mappings().all()
+        return page("partner_home.html", user=user, partner=partner, figures=figures,
+                    recent=recent)
 
     @get("/clients")
     async def clients(self, request: Request, db_session: Session) -> Template:

@@ -1,4 +1,4 @@
-"""Each kind of user's home page."""
+"""The member's and the operator's home pages (the partner's is in console.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from litestar.di import NamedDependency
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenants.models import Partner
 from web.portal.common import current_user, page, require
 
 Session = NamedDependency[AsyncSession]
@@ -38,29 +37,6 @@ class HomePages(Controller):
                                          user.member_id)
         return page("member_home.html", user=user, balance=balance, history=history,
                     brands=brands, card=card)
-
-    @get("/partner")
-    async def partner_home(self, request: Request, db_session: Session, state: State
-                           ) -> Template:
-        user = require(request, await current_user(request, db_session), "partner_staff")
-        partner = await db_session.get_one(Partner, user.partner_id)
-        figures = await state.pool.fetchrow(
-            """
-            SELECT (SELECT count(*) FROM member_links WHERE partner_id = $1) AS members,
-                   coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a
-                              ON a.id = p.account_id
-                             WHERE a.partner_id = $1 AND a.kind = 'partner_issuance'), 0)
-                       AS points_outstanding_issued,
-                   coalesce((SELECT sum(p.amount) FROM postings p JOIN accounts a
-                              ON a.id = p.account_id
-                             WHERE a.partner_id = $1 AND a.kind = 'partner_redemption'), 0)
-                       AS points_redeemed
-            """, partner.id)
-        recent = await state.pool.fetch(
-            "SELECT id, kind, order_id, created_at FROM journal_entries WHERE partner_id = $1"
-            " ORDER BY id DESC LIMIT 20", partner.id)
-        return page("partner_home.html", user=user, partner=partner, figures=figures,
-                    recent=recent)
 
     @get("/operator")
     async def operator_home(self, request: Request, db_session: Session, state: State

@@ -7,7 +7,7 @@ import dataclasses
 import time
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from tenants.keys import SecretBox
 from tenants.models import IdentityProvider, Partner
 from web.portal.auth import base_url
 from web.portal.common import HOME, page
-from web.portal.console import staff
+from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
 PENDING_KEY = "sso_pending"
@@ -40,6 +40,7 @@ def _refuse(message: str, status: int = 403) -> Template:
 class SsoSettingsPages(Controller):
     path = "/partner/sso"
     include_in_schema = False
+    dependencies = {"db_session": Provide(provide_console_session)}
 
     @get("/")
     async def show(self, request: Request, db_session: Session) -> Template:

@@ -1,0 +1,345 @@
+"""Row-level security, the second wall: queried directly under the coalition_tenant role,
+another partner's rows are invisible and cannot be written, with no partner set nothing
+is visible, and the API's and the console's sessions really run under that role."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+import coalition.members as members_module
+import web.portal.console as console_module
+from tenants.accounts import audit, create_user, issue_token
+from tenants.models import (
+    AuthorizationCode,
+    IdentityProvider,
+    MemberConsent,
+    TermsAcceptance,
+)
+from tenants.scope import tenant_connection, tenant_session
+from tenants.service import create_app_client
+from tests.helpers import new_partner
+from tests.portal import owner_browser
+
+ROLE = "coalition_tenant"
+
+# Partner A's rows in each tenant-owned table. {partner}, {member} and {entries} are
+# A's partner id, A's member (linked to A only) and A's journal entries.
+A_ROWS = {
+    "partners": "id = {partner}",
+    "member_links": "partner_id = {partner}",
+    "oauth_clients": "partner_id = {partner}",
+    "oauth_tokens": "partner_id = {partner}",
+    "users": "partner_id = {partner}",
+    "audit_log": "partner_id = {partner}",
+    "partner_terms_acceptances": "partner_id = {partner}",
+    "idempotency_keys": "partner_id = {partner}",
+    "journal_entries": "partner_id = {partner}",
+    "lots": "partner_id = {partner}",
+    "members": "id = {member}",
+    "accounts": "partner_id = {partner} OR member_id = {member}",
+    "postings": "entry_id = ANY({entries})",
+    "lot_movements": "entry_id = ANY({entries})",
+    "oauth_authorization_codes": "partner_id = {partner}",
+    "member_consents": "partner_id = {partner}",
+    "partner_identity_providers": "partner_id = {partner}",
+}
+PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {partner}"]
+# Tables with a policy whose rows the tenant may only insert, never read.
+WRITE_ONLY = {"user_tokens"}
+# No tenant data: the tenant may read them, no policy needed.
+REFERENCE = {"partner_terms", "coalition_settings"}
+# The tenant role gets no privilege at all on these.
+PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys"}
+
+
+class Scenario:
+    def __init__(self, a, b, member: str, member_email: str, entries: list[int],
+                 a_owner: uuid.UUID, b_client_pk: uuid.UUID) -> None:
+        self.a, self.b = a, b
+        self.member, self.member_email, self.entries = member, member_email, entries
+        self.a_owner, self.b_client_pk = a_owner, b_client_pk
+
+    def where(self, table: str) -> str:
+        return A_ROWS[table].format(
+            partner=f"'{self.a.partner_id}'::uuid", member=f"'{self.member}'::uuid",
+            entries="ARRAY[" + ",".join(map(str, self.entries)) + "]::bigint[]")
+
+
+@pytest.fixture(scope="module")
+async def scenario(app, client, db) -> Scenario:
+    a = await new_partner(client, "Alpha Walled Brand")
+    b = await new_partner(client, "Beta Walled Brand")
+    email = f"a-only-{uuid.uuid4().hex[:8]}@example.com"
+    member = await a.enroll(email, partner_customer_id="A-CUSTOMER")
+    earn = (await a.earn(member, 100, order_id="A-ORDER")).json()
+    redemption = (await a.redeem(member, 30, order_id="A-ORDER-2")).json()
+    b_member = await b.enroll()
+    await b.earn(b_member, 10)
+    async with app.state.sessionmaker() as session:
+        owner = await create_user(session, f"owner-{uuid.uuid4().hex[:8]}@alpha.example",
+                                  "partner_staff", partner_id=a.partner_id, role="owner")
+        await issue_token(session, owner, "invite")
+        await audit(session, owner, "test.walled", partner_id=a.partner_id)
+        session.add(TermsAcceptance(partner_id=a.partner_id, version="2026-1",
+                                    accepted_by=owner.email))
+        # The member connected A's app: a consent and an authorization code; A's staff
+        # sign in through A's own identity provider.
+        app_client, _ = await create_app_client(session, a.partner_id, "Alpha app",
+                                                ["openid"], ["https://alpha.example/cb"])
+        person = await create_user(session, email, "member", member_id=uuid.UUID(member))
+        session.add(MemberConsent(partner_id=a.partner_id, client_pk=app_client.id,
+                                  member_id=uuid.UUID(member), scope="openid"))
+        session.add(AuthorizationCode(
+            code_hash=uuid.uuid4().hex * 2, client_pk=app_client.id, partner_id=a.partner_id,
+            user_id=person.id, member_id=uuid.UUID(member), redirect_uri="https://alpha.example/cb",
+            scope="openid", code_challenge="x" * 43, code_challenge_method="S256",
+            auth_time=datetime.now(UTC), family_id=uuid.uuid4(),
+            expires_at=datetime.now(UTC) + timedelta(minutes=1)))
+        session.add(IdentityProvider(partner_id=a.partner_id, issuer="https://idp.alpha.example",
+                                     client_id="alpha", client_secret_encrypted="sealed"))
+        await session.commit()
+    b_client_pk = await db.fetchval("SELECT id FROM oauth_clients WHERE partner_id = $1",
+                                    b.partner_id)
+    return Scenario(a, b, member, email, [earn["id"], redemption["id"]], owner.id, b_client_pk)
+
+
+@asynccontextmanager
+async def as_tenant(db: asyncpg.Pool, partner_id: uuid.UUID | str | None):
+    """A direct connection under SET ROLE coalition_tenant and the partner's context
+    (none when partner_id is None), rolled back at the end."""
+    async with db.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(f"SET LOCAL ROLE {ROLE}")
+            if partner_id is not None:
+                await conn.execute("SELECT set_config('coalition.partner_id', $1, true)",
+                                   str(partner_id))
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+async def test_the_scenario_has_rows_for_a_in_every_table_and_a_sees_them(db, scenario):
+    for table in A_ROWS:
+        where = scenario.where(table)
+        total = await db.fetchval(f"SELECT count(*) FROM {table} WHERE {where}")
+        assert total > 0, table
+        async with as_tenant(db, scenario.a.partner_id) as conn:
+            assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {where}") == total
+
+
+@pytest.mark.parametrize("table", list(A_ROWS))
+async def test_partner_b_sees_none_of_partner_as_rows(db, scenario, table):
+    async with as_tenant(db, scenario.b.partner_id) as conn:
+        assert await conn.fetchval("SELECT current_user") == ROLE
+        assert await conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {scenario.where(table)}") == 0
+
+
+async def test_partner_b_sees_only_its_own_rows(db, scenario):
+    b = scenario.b.partner_id
+    async with as_tenant(db, b) as conn:
+        for table in PARTNER_KEYED:
+            assert await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE partner_id IS DISTINCT FROM $1", b) == 0
+        assert await conn.fetch("SELECT id FROM partners") == [(b,)]
+        assert await conn.fetchval("SELECT count(*) FROM oauth_clients") == 1
+        # Its member, that member's wallet and its own two partner accounts.
+        assert await conn.fetchval("SELECT count(*) FROM members") == 1
+        assert await conn.fetchval("SELECT count(*) FROM accounts") == 3
+        assert await conn.fetchval(
+            "SELECT count(*) FROM postings p JOIN journal_entries e ON e.id = p.entry_id") == \
+            await conn.fetchval("SELECT count(*) FROM postings") == 2
+
+
+@pytest.mark.parametrize("setting", [None, ""])
+async def test_with_no_partner_set_nothing_is_visible(db, scenario, setting):
+    async with as_tenant(db, setting) as conn:
+        for table in A_ROWS:
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_writes_for_partner_a_are_refused(db, scenario):
+    a = scenario.a.partner_id
+    refused = [
+        ("INSERT INTO member_links (partner_id, member_id) VALUES ($1, $2)",
+         (a, uuid.UUID(scenario.member))),
+        ("INSERT INTO oauth_clients (client_id, partner_id, name, grant_types, scope)"
+         " VALUES ('cl_intruder', $1, 'x', '{client_credentials}', 'members:read')", (a,)),
+        ("INSERT INTO users (email, kind, partner_id, role)"
+         " VALUES ('intruder@beta.example', 'partner_staff', $1, 'owner')", (a,)),
+        ("INSERT INTO audit_log (actor, partner_id, action) VALUES ('x', $1, 'forged')", (a,)),
+        ("INSERT INTO idempotency_keys (partner_id, key, request_hash)"
+         " VALUES ($1, 'k', 'h')", (a,)),
+        ("INSERT INTO user_tokens (token_hash, user_id, purpose, expires_at)"
+         " VALUES ('forged', $1, 'reset_password', now() + interval '1 hour')",
+         (scenario.a_owner,)),
+        # B moves its own row over to A.
+        ("UPDATE oauth_clients SET partner_id = $1 WHERE id = $2", (a, scenario.b_client_pk)),
+        # A staff user B creates for itself may not be turned into an operator.
+        ("INSERT INTO users (email, kind) VALUES ('op@beta.example', 'operator')", ()),
+    ]
+    async with as_tenant(db, scenario.b.partner_id) as conn:
+        for statement, args in refused:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                               match="row-level security"):
+                async with conn.transaction():
+                    await conn.execute(statement, *args)
+        # A's rows are out of reach: updates and deletes find nothing to change.
+        assert await conn.execute(
+            "UPDATE oauth_clients SET revoked_at = now() WHERE partner_id = $1", a) == "UPDATE 0"
+        assert await conn.execute(
+            "UPDATE users SET role = 'analyst' WHERE id = $1", scenario.a_owner) == "UPDATE 0"
+        assert await conn.execute(
+            "UPDATE member_links SET customer_id = 'stolen' WHERE partner_id = $1",
+            a) == "UPDATE 0"
+        assert await conn.execute(
+            "DELETE FROM idempotency_keys WHERE partner_id = $1", a) == "DELETE 0"
+    assert await db.fetchval("SELECT count(*) FROM oauth_clients WHERE partner_id = $1"
+                             " AND revoked_at IS NULL", a) == 2     # its server and its app
+
+
+async def test_the_tenant_cannot_write_the_ledger_or_read_private_tables(db, scenario):
+    statements = [
+        "INSERT INTO journal_entries (kind, actor, occurred_at) VALUES ('adjust', 'x', now())",
+        "UPDATE accounts SET balance = balance + 1000",
+        "INSERT INTO members (email, card_number) VALUES ('m@x.example', '7000000000000000')",
+        "UPDATE partners SET status = 'active'",
+        "DELETE FROM oauth_tokens",
+        "SELECT count(*) FROM user_tokens",
+        *(f"SELECT count(*) FROM {table}" for table in sorted(PRIVATE)),
+    ]
+    async with as_tenant(db, scenario.b.partner_id) as conn:
+        for statement in statements:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                async with conn.transaction():
+                    await conn.execute(statement)
+
+
+async def test_the_member_door_returns_an_id_and_nothing_else(db, scenario):
+    async with as_tenant(db, scenario.b.partner_id) as conn:
+        row = await conn.fetchrow("SELECT * FROM member_find_or_create($1, NULL, $2)",
+                                  scenario.member_email.upper(), "7099999999999999")
+        assert row["member_id"] == uuid.UUID(scenario.member) and row["created"] is False
+        assert await conn.fetchval("SELECT count(*) FROM members WHERE id = $1",
+                                   row["member_id"]) == 0
+        assert await conn.fetchval("SELECT count(*) FROM member_links") == 1   # B's own
+
+
+async def test_the_tenant_role_is_powerless(db):
+    role = await db.fetchrow("SELECT * FROM pg_roles WHERE rolname = $1", ROLE)
+    assert role is not None
+    assert not role["rolsuper"] and not role["rolbypassrls"] and not role["rolcanlogin"]
+    assert not role["rolinherit"] and not role["rolcreaterole"] and not role["rolcreatedb"]
+    owned = await db.fetchval(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relowner = r.oid)"
+        " + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)"
+        " + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)"
+        " FROM pg_roles r WHERE r.rolname = $1", ROLE)
+    assert owned == 0
+    assert await db.fetchval(
+        "SELECT count(*) FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.member"
+        " WHERE r.rolname = $1", ROLE) == 0                      # a member of no role
+    assert await db.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", ROLE)
+
+
+async def test_every_table_is_classified_and_walled(db):
+    """A new table must be given a policy (or declared free of tenant data) here and in
+    a migration: this test fails until it is."""
+    tables = {r["tablename"]: r["rowsecurity"] for r in await db.fetch(
+        "SELECT tablename, rowsecurity FROM pg_tables WHERE schemaname = 'public'")}
+    walled = set(A_ROWS) | WRITE_ONLY
+    assert set(tables) == walled | REFERENCE | PRIVATE, "unclassified tables"
+    policies = {r["tablename"]: r for r in await db.fetch(
+        "SELECT tablename, roles, qual, with_check FROM pg_policies"
+        " WHERE schemaname = 'public'")}
+    for table in walled:
+        assert tables[table], f"{table}: row-level security is off"
+        assert policies[table]["roles"] == [ROLE], table
+        assert "coalition.partner_id" in policies[table]["qual"], table
+        assert "coalition.partner_id" in policies[table]["with_check"], table
+    privilege = "SELECT has_table_privilege($1, $2, $3)"
+    for table in REFERENCE:
+        assert not tables[table]
+        assert await db.fetchval(privilege, ROLE, table, "SELECT")
+        for kind in ("INSERT", "UPDATE", "DELETE"):
+            assert not await db.fetchval(privilege, ROLE, table, kind), (table, kind)
+    for table in PRIVATE:
+        for kind in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert not await db.fetchval(privilege, ROLE, table, kind), (table, kind)
+    for table in ("journal_entries", "postings", "lots", "lot_movements", "accounts",
+                  "members", "partners"):
+        for kind in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+            assert not await db.fetchval(privilege, ROLE, table, kind), (table, kind)
+    definers = await db.fetch(
+        "SELECT proname FROM pg_proc WHERE prosecdef"
+        " AND pronamespace = 'public'::regnamespace")
+    assert [r["proname"] for r in definers] == ["member_find_or_create"]
+
+
+async def test_the_tenant_session_helper_scopes_every_transaction(app, scenario):
+    b = scenario.b.partner_id
+    probe = text("SELECT current_user AS who, current_setting('coalition.partner_id', true)"
+                 " AS partner")
+    async with tenant_session(app.state.sessionmaker, b) as session:
+        first = (await session.execute(probe)).one()
+        await session.commit()
+        after_commit = (await session.execute(probe)).one()
+        await session.rollback()
+        after_rollback = (await session.execute(probe)).one()
+        members = await session.scalar(text("SELECT count(*) FROM members"))
+    for row in (first, after_commit, after_rollback):
+        assert (row.who, row.partner) == (ROLE, str(b))
+    assert members == 1
+    async with app.state.sessionmaker() as plain:
+        row = (await plain.execute(probe)).one()
+        assert row.who != ROLE and not row.partner
+    async with tenant_connection(app.state.pool, b) as conn:
+        assert await conn.fetchval("SELECT current_user") == ROLE
+        assert await conn.fetchval("SELECT count(*) FROM partners") == 1
+    assert await app.state.pool.fetchval("SELECT current_user") != ROLE
+
+
+async def _who(session) -> tuple[str, str]:
+    row = (await session.execute(text(
+        "SELECT current_user, current_setting('coalition.partner_id', true)"))).one()
+    return row[0], row[1]
+
+
+async def test_the_api_session_runs_as_the_tenant(scenario, monkeypatch):
+    seen = []
+    original = members_module.get_visible
+
+    async def spy(session, partner_id, member_id):
+        seen.append(await _who(session))
+        return await original(session, partner_id, member_id)
+
+    monkeypatch.setattr(members_module, "get_visible", spy)
+    response = await scenario.a.get(f"/api/v1/members/{scenario.member}")
+    assert response.status_code == 200
+    refused = await scenario.b.get(f"/api/v1/members/{scenario.member}")
+    assert refused.status_code == 404
+    assert seen == [(ROLE, str(scenario.a.partner_id)), (ROLE, str(scenario.b.partner_id))]
+
+
+async def test_the_console_session_runs_as_the_tenant(app, client, monkeypatch):
+    seen = []
+    original = console_module.current_user
+
+    async def spy(request, session):
+        seen.append(await _who(session))
+        return await original(request, session)
+
+    monkeypatch.setattr(console_module, "current_user", spy)
+    browser, partner_id = await owner_browser(app, client)
+    async with browser:
+        for path in ("/partner", "/partner/clients", "/partner/staff"):
+            assert (await browser.get(path)).status_code == 200, path
+    assert seen == [(ROLE, str(partner_id))] * 3
