@@ -160,3 +160,66 @@ async def test_removed_staff_is_logged_out(app, client, db):
         relogin = await submit(cashier, "/login", "/login", email=cashier_email,
                                password="cashier secret 1")
         assert relogin.status_code == 401
+
+
+async def test_app_clients_need_exact_https_redirect_uris(app, client, db):
+    browser, partner_id = await owner_browser(app, client)
+    async with browser:
+        page = await browser.get("/partner/clients")
+        assert "New app client" in page.text
+
+        async def create(uris: str, public: bool = False) -> httpx.Response:
+            form = [("_csrf_token", csrf_of(page)), ("client_type", "app"), ("name", "Shop"),
+                    ("redirect_uris", uris), ("scope", "openid"), ("scope", "points:read")]
+            if public:
+                form.append(("public", "on"))
+            return await browser.post("/partner/clients", content=urlencode(form), headers={
+                "Content-Type": "application/x-www-form-urlencoded"})
+
+        for bad in ("http://shop.example.com/cb", "https://*.example.com/cb",
+                    "https://shop.example.com/cb#x", "shop.example.com/cb"):
+            refused = await create(bad)
+            assert refused.status_code == 400, bad
+        assert await db.fetchval("SELECT count(*) FROM oauth_clients WHERE partner_id = $1",
+                                 partner_id) == 0
+        made = await create("https://shop.example.com/cb\r\nhttp://localhost:8080/cb")
+        assert made.status_code == 200 and 'id="client-secret"' in made.text
+        row = await db.fetchrow("SELECT client_type, redirect_uris, grant_types, scope, public"
+                                " FROM oauth_clients WHERE partner_id = $1", partner_id)
+        assert row["client_type"] == "app" and not row["public"]
+        assert row["redirect_uris"] == ["https://shop.example.com/cb", "http://localhost:8080/cb"]
+        assert row["grant_types"] == ["authorization_code", "refresh_token"]
+        public = await create("https://spa.example.com/cb", public=True)
+        assert public.status_code == 200 and 'id="client-secret"' not in public.text
+        listing = await browser.get("/partner/clients")
+        assert "app (public)" in listing.text
+        # An app client cannot use the client-credentials grant.
+        client_id = re.search(r'id="client-id">([^<]+)<', made.text).group(1)
+        secret = re.search(r'id="client-secret">([^<]+)<', made.text).group(1)
+        refused = await token(client, client_id, secret)
+        assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+
+
+async def test_profile_shows_terms_history_and_owner_accepts(app, client, db):
+    browser, partner_id = await owner_browser(app, client)
+    async with browser:
+        profile = await browser.get("/partner/profile")
+        assert profile.status_code == 200 and "No acceptance recorded" in profile.text
+        version = re.search(r'name="version" value="([^"]+)"', profile.text).group(1)
+        accepted = await browser.post("/partner/profile/terms", data={
+            "_csrf_token": csrf_of(profile), "version": version})
+        assert accepted.status_code in (302, 303)
+        after = await browser.get("/partner/profile")
+        assert version in after.text and "Accept terms" not in after.text
+    assert await db.fetchval("SELECT count(*) FROM partner_terms_acceptances"
+                             " WHERE partner_id = $1", partner_id) == 1
+    analyst, _ = await owner_browser(app, client, role="analyst")
+    async with analyst:
+        page = await analyst.get("/partner/profile")
+        assert page.status_code == 200
+        refused = await analyst.post("/partner/profile/terms", data={
+            "_csrf_token": csrf_of(page), "version": version})
+        assert refused.status_code == 403
+    cashier, _ = await owner_browser(app, client, role="cashier")
+    async with cashier:
+        assert (await cashier.get("/partner/profile")).status_code == 403

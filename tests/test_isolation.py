@@ -82,7 +82,9 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/staff"): 200, ("POST", "/partner/clients"): 200,
              ("POST", "/partner/staff"): 409,   # inviting A's owner: the email is taken
              ("GET", "/partner/sso"): 200,
-             ("POST", "/partner/sso"): 400}     # no issuer given
+             ("POST", "/partner/sso"): 400,     # no issuer given
+             ("GET", "/partner/profile"): 200,
+             ("POST", "/partner/profile/terms"): 403}  # no current version posted
 
 
 def under(path: str, *sections: str) -> bool:

@@ -49,7 +49,7 @@ POLICIES: dict[str, tuple[str, str]] = {
     # Only the partner's own staff; operators and members have no partner_id.
     "users": ("SELECT, INSERT, UPDATE", f"partner_id = {PARTNER}"),
     "audit_log": ("SELECT, INSERT", f"partner_id = {PARTNER}"),
-    "partner_terms_acceptances": ("SELECT", f"partner_id = {PARTNER}"),
+    "partner_terms_acceptances": ("SELECT, INSERT", f"partner_id = {PARTNER}"),
     "idempotency_keys": ("SELECT, INSERT, UPDATE, DELETE", f"partner_id = {PARTNER}"),
     "journal_entries": ("SELECT", f"partner_id = {PARTNER}"),
     "lots": ("SELECT", f"partner_id = {PARTNER}"),  # the lots this partner issued
