@@ -43,7 +43,7 @@ from tenants.oauth import CoalitionAuthorizationServer, FormRequest
 from tenants.service import PARTNER_SCOPES
 from web.api.members import MemberController
 from web.api.points import PointsController
-from web.headers import security_headers_middleware
+from web.headers import security_headers
 from web.portal.auth import AuthPages
 from web.portal.common import LoginRequired, login_redirect
 from web.portal.console import ConsolePages
@@ -226,7 +226,8 @@ def create_app(
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
-        middleware=[security_headers_middleware(hsts=secure_cookies), sessions.middleware],
+        middleware=[sessions.middleware],
+        before_send=[security_headers(hsts=secure_cookies)],
         csrf_config=csrf,
         stores={"sessions": PostgresSessionStore(lambda: state_holder["app"].state.pool)},
         lifespan=[lifespan],
