@@ -41,6 +41,7 @@ from tenants.auth import TokenVerifier
 from tenants.mail import Mailer
 from tenants.oauth import CoalitionAuthorizationServer, FormRequest
 from tenants.service import PARTNER_SCOPES
+from web import logs
 from web.api.members import MemberController
 from web.api.points import PointsController
 from web.headers import security_headers
@@ -175,6 +176,7 @@ def create_app(
     settings: Settings | None = None, database_url: DatabaseUrl | None = None
 ) -> Litestar:
     settings = settings or get_settings()
+    logs.install()  # no token, secret or session id reaches any log handler
     if settings.env != "production":
         # Authlib refuses plain http outside loopback; production runs behind TLS.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
