@@ -6,7 +6,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
 HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench venv
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint bench venv chromium
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -24,7 +26,24 @@ $(VENV)/.dev-$(HASH): $(VENV)/bin/python
 run: $(VENV)/.run-$(HASH)
 	$(VENV)/bin/coalition run
 
-test: $(VENV)/.dev-$(HASH)
+# The browser tests drive Debian's Chromium through Playwright (never a downloaded
+# browser). As root with apt-get, install it when missing; otherwise say why the browser
+# tests will be skipped. A failed install does not stop the other tests.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's chromium package for the browser tests..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+	      chromium fonts-dejavu-core >/dev/null; } \
+	  || echo "WARNING: apt-get could not install chromium; the browser tests will be skipped."; \
+	else \
+	  echo "NOTE: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get):"; \
+	  echo "      the browser tests will be skipped. Install Debian's 'chromium' package to run them."; \
+	fi
+
+test: $(VENV)/.dev-$(HASH) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

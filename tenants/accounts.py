@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,8 @@ TOKEN_LIFETIMES = {
     "reset_password": timedelta(hours=1),
     "invite": timedelta(days=7),
 }
+# A new verification link at most this often per account.
+VERIFICATION_RESEND_INTERVAL = timedelta(minutes=1)
 # Verifying against this keeps a login for an unknown email as slow as a real one.
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 
@@ -37,6 +39,17 @@ class LoginFailed(DomainError):
 
 class TooManyAttempts(DomainError):
     status = 429
+
+
+class TooSoon(DomainError):
+    status = 429
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__("too-soon", "Too soon",
+                         f"We sent you a link less than a minute ago. Wait {seconds} seconds "
+                         "and ask again, and check your spam folder meanwhile.",
+                         retry_after=seconds)
+        self.retry_after = seconds
 
 
 def check_password_rules(password: str) -> None:
@@ -143,6 +156,27 @@ async def consume_token(session: AsyncSession, token: str, purpose: str) -> User
         return None
     row.used_at = now
     return await session.get(User, row.user_id)
+
+
+async def reissue_verification(session: AsyncSession, user: User) -> str:
+    """A fresh email-verification token for the user. Earlier unused ones stop working.
+    Raises TooSoon when the previous one was issued less than
+    VERIFICATION_RESEND_INTERVAL ago."""
+    # One resend at a time per account: the check and the new token are serialised.
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    lifetime = TOKEN_LIFETIMES["verify_email"]
+    latest_expiry = await session.scalar(
+        select(func.max(UserToken.expires_at)).where(UserToken.user_id == user.id,
+                                                     UserToken.purpose == "verify_email"))
+    if latest_expiry is not None:
+        # Tokens of one purpose share a lifetime, so the expiry tells when it was issued.
+        wait = latest_expiry - lifetime + VERIFICATION_RESEND_INTERVAL - datetime.now(UTC)
+        if wait.total_seconds() > 0:
+            raise TooSoon(max(1, int(wait.total_seconds() + 0.999)))
+    await session.execute(delete(UserToken).where(
+        UserToken.user_id == user.id, UserToken.purpose == "verify_email",
+        UserToken.used_at.is_(None)))
+    return await issue_token(session, user, "verify_email")
 
 
 def mark_verified(user: User) -> None:

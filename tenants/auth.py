@@ -67,6 +67,8 @@ class TokenVerifier:
         self._listener.add_termination_listener(lambda *_: self._lost_listener())
 
     def _lost_listener(self) -> None:
+        if self._listener is None:  # close() let it go on purpose
+            return
         log.warning("lost the %s listener; token caching is off", AUTH_CHANNEL)
         self._listener = None
         self.forget_all()

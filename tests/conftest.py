@@ -9,6 +9,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,6 +20,7 @@ from litestar import Litestar
 from coalition.config import Settings
 from coalition.db import DatabaseUrl, drop_database, ensure_database
 from coalition.migrate import upgrade
+from tests.browser import CHROMIUM, LAUNCH_ARGS, LiveServer, chromium_missing_reason
 from tests.helpers import PartnerClient, new_partner
 from web.app import create_app
 
@@ -121,3 +123,29 @@ async def partner(client: httpx.AsyncClient) -> PartnerClient:
 @pytest.fixture
 async def other_partner(client: httpx.AsyncClient) -> PartnerClient:
     return await new_partner(client, "Other Brand")
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, database_url: DatabaseUrl) -> Iterator[LiveServer]:
+    """The app over real HTTP (uvicorn on a free 127.0.0.1 port) for browsers and for
+    tests that need the server's own access log. Same database and mail as `app`."""
+    server = LiveServer(create_app(settings, database_url)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium under Playwright, headless; skips the test when it is missing."""
+    if reason := chromium_missing_reason():
+        pytest.skip(reason)
+    from playwright.async_api import async_playwright
+
+    playwright = await async_playwright().start()
+    try:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   headless=True, args=LAUNCH_ARGS)
+        yield browser
+        await browser.close()
+    finally:
+        await playwright.stop()

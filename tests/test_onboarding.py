@@ -15,21 +15,20 @@ VALID = {
 }
 
 
+def random_nip() -> str:
+    """A valid Polish NIP no other application uses: a tax id that is active or applied
+    for cannot apply again, so fixed test values would collide across tests."""
+    while True:
+        digits = [int(d) for d in f"{uuid.uuid4().int % 10**9:09d}"]
+        check = sum(w * d for w, d in zip((6, 5, 7, 2, 3, 4, 5, 6, 7), digits, strict=True)) % 11
+        if check < 10 and digits[0] != 0:
+            return "".join(map(str, digits)) + str(check)
+
+
 def application(**changes: str) -> dict:
     email = f"owner-{uuid.uuid4().hex[:8]}@apteka.example"
     return {**VALID, "contact_email": email,
-            "company_name": f"Apteka {uuid.uuid4().hex[:6]}",
-            "tax_id": random_nip(), **changes}
-
-
-def random_nip() -> str:
-    """A fresh valid NIP each time: one tax id may apply only once."""
-    while True:
-        digits = [uuid.uuid4().int % 10 for _ in range(9)]
-        digits[0] = digits[0] or 1
-        check = sum(w * d for w, d in zip((6, 5, 7, 2, 3, 4, 5, 6, 7), digits, strict=True)) % 11
-        if check != 10:
-            return "".join(map(str, digits)) + str(check)
+            "company_name": f"Apteka {uuid.uuid4().hex[:6]}", "tax_id": random_nip(), **changes}
 
 
 async def operator_login(browser, database_url) -> None:

@@ -42,9 +42,10 @@ from tenants.mail import Mailer
 from tenants.oauth_server import CoalitionAuthorizationServer
 from tenants.scope import tenant_session
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
+from web import logs
 from web.api.members import MemberController
 from web.api.points import PointsController
-from web.headers import security_headers_middleware
+from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
@@ -144,6 +145,7 @@ def create_app(
     settings: Settings | None = None, database_url: DatabaseUrl | None = None
 ) -> Litestar:
     settings = settings or get_settings()
+    logs.install()  # no token, secret or session id reaches any log handler
     if settings.env != "production":
         # Authlib refuses plain http outside loopback; production runs behind TLS.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
@@ -207,7 +209,8 @@ def create_app(
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
-        middleware=[security_headers_middleware(hsts=secure_cookies), sessions.middleware],
+        middleware=[sessions.middleware],
+        before_send=[security_headers(hsts=secure_cookies)],
         csrf_config=csrf,
         stores={"sessions": PostgresSessionStore(lambda: state_holder["app"].state.pool)},
         lifespan=[lifespan],

@@ -41,6 +41,9 @@ def database_url() -> DatabaseUrl:
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING…")
 def main(log_level: str | None) -> None:
     """Coalition: a multi-tenant coalition loyalty platform."""
+    from web import logs
+
+    logs.install()
     logging.basicConfig(level=(log_level or get_settings().log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)

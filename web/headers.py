@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -20,30 +20,22 @@ DOCS_CSP = (
 )
 
 
-def security_headers_middleware(hsts: bool):
-    def factory(app: ASGIApp) -> ASGIApp:
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            docs = scope["path"].rstrip("/") in ("/schema", "/schema/elements",
-                                                 "/schema/swagger", "/schema/redoc")
+def security_headers(hsts: bool):
+    """A `before_send` hook: it sees every response the app sends, including the ones
+    no route middleware wraps (unknown paths, wrong methods, CSRF refusals)."""
 
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    headers = MutableScopeHeaders.from_message(message)
-                    headers["Content-Security-Policy"] = DOCS_CSP if docs else STRICT_CSP
-                    headers["X-Content-Type-Options"] = "nosniff"
-                    headers["X-Frame-Options"] = "DENY"
-                    headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-                    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-                    if hsts:
-                        headers["Strict-Transport-Security"] = (
-                            "max-age=63072000; includeSubDomains")
-                await send(message)
+    async def add_headers(message: Message, scope: Scope) -> None:
+        if scope["type"] != "http" or message["type"] != "http.response.start":
+            return
+        docs = scope["path"].rstrip("/") in ("/schema", "/schema/elements", "/schema/swagger",
+                                             "/schema/redoc")
+        headers = MutableScopeHeaders.from_message(message)
+        headers["Content-Security-Policy"] = DOCS_CSP if docs else STRICT_CSP
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if hsts:
+            headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
 
-            await app(scope, receive, send_with_headers)
-
-        return middleware
-
-    return factory
+    return add_headers

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.response import Template
 
 from coalition.errors import DomainError
 
@@ -41,6 +43,40 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "service-unavailable": ("Service unavailable", "A dependency (the database) is not answering."),
     "internal-error": ("Internal error", "An unexpected error; it has been logged."),
 }
+
+
+# Machine clients always get problem documents here, whatever they accept.
+API_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/health", "/schema")
+_OFFERED = ["application/problem+json", "application/json", "text/html"]
+# status -> (page title, what a person is told)
+PAGE_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("Bad request", "The request could not be understood."),
+    401: ("Log in required", "Log in to see this page."),
+    403: ("Not allowed", "This page is not available to your account."),
+    404: ("Page not found", "There is no page at this address, or it is not yours to see."),
+    405: ("Not available", "This address does not answer to that kind of request."),
+    429: ("Too many requests", "Wait a moment and try again."),
+    500: ("Something went wrong", "An unexpected error occurred; it has been logged."),
+    503: ("Service unavailable", "The service is not answering right now; try again soon."),
+}
+
+
+def wants_html(request: Request) -> bool:
+    """A person's browser asking for a portal page: it prefers text/html to JSON. API
+    routes, and clients that accept anything (*/*), get RFC 9457 JSON."""
+    if request.url.path.startswith(API_PREFIXES):
+        return False
+    return request.accept.best_match(_OFFERED) == "text/html"
+
+
+def error_page(status: int, detail: str | None = None, headers: dict[str, str] | None = None
+               ) -> Template:
+    """The site's HTML error page. `detail` is shown when it says more than the status."""
+    title, message = PAGE_ERRORS.get(status, ("Error", "The request failed."))
+    return Template("error.html", status_code=status, media_type=MediaType.HTML,
+                    headers=headers, context={"status": status, "title": title,
+                                              "message": message,
+                                              "detail": detail if detail != message else None})
 
 
 def problem(
@@ -87,6 +123,8 @@ def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
 
 
 def handle_validation(request: Request, exc: ValidationException) -> Response:
+    if wants_html(request):
+        return error_page(400)
     errors = _field_errors(exc)
     if not errors and (match := _MISSING_PARAMETER.search(str(exc.detail))):
         errors = [{"field": match.group(2), "message": str(exc.detail), "in": match.group(1)}]
@@ -100,11 +138,20 @@ def handle_validation(request: Request, exc: ValidationException) -> Response:
 
 
 def handle_domain_error(request: Request, exc: DomainError) -> Response:
+    if wants_html(request):
+        return error_page(exc.status, exc.detail)
     return problem(exc.status, exc.slug, exc.detail, title=exc.title, field=exc.field, **exc.extra)
 
 
 _STATUS_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
                  503: "service-unavailable"}
+
+
+def _default_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
@@ -114,6 +161,11 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="coalition"')
+    if wants_html(request):
+        # The detail of a bare status ("Not Found") adds nothing to the page's own words.
+        detail = str(exc.detail)
+        own = detail not in (_default_phrase(status), "") and status < 500
+        return error_page(status, detail if own else None, headers or None)
     slug = (exc.extra or {}).get("slug") if isinstance(exc.extra, dict) else None
     return problem(status, slug or _STATUS_SLUGS.get(status, "error"), str(exc.detail),
                    headers=headers or None)
@@ -121,6 +173,8 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if wants_html(request):
+        return error_page(500)
     return problem(500, "internal-error", "An unexpected error occurred; it has been logged.")
 
 

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition import members
 from coalition.errors import DomainError
 from tenants import accounts
-from tenants.accounts import LoginFailed, TooManyAttempts
+from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
-from web.portal.common import HOME, client_ip, current_user, page, safe_next
+from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
 
 Session = NamedDependency[AsyncSession]
 
@@ -26,8 +26,9 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-async def send_verification(request: Request, session: AsyncSession, user: User) -> None:
-    token = await accounts.issue_token(session, user, "verify_email")
+async def send_verification(request: Request, session: AsyncSession, user: User,
+                            token: str | None = None) -> None:
+    token = token or await accounts.issue_token(session, user, "verify_email")
     mailer: Mailer = request.app.state.mailer
     await mailer.send(user.email, "Confirm your Coalition account",
                       f"Hello{' ' + user.name if user.name else ''},\n\nconfirm your email "
@@ -55,8 +56,10 @@ class AuthPages(Controller):
                         next=form.get("next", ""))
         except LoginFailed as exc:
             await db_session.commit()  # keep the failed attempt for throttling
+            # Only after the right password: offer a new confirmation link at once.
             return page("login.html", status_code=401, error=exc.detail, email=email,
-                        next=form.get("next", ""))
+                        next=form.get("next", ""),
+                        unverified=exc.slug == "email-not-verified")
         await db_session.commit()
         request.clear_session()
         request.set_session({"user_id": str(user.id), "auth_time": int(time.time())})
@@ -109,6 +112,49 @@ class AuthPages(Controller):
         return page("message.html", title="Email confirmed",
                     message="Your email address is confirmed. You can log in now.",
                     link="/login")
+
+    @get("/resend-verification")
+    async def resend_form(self, email: FromQuery[str] = "") -> Template:
+        return page("resend.html", email=email)
+
+    @post("/resend-verification")
+    async def resend_by_email(self, request: Request, db_session: Session) -> Template:
+        """For people who cannot log in yet. The answer never tells whether the address
+        has an account, nor whether a link went out (throttled requests send nothing)."""
+        email = ((await request.form()).get("email") or "").strip()
+        user = await accounts.find_user(db_session, email) if email else None
+        if (user is not None and user.disabled_at is None and user.email_verified_at is None
+                and user.password_hash is not None):
+            try:
+                token = await accounts.reissue_verification(db_session, user)
+            except TooSoon:
+                await db_session.rollback()
+            else:
+                await send_verification(request, db_session, user, token)
+                await db_session.commit()
+        return page("message.html", title="Check your email",
+                    message="If an account with this address is waiting for confirmation, "
+                    "we sent it a new link. Earlier links no longer work.", link="/login")
+
+    @post("/account/resend-verification")
+    async def resend_for_user(self, request: Request, db_session: Session) -> Template:
+        user = require(request, await current_user(request, db_session))
+        if user.email_verified_at is not None:
+            return page("message.html", user=user, title="Email already confirmed",
+                        message=f"{user.email} is already confirmed.", link=HOME[user.kind])
+        try:
+            token = await accounts.reissue_verification(db_session, user)
+        except TooSoon as exc:  # nothing was written; the request's session rolls back
+            template = page("message.html", status_code=429, user=user,
+                            title="Please wait a moment", message=exc.detail,
+                            link=HOME[user.kind])
+            template.headers["Retry-After"] = str(exc.retry_after)
+            return template
+        await send_verification(request, db_session, user, token)
+        await db_session.commit()
+        return page("message.html", user=user, title="Check your email",
+                    message=f"We sent a new confirmation link to {user.email}. "
+                    "Earlier links no longer work.", link=HOME[user.kind])
 
     @get("/forgot-password")
     async def forgot_form(self) -> Template:
