@@ -146,10 +146,12 @@ async def submit(page: Any, button: str) -> None:
         await page.get_by_role("button", name=button, exact=True).click()
 
 
-async def fill_form(page: Any, fields: dict[str, str]) -> None:
-    """Fill inputs and selects by their `name` attribute."""
+async def fill_form(page: Any, fields: dict[str, str], within: str | None = None) -> None:
+    """Fill inputs and selects by their `name` attribute (inside the element matching
+    `within` when a page has several forms)."""
+    scope = page.locator(within) if within else page
     for name, value in fields.items():
-        element = page.locator(f'[name="{name}"]')
+        element = scope.locator(f'[name="{name}"]')
         tag = await element.evaluate("e => e.tagName")
         if tag == "SELECT":
             await element.select_option(value)

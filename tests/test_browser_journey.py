@@ -5,21 +5,27 @@ a company applies to become a partner → an operator approves it → the owner 
 emailed invitation, sets a password and logs in → creates a server OAuth client and
 reads its one-time secret from the page → the partner's server (httpx, real HTTP) gets a
 token, enrols a member by email and issues points → the member signs up with the same
-email, confirms it from the inbox, logs in and sees the points and the partner's name.
+email, confirms it from the inbox, logs in and sees the points and the partner's name →
+the owner registers the shop's app → the member connects it through the authorization-code
+flow (PKCE) with consent, and the app reads the balance → the member disconnects the
+brand under Connected brands → the app's token no longer works.
 
 Every step saves a screenshot, numbered in step order, under
-tests/output/browser_journey/. The steps share a `Story`; a later step (connecting the
-partner's app through the authorization-code flow with consent, revoking it) is one more
-function appended to STEPS."""
+tests/output/browser_journey/. The steps share a `Story`."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pytest
+from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from tests.browser import Journey, Screenshots, fill_form, log_in, submit
 from tests.test_cli import coalition
@@ -43,6 +49,10 @@ class Story:
     member_password: str = "member secret 123"
     member_id: str = ""
     points: int = 250
+    shop: ShopSite | None = None
+    app_client_id: str = ""
+    app_client_secret: str = ""
+    app_token: str = ""
 
     @property
     def partner_name(self) -> str:
@@ -99,7 +109,7 @@ async def step_owner_creates_server_client(journey: Journey, story: Story) -> No
     page = journey.pages["owner"]
     await page.get_by_role("link", name="API clients").click()
     await page.wait_for_url("**/partner/clients")
-    await fill_form(page, {"name": "Shop server"})
+    await fill_form(page, {"name": "Shop server"}, within="#new-server-client")
     await submit(page, "Create client")
     story.client_id = await page.locator("#client-id").inner_text()
     story.client_secret = await page.locator("#client-secret").inner_text()
@@ -151,6 +161,104 @@ async def step_member_signs_up_and_sees_points(journey: Journey, story: Story) -
     assert story.partner_name in brands
     assert story.partner_name in await page.locator("table").inner_text()
     await journey.shot(page, "member-sees-points")
+    journey.pages["member"] = page
+
+
+class ShopSite:
+    """The partner's own website, a real HTTP server on loopback: it records where the
+    browser was sent back to (Playwright does not intercept redirected requests)."""
+
+    def __init__(self) -> None:
+        arrived = self.arrived = []
+
+        class Callback(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                arrived.append(self.path)
+                body = b"<!doctype html><title>Shop</title><h1>Connected to the shop</h1>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Callback)
+        self.callback = f"http://127.0.0.1:{self.server.server_port}/oauth/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def shop_site() -> Iterator[ShopSite]:
+    site = ShopSite()
+    yield site
+    site.close()
+
+
+async def step_owner_creates_app_client(journey: Journey, story: Story) -> None:
+    page = journey.pages["owner"]
+    await page.goto("/partner/clients")
+    await fill_form(page, {"name": "Shop app", "redirect_uris": story.shop.callback},
+                    within="#new-app-client")
+    await submit(page, "Create app")
+    story.app_client_id = await page.locator("#client-id").inner_text()
+    story.app_client_secret = await page.locator("#client-secret").inner_text()
+    assert story.app_client_id.startswith("app_")
+    await journey.shot(page, "app-client-created")
+
+
+def shop_app(story: Story) -> AsyncOAuth2Client:
+    """The partner's app, as an independent OAuth client library sees it."""
+    return AsyncOAuth2Client(
+        client_id=story.app_client_id, client_secret=story.app_client_secret,
+        scope="openid profile points:read points:redeem", redirect_uri=story.shop.callback,
+        code_challenge_method="S256", base_url=story.base_url)
+
+
+async def step_member_connects_the_app(journey: Journey, story: Story) -> None:
+    """The member follows the shop's "Connect your coalition account" link, sees the
+    consent screen, allows it; the shop's server exchanges the code (PKCE) for tokens."""
+    page = journey.pages["member"]
+    async with shop_app(story) as app:
+        verifier = generate_token(48)
+        url, state = app.create_authorization_url(f"{story.base_url}/oauth/authorize",
+                                                  code_verifier=verifier)
+        await page.goto(url)
+        assert await page.get_by_role("heading").inner_text() == f"Connect {story.partner_name}"
+        scopes = await page.locator("ul.scopes").inner_text()
+        assert f"Spend your points at {story.partner_name}" in scopes
+        await journey.shot(page, "member-consent")
+        await submit(page, "Allow")
+        assert page.url.startswith(story.shop.callback) and story.shop.arrived
+        await journey.shot(page, "shop-connected")
+        token = await app.fetch_token(f"{story.base_url}/oauth/token",
+                                      authorization_response=page.url, code_verifier=verifier)
+        assert token["id_token"] and f"state={state}" in page.url
+        story.app_token = token["access_token"]
+        balance = await app.get(f"/api/v1/members/{story.member_id}/balance")
+        assert balance.status_code == 200 and balance.json()["available"] == story.points
+
+
+async def step_member_disconnects_the_app(journey: Journey, story: Story) -> None:
+    page = journey.pages["member"]
+    await page.goto("/member")
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Connected brands").click()
+    assert story.partner_name in await page.locator("section.connection").inner_text()
+    await journey.shot(page, "connected-brands")
+    await submit(page, f"Disconnect {story.partner_name}")
+    assert "No brand's app is connected" in await page.content()
+    await journey.shot(page, "brand-disconnected")
+    async with httpx.AsyncClient(base_url=story.base_url) as shop_server:
+        refused = await shop_server.get(
+            f"/api/v1/members/{story.member_id}/balance",
+            headers={"Authorization": f"Bearer {story.app_token}"})
+    assert refused.status_code == 401
 
 
 Step = Callable[[Journey, Story], Awaitable[None]]
@@ -161,12 +269,16 @@ STEPS: list[Step] = [
     step_owner_creates_server_client,
     step_partner_server_enrols_and_earns,
     step_member_signs_up_and_sees_points,
+    step_owner_creates_app_client,
+    step_member_connects_the_app,
+    step_member_disconnects_the_app,
 ]
 
 
-async def test_partner_and_member_journey(chromium, live_server, smtp, database_url):
+async def test_partner_and_member_journey(chromium, live_server, smtp, database_url,
+                                          shop_site):
     journey = Journey(chromium, live_server.url, smtp, Screenshots("browser_journey"))
-    story = Story(live_server.url, database_url, application())
+    story = Story(live_server.url, database_url, application(), shop=shop_site)
     started = time.monotonic()
     try:
         for step in STEPS:
@@ -175,7 +287,7 @@ async def test_partner_and_member_journey(chromium, live_server, smtp, database_
         await journey.close()
     assert not journey.problems, journey.problems       # no CSP violation, no script error
     names = [path.name for path in journey.shots.taken]
-    assert names[0] == "01-apply.png" and len(names) == 11, names
+    assert names[0] == "01-apply.png" and len(names) == 16, names
     assert all(path.stat().st_size > 1000 for path in journey.shots.taken)
     print(f"browser journey: {len(STEPS)} steps in {time.monotonic() - started:.1f} s")
 

@@ -390,3 +390,21 @@ async def test_refresh_tokens_expire(client, browser, partner, member, db):
         "grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
         auth=(app.client_id, app.client_secret))
     assert expired.json()["error"] == "invalid_grant"
+
+
+async def test_consent_and_login_pages_let_the_form_redirect_to_the_app_only(client, browser,
+                                                                            partner, member):
+    """Browsers apply CSP form-action to the redirect after a form: the consent page (and
+    the login page on the way to it) name the app's registered origin, and no other."""
+    app = await new_app(client, partner)
+    url, _ = app.create_authorization_url(f"{BASE}/oauth/authorize",
+                                          code_verifier=generate_token(48))
+    to_login = location(await browser.get(url))
+    login_csp = (await browser.get(to_login)).headers["content-security-policy"]
+    assert "form-action 'self' https://shop.example.com;" in login_csp
+    plain_login = (await browser.get("/login")).headers["content-security-policy"]
+    assert "form-action 'self';" in plain_login
+    await log_in(browser, member)
+    consent_csp = (await browser.get(url)).headers["content-security-policy"]
+    assert "form-action 'self' https://shop.example.com;" in consent_csp
+    assert "script-src 'self';" in consent_csp and "frame-ancestors 'none'" in consent_csp

@@ -20,6 +20,15 @@ DOCS_CSP = (
 )
 
 
+def csp_with_form_targets(origins: list[str]) -> str:
+    """The strict policy, with form-action widened to the given origins. Browsers apply
+    form-action to the redirects that follow a form submission, so a page whose form
+    ends in a redirect to a partner app (consent, or login on the way to it) must name
+    the app's registered origin."""
+    return STRICT_CSP.replace("form-action 'self'",
+                              " ".join(["form-action 'self'", *sorted(set(origins))]))
+
+
 def security_headers(hsts: bool):
     """A `before_send` hook: it sees every response the app sends, including the ones
     no route middleware wraps (unknown paths, wrong methods, CSRF refusals)."""
@@ -30,7 +39,8 @@ def security_headers(hsts: bool):
         docs = scope["path"].rstrip("/") in ("/schema", "/schema/elements", "/schema/swagger",
                                              "/schema/redoc")
         headers = MutableScopeHeaders.from_message(message)
-        headers["Content-Security-Policy"] = DOCS_CSP if docs else STRICT_CSP
+        if "Content-Security-Policy" not in headers:   # a page may set its own
+            headers["Content-Security-Policy"] = DOCS_CSP if docs else STRICT_CSP
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
         headers["Referrer-Policy"] = "strict-origin-when-cross-origin"

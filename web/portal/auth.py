@@ -17,6 +17,7 @@ from tenants import accounts
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
+from web.portal.authorize import login_policy
 from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
 
 Session = NamedDependency[AsyncSession]
@@ -41,8 +42,9 @@ class AuthPages(Controller):
     include_in_schema = False
 
     @get("/login")
-    async def login_form(self, next: FromQuery[str | None] = None) -> Template:
-        return page("login.html", next=next or "")
+    async def login_form(self, db_session: Session,
+                         next: FromQuery[str | None] = None) -> Template:
+        return page("login.html", headers=await login_policy(db_session, next), next=next or "")
 
     @post("/login")
     async def login(self, request: Request, db_session: Session) -> Response:
@@ -53,12 +55,14 @@ class AuthPages(Controller):
         except TooManyAttempts as exc:
             await db_session.commit()
             return page("login.html", status_code=429, error=exc.detail, email=email,
-                        next=form.get("next", ""))
+                        next=form.get("next", ""),
+                        headers=await login_policy(db_session, form.get("next")))
         except LoginFailed as exc:
             await db_session.commit()  # keep the failed attempt for throttling
             # Only after the right password: offer a new confirmation link at once.
             return page("login.html", status_code=401, error=exc.detail, email=email,
                         next=form.get("next", ""),
+                        headers=await login_policy(db_session, form.get("next")),
                         unverified=exc.slug == "email-not-verified")
         await db_session.commit()
         request.clear_session()

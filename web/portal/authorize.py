@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import anyio
 from authlib.oauth2 import OAuth2Error
@@ -26,6 +26,7 @@ from tenants.oauth import ClientAdapter, FormRequest
 from tenants.oauth_grants import MemberUser
 from tenants.oauth_server import CoalitionAuthorizationServer
 from tenants.service import MEMBER_SCOPES
+from web.headers import csp_with_form_targets
 from web.portal.common import current_user, page
 
 Session = NamedDependency[AsyncSession]
@@ -45,6 +46,27 @@ def _respond(status: int, body: object, headers: list[tuple[str, str]]) -> Respo
     error = body if isinstance(body, dict) else {}
     return page("oauth_error.html", status_code=400, error=error.get("error", "invalid_request"),
                 description=error.get("error_description", "The request is not valid."))
+
+
+def redirect_origins(uris: list[str]) -> list[str]:
+    return [f"{parts.scheme}://{parts.netloc}" for parts in map(urlsplit, uris)]
+
+
+def form_targets_policy(uris: list[str]) -> dict[str, str]:
+    """Headers for a page whose form ends in a redirect to these URIs (see headers.py)."""
+    return {"Content-Security-Policy": csp_with_form_targets(redirect_origins(uris))}
+
+
+async def login_policy(db_session: AsyncSession, next_path: str | None) -> dict[str, str] | None:
+    """The login page on the way to /oauth/authorize may end, through a remembered
+    consent, in a redirect to the app: allow the app's registered origins there."""
+    if not next_path or not next_path.startswith("/oauth/authorize?"):
+        return None
+    client_id = parse_qs(urlsplit(next_path).query).get("client_id", [""])[0]
+    uris = await db_session.scalar(select(OAuthClient.redirect_uris).where(
+        OAuthClient.client_id == client_id, OAuthClient.client_type == "app",
+        OAuthClient.revoked_at.is_(None)))
+    return form_targets_policy(uris) if uris else None
 
 
 async def _member_user(db_session: AsyncSession, request: Request, user: User) -> MemberUser:
@@ -104,7 +126,8 @@ class AuthorizePages(Controller):
         if consent is not None and set(scopes) <= set(consent.split()) and "consent" not in prompt:
             return await self._issue(state, oauth_request, grant, member)
         partner = await db_session.get_one(Partner, client.row.partner_id)
-        return page("consent.html", user=user, partner=partner, client=client.row,
+        return page("consent.html", headers=form_targets_policy(client.row.redirect_uris),
+                    user=user, partner=partner, client=client.row,
                     params=params, redirect_host=urlsplit(grant.request.payload.redirect_uri
                                                           or client.get_default_redirect_uri()
                                                           or "").netloc,

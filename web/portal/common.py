@@ -52,8 +52,9 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def page(template: str, status_code: int = 200, **context: Any) -> Template:
-    return Template(template, context=context, status_code=status_code)
+def page(template: str, status_code: int = 200, headers: dict[str, str] | None = None,
+         **context: Any) -> Template:
+    return Template(template, context=context, status_code=status_code, headers=headers)
 
 
 def safe_next(target: str | None, fallback: str) -> str:
