@@ -127,7 +127,16 @@ async def create_ledger_pool(
         max_size=size,
         command_timeout=30,
         server_settings=server_settings or {},
+        reset=_keep_session,
     )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's default reset query (RESET ALL, UNLISTEN *,
+    advisory unlock: one more round trip per request). Nothing on this pool sets session
+    state: settings are SET LOCAL / set_config(..., true), advisory locks are
+    transaction-scoped, LISTEN has its own connection. asyncpg still rolls back an open
+    transaction before calling this."""
 
 
 async def ensure_database(url: DatabaseUrl) -> None:

@@ -69,17 +69,19 @@ def run(host: str | None, port: int | None) -> None:
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default 8000).")
 @click.option("--access-log/--no-access-log", default=False)
-def serve(host: str | None, port: int | None, access_log: bool) -> None:
+@click.option("--workers", default=1, show_default=True,
+              help="Server processes; each keeps its own pools and token cache.")
+def serve(host: str | None, port: int | None, access_log: bool, workers: int) -> None:
     """Serve the HTTP API and portal (migrations must be applied)."""
     database_url()
     settings = get_settings()
-    _serve(host or settings.host, port or settings.port, access_log)
+    _serve(host or settings.host, port or settings.port, access_log, workers)
 
 
-def _serve(host: str, port: int, access_log: bool = False) -> None:
+def _serve(host: str, port: int, access_log: bool = False, workers: int = 1) -> None:
     import uvicorn
 
-    uvicorn.run("web.app:create_app", factory=True, host=host, port=port,
+    uvicorn.run("web.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=access_log, log_level=get_settings().log_level.lower())
 
 
