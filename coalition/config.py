@@ -13,6 +13,9 @@ class Settings(BaseSettings):
 
     # Unset: an embedded PostgreSQL is started under data_dir.
     database_url: str | None = None
+    # Tenant sessions log in as coalition_tenant_login (migration 0008). Unset: the
+    # database URL with that user and no password (trust/peer authentication).
+    tenant_database_url: str | None = None
     data_dir: Path = Path(".coalition")
     env: str = "development"
     host: str = "127.0.0.1"

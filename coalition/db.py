@@ -58,6 +58,12 @@ class DatabaseUrl:
     def database(self) -> str:
         return urlsplit(self.raw).path.lstrip("/") or "postgres"
 
+    def with_user(self, user: str) -> DatabaseUrl:
+        """The same server and database, logging in as `user` with no password."""
+        parts = urlsplit(self.raw)
+        host = parts.netloc.rpartition("@")[2]
+        return DatabaseUrl(urlunsplit((parts.scheme, f"{user}@{host}", *parts[2:])))
+
     def with_database(self, name: str) -> DatabaseUrl:
         parts = urlsplit(self.raw)
         return DatabaseUrl(urlunsplit((parts.scheme, parts.netloc, "/" + name, *parts[3:])))

@@ -8,7 +8,11 @@ Every transaction of a tenant session (or tenant connection) starts by switching
 
 PostgreSQL's row-level security policies (migration 0007) then show and accept only the
 partner's own rows, whatever the query says: the second wall behind the explicit
-partner filters in the code. Both settings end with the transaction, so a pooled
+partner filters in the code. The app's tenant sessions also *log in* as
+`coalition_tenant_login` (migration 0008), a member of `coalition_tenant` with nothing of
+its own, so not even `RESET ROLE` leaves the policies behind.
+
+Both settings end with the transaction, so a pooled
 connection goes back to the pool as the login role with no partner set; a session that
 commits and goes on working is scoped again by the next transaction's `after_begin`.
 
@@ -31,6 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 TENANT_ROLE = "coalition_tenant"
+# What tenant sessions log in as (migration 0008): nothing but a member of TENANT_ROLE.
+TENANT_LOGIN_ROLE = "coalition_tenant_login"
 PARTNER_SETTING = "coalition.partner_id"
 _INFO_KEY = "coalition.tenant_partner_id"
 _SCOPE = (f"SELECT set_config('role', '{TENANT_ROLE}', true),"

@@ -343,3 +343,27 @@ async def test_the_console_session_runs_as_the_tenant(app, client, monkeypatch):
         for path in ("/partner", "/partner/clients", "/partner/staff"):
             assert (await browser.get(path)).status_code == 200, path
     assert seen == [(ROLE, str(partner_id))] * 3
+
+
+LOGIN = "coalition_tenant_login"
+
+
+async def test_tenant_sessions_log_in_as_a_powerless_role_and_reset_role_does_not_escape(
+        app, db, scenario):
+    """The app's tenant sessions log in as coalition_tenant_login, which holds nothing but
+    membership in coalition_tenant: even RESET ROLE leaves them under every policy."""
+    role = await db.fetchrow("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles"
+                             " WHERE rolname = $1", LOGIN)
+    assert role["rolcanlogin"] and not role["rolsuper"] and not role["rolbypassrls"]
+    assert await db.fetchval(
+        "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+        " WHERE r.rolname = $1", LOGIN) == 0
+    async with tenant_session(app.state.tenant_sessionmaker, scenario.b.partner_id) as session:
+        await session.execute(text("RESET ROLE"))
+        who = (await session.execute(text("SELECT session_user, current_user"))).one()
+        assert tuple(who) == (LOGIN, LOGIN)
+        for table in A_ROWS:
+            assert await session.scalar(text(
+                f"SELECT count(*) FROM {table} WHERE {scenario.where(table)}")) == 0, table
+        await session.execute(text("SELECT set_config('coalition.partner_id', '', true)"))
+        assert await session.scalar(text("SELECT count(*) FROM partners")) == 0

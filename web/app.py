@@ -40,7 +40,7 @@ from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
 from tenants.oauth_server import CoalitionAuthorizationServer
-from tenants.scope import tenant_session
+from tenants.scope import TENANT_LOGIN_ROLE, tenant_session
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web import logs
 from web.api.members import MemberController
@@ -75,7 +75,7 @@ async def provide_api_session(request: Request, state: State
     """The partner API's session: every query runs as coalition_tenant for the partner
     of the bearer token (tenants/scope.py)."""
     principal: PartnerPrincipal = request.user
-    async with tenant_session(state.sessionmaker, principal.partner_id) as session:
+    async with tenant_session(state.tenant_sessionmaker, principal.partner_id) as session:
         yield session
 
 
@@ -158,6 +158,13 @@ def create_app(
         sync_engine = sqlalchemy.create_engine(url.sqlalchemy_sync, pool_size=2,
                                                connect_args={"options": "-c timezone=UTC"})
         app.state.sessionmaker = create_sessionmaker(engine)
+        # Tenant sessions log in as coalition_tenant_login: under row-level security
+        # whatever the SQL does, RESET ROLE included (tenants/scope.py).
+        tenant_url = (DatabaseUrl(settings.tenant_database_url) if settings.tenant_database_url
+                      else url.with_user(TENANT_LOGIN_ROLE))
+        tenant_engine = create_engine(tenant_url, settings.orm_pool_size,
+                                      server_settings=UTC_SESSION)
+        app.state.tenant_sessionmaker = create_sessionmaker(tenant_engine)
         app.state.mailer = Mailer(settings)
         app.state.pool = pool
         app.state.ledger = Ledger(pool)
@@ -180,6 +187,7 @@ def create_app(
             await app.state.token_verifier.close()
             await pool.close()
             await engine.dispose()
+            await tenant_engine.dispose()
             sync_engine.dispose()
 
     secure_cookies = settings.env not in ("development", "test")

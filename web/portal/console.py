@@ -54,7 +54,7 @@ async def provide_console_session(request: Request, state: State
         raise LoginRequired(request.url.path)
     if who["kind"] != "partner_staff":
         raise PageForbidden("This page is not available to your account.")
-    async with tenant_session(state.sessionmaker, who["partner_id"]) as session:
+    async with tenant_session(state.tenant_sessionmaker, who["partner_id"]) as session:
         yield session
 
 
