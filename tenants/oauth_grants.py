@@ -152,6 +152,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 log.warning("authorization code reused; revoking its tokens (client %s)",
                             client.row.client_id)
                 revoke_family(session, used.family_id)
+        if used is not None:
+            self.server.tokens_revoked()
         return None
 
     def delete_authorization_code(self, authorization_code: CodeAdapter) -> None:
@@ -225,6 +227,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> TokenAdapter | None:
+        reused = False
         with self.server.session_factory() as session, session.begin():
             token = _find_token(session, refresh_token)
             if token is None or token.row.refresh_token_hash is None:
@@ -234,12 +237,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 log.warning("refresh token reused; revoking its family (client %s)",
                             token.client.client_id)
                 revoke_family(session, row.family_id)
-                return None
-            if (row.revoked_at is not None or token.client.revoked_at is not None
+                reused = True
+            elif (row.revoked_at is not None or token.client.revoked_at is not None
                     or row.refresh_expires_at is None
                     or row.refresh_expires_at <= datetime.now(UTC)):
                 return None
-            return token
+            else:
+                return token
+        if reused:
+            self.server.tokens_revoked()
+        return None
 
     def authenticate_user(self, refresh_token: TokenAdapter) -> MemberUser | None:
         row = refresh_token.row
@@ -265,6 +272,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             if claimed is None:
                 revoke_family(session, credential.row.family_id)
         if claimed is None:
+            self.server.tokens_revoked()
             raise InvalidGrantError("The refresh token was already used; every token of "
                                     "this authorization has been revoked.")
         user = self.authenticate_user(credential)

@@ -46,6 +46,9 @@ class CoalitionAuthorizationServer(AuthorizationServer):
         self.refresh_token_ttl = refresh_token_ttl
         self.box = box
         self.issuer = issuer
+        # Called (from the worker thread) after a grant revoked tokens, so this process
+        # stops trusting cached ones at once; other processes hear the NOTIFY.
+        self.on_tokens_revoked: Callable[[], None] | None = None
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(AuthorizationCodeGrant, [RequireS256(), CoalitionOpenIDCode()])
         self.register_grant(RefreshTokenGrant)
@@ -61,6 +64,10 @@ class CoalitionAuthorizationServer(AuthorizationServer):
                 expires_generator=lambda client, grant_type: access_token_ttl,
             ),
         )
+
+    def tokens_revoked(self) -> None:
+        if self.on_tokens_revoked is not None:
+            self.on_tokens_revoked()
 
     def issuer_for(self, request: OAuth2Request | None) -> str:
         """The configured public URL, else the URL this request came in on."""

@@ -176,6 +176,7 @@ def create_app(
             sync_sessions, settings.access_token_ttl_seconds, box,
             issuer=settings.public_url.rstrip("/"),
         )
+        app.state.oauth_server.on_tokens_revoked = app.state.token_verifier.forget_all
 
         def ensure_signing_key() -> None:
             with sync_sessions() as session, session.begin():

@@ -48,12 +48,7 @@ async def _run_endpoint(request: Request, state: State, name: str | None) -> Res
       "PKCE code_verifier. Refresh tokens rotate on every use; a reused refresh token "
       "revokes every token of that authorization. Errors follow RFC 6749 section 5.2.")
 async def oauth_token(request: Request, state: State) -> Response:
-    response = await _run_endpoint(request, state, None)
-    if response.status_code != 200:
-        # A refused code or refresh token may have revoked a token family: this process
-        # forgets at once, the others hear the database's NOTIFY.
-        state.token_verifier.forget_all()
-    return response
+    return await _run_endpoint(request, state, None)
 
 
 @post("/oauth/revoke", tags=["OAuth 2.0"], status_code=200,
