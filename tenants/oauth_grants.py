@@ -42,6 +42,14 @@ class MemberUser:
     card_number: str | None
     auth_time: int
 
+    @classmethod
+    def of(cls, user: User, card_number: str | None, auth_time: int | None = None
+           ) -> MemberUser:
+        assert user.member_id is not None
+        return cls(user.id, user.member_id, user.email, user.name,
+                   user.email_verified_at is not None, card_number,
+                   auth_time or int(time.time()))
+
 
 def load_member_user(session: Session, user_id: uuid.UUID,
                      auth_time: int | None = None) -> MemberUser | None:
@@ -52,9 +60,7 @@ def load_member_user(session: Session, user_id: uuid.UUID,
     if found is None:
         return None
     user, card = found
-    assert user.member_id is not None
-    return MemberUser(user.id, user.member_id, user.email, user.name,
-                      user.email_verified_at is not None, card, auth_time or int(time.time()))
+    return MemberUser.of(user, card, auth_time)
 
 
 def consent_is_active(session: Session, client_pk: uuid.UUID, member_id: uuid.UUID) -> bool:

@@ -127,9 +127,7 @@ async def userinfo(request: Request, state: State) -> Response:
     if found is None:
         return _bearer_error(401, "invalid_token", "The member account no longer exists.")
     user, card = found
-    member = MemberUser(user.id, user.member_id, user.email, user.name,
-                        user.email_verified_at is not None, card, 0)
-    return _json(dict(member_claims(member, " ".join(principal.scopes))))
+    return _json(dict(member_claims(MemberUser.of(user, card), " ".join(principal.scopes))))
 
 
 OAUTH_HANDLERS = [oauth_token, oauth_revoke, oauth_introspect, oauth_metadata,

@@ -4,7 +4,6 @@ after that they go back to the app as RFC 6749 section 4.1.2.1 parameters."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -71,10 +70,7 @@ async def login_policy(db_session: AsyncSession, next_path: str | None) -> dict[
 
 async def _member_user(db_session: AsyncSession, request: Request, user: User) -> MemberUser:
     card = await db_session.scalar(select(Member.card_number).where(Member.id == user.member_id))
-    auth_time = int(request.session.get("auth_time") or time.time())
-    assert user.member_id is not None
-    return MemberUser(user.id, user.member_id, user.email, user.name,
-                      user.email_verified_at is not None, card, auth_time)
+    return MemberUser.of(user, card, request.session.get("auth_time"))
 
 
 class AuthorizePages(Controller):
