@@ -33,7 +33,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from coalition.db import Base
 
-ENTRY_KINDS = ("earn", "redeem", "reverse", "adjust", "transfer", "expire")
+# activate: pending points become available; hold/capture/release: two-phase redemption.
+ENTRY_KINDS = ("earn", "redeem", "reverse", "adjust", "transfer", "expire", "activate",
+               "hold", "capture", "release")
 ACCOUNT_KINDS = (
     "member_wallet",
     "partner_issuance",
@@ -41,9 +43,16 @@ ACCOUNT_KINDS = (
     "operator_promotions",
     "operator_breakage",
     "operator_adjustments",
+    # Points a partner issued that still wait out its return window.
+    "partner_pending",
+    # Points held by open checkout authorizations at a partner.
+    "partner_holds",
 )
 LOT_STATUSES = ("pending", "active", "spent", "expired", "cancelled")
 MEMBER_STATUSES = ("active", "blocked", "closed")
+EXPIRY_POLICIES = ("rolling", "end_of_month", "end_of_year", "fixed_date", "never")
+RETURN_POLICIES = ("negative_floor", "clawback")
+FUNDING = ("partner", "coalition")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -54,7 +63,15 @@ class CoalitionSettings(Base):
     """The single row of coalition-wide settings."""
 
     __tablename__ = "coalition_settings"
-    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+    __table_args__ = (
+        CheckConstraint("id = 1", name="singleton"),
+        CheckConstraint(_in("expiry_policy", EXPIRY_POLICIES), name="expiry_policy"),
+        CheckConstraint(_in("return_policy", RETURN_POLICIES), name="return_policy"),
+        CheckConstraint("negative_balance_floor >= 0", name="negative_floor"),
+        CheckConstraint("hold_timeout_seconds > 0", name="hold_timeout"),
+        CheckConstraint("expiry_policy <> 'fixed_date' OR (expiry_fixed_month BETWEEN 1 AND 12"
+                        " AND expiry_fixed_day BETWEEN 1 AND 31)", name="fixed_date"),
+    )
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="1")
     name: Mapped[str] = mapped_column(String(200), server_default="Coalition")
@@ -65,6 +82,17 @@ class CoalitionSettings(Base):
     timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Warsaw")
     # Rolling validity of earned points; NULL means points never expire.
     points_validity_months: Mapped[int | None] = mapped_column(Integer, server_default="36")
+    # How an earned lot's expiry date is set (coalition/expiry.py explains each policy).
+    expiry_policy: Mapped[str] = mapped_column(String(20), server_default="rolling")
+    # For fixed_date: points expire on this day and month after validity months pass.
+    expiry_fixed_month: Mapped[int | None] = mapped_column(SmallInteger)
+    expiry_fixed_day: Mapped[int | None] = mapped_column(SmallInteger)
+    # A return whose points the member already spent: let the balance go negative down
+    # to -negative_balance_floor, or take what is left and record the shortfall.
+    return_policy: Mapped[str] = mapped_column(String(20), server_default="clawback")
+    negative_balance_floor: Mapped[int] = mapped_column(BigInteger, server_default="500")
+    # Checkout holds lapse by themselves after this long.
+    hold_timeout_seconds: Mapped[int] = mapped_column(Integer, server_default="900")
 
 
 class Member(Base):
@@ -195,6 +223,10 @@ class Lot(Base):
             postgresql_where=text("remaining > 0"),
         ),
         Index("ix_lots_entry_id", "entry_id"),
+        CheckConstraint(_in("funding", FUNDING), name="funding"),
+        Index("ix_lots_pending", "available_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_lots_expiring", "expires_at",
+              postgresql_where=text("status = 'active' AND remaining > 0")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -209,6 +241,10 @@ class Lot(Base):
     status: Mapped[str] = mapped_column(String(10), server_default="active")
     earned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Pending lots become active at this time (the partner's return window).
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who pays for these points at settlement: the issuing partner or the coalition.
+    funding: Mapped[str] = mapped_column(String(10), server_default="partner")
 
 
 class LotMovement(Base):
@@ -218,7 +254,10 @@ class LotMovement(Base):
     __tablename__ = "lot_movements"
     __table_args__ = (
         CheckConstraint("points <> 0", name="nonzero"),
-        CheckConstraint("kind IN ('spend', 'unspend', 'cancel', 'expire')", name="kind"),
+        # hold/release: points a checkout authorization holds or gives back; repay: points
+        # of a new lot that settle a negative balance left by a return.
+        CheckConstraint("kind IN ('spend', 'unspend', 'cancel', 'expire', 'hold', 'release',"
+                        " 'repay')", name="kind"),
         Index("ix_lot_movements_lot_id", "lot_id"),
         Index("ix_lot_movements_entry_id", "entry_id"),
     )

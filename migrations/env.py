@@ -9,7 +9,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import coalition.models  # noqa: F401  (register tables)
+import coalition.commerce
+import coalition.models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -33,6 +34,7 @@ class Partner(Base):
             "status IN (" + ", ".join(f"'{s}'" for s in PARTNER_STATUSES) + ")", name="status"
         ),
         CheckConstraint("settlement_currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint("pending_days BETWEEN 0 AND 365", name="pending_days"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -42,6 +44,8 @@ class Partner(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), server_default="active")
     settlement_currency: Mapped[str] = mapped_column(String(3), server_default="PLN")
+    # The return window: points earned here stay pending this many days.
+    pending_days: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The application (public "Become a partner" form); NULL for partners an operator
     # created directly.

@@ -48,6 +48,12 @@ A_ROWS = {
     "oauth_authorization_codes": "partner_id = {partner}",
     "member_consents": "partner_id = {partner}",
     "partner_identity_providers": "partner_id = {partner}",
+    "purchases": "partner_id = {partner}",
+    "purchase_returns": "partner_id = {partner}",
+    "rule_hits": "partner_id = {partner}",
+    "point_holds": "partner_id = {partner}",
+    "member_events": "partner_id = {partner}",
+    "member_referrals": "partner_id = {partner}",
 }
 PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {partner}"]
 # Tables with a policy whose rows the tenant may only insert, never read.
@@ -106,7 +112,30 @@ async def scenario(app, client, db) -> Scenario:
         await session.commit()
     b_client_pk = await db.fetchval("SELECT id FROM oauth_clients WHERE partner_id = $1",
                                     b.partner_id)
+    await _loyalty_rows(db, a.partner_id, uuid.UUID(member), uuid.UUID(b_member),
+                        earn["id"], redemption["id"])
     return Scenario(a, b, member, email, [earn["id"], redemption["id"]], owner.id, b_client_pk)
+
+
+async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.UUID,
+                       earn: int, redemption: int) -> None:
+    """A's rows in the loyalty tables, written directly: this test is about the wall,
+    not about how the API fills them."""
+    purchase = await db.fetchval(
+        "INSERT INTO purchases (partner_id, member_id, order_id, occurred_at, currency, total,"
+        " channel, points, entry_id) VALUES ($1, $2, 'A-ORDER', now(), 'PLN', 10000, 'store',"
+        " 100, $3) RETURNING id", partner, member, earn)
+    await db.execute("INSERT INTO purchase_returns (partner_id, purchase_id, member_id, amount,"
+                     " points) VALUES ($1, $2, $3, 100, 1)", partner, purchase, member)
+    await db.execute("INSERT INTO rule_hits (entry_id, partner_id, member_id, rule_id,"
+                     " rule_version, points, funding, occurred_at) VALUES ($1, $2, $3,"
+                     " gen_random_uuid(), 1, 100, 'partner', now())", earn, partner, member)
+    await db.execute("INSERT INTO point_holds (partner_id, member_id, points, hold_entry_id,"
+                     " expires_at) VALUES ($1, $2, 30, $3, now())", partner, member, redemption)
+    await db.execute("INSERT INTO member_events (partner_id, member_id, event_type, reference,"
+                     " occurred_at) VALUES ($1, $2, 'webinar', 'W-1', now())", partner, member)
+    await db.execute("INSERT INTO member_referrals (referee_id, referrer_id, partner_id)"
+                     " VALUES ($1, $2, $3)", member, other, partner)
 
 
 @asynccontextmanager
