@@ -72,6 +72,7 @@ class PurchaseReturn(Base):
         CheckConstraint("amount > 0", name="amount"),
         CheckConstraint("points >= 0 AND shortfall >= 0", name="points"),
         Index("ix_purchase_returns_purchase", "purchase_id"),
+        Index("ix_purchase_returns_entry", "entry_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -82,6 +83,8 @@ class PurchaseReturn(Base):
     lines: Mapped[list | None] = mapped_column(JSONB)
     points: Mapped[int] = mapped_column(BigInteger)
     shortfall: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Points the negative-floor policy let the balance go below zero by.
+    debt: Mapped[int] = mapped_column(BigInteger, server_default="0")
     policy: Mapped[str | None] = mapped_column(String(20))
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -49,6 +49,9 @@ _CREDIT = (
 _WITHDRAW = "SELECT status, body FROM ledger_withdraw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _REDEEM = "SELECT status, body FROM ledger_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _REVERSE = "SELECT status, body FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_HOLD = "SELECT status, body FROM ledger_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_HOLD_CLOSE = "SELECT status, body FROM ledger_hold_close($1, $2, $3, $4, $5, $6)"
+_RETURN = "SELECT status, body FROM purchase_return($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 def _args(request: PostingRequest) -> tuple:
@@ -111,6 +114,34 @@ class Ledger:
         )
         return PostingResult(*row)
 
+    async def hold(self, request: PostingRequest, expires_at: datetime | None = None
+                   ) -> PostingResult:
+        """Authorize a checkout: hold points until capture, void or expiry."""
+        row = await self.pool.fetchrow(
+            _HOLD, request.partner_id, request.member_id, request.points, request.order_id,
+            request.description, request.idempotency_key, request.request_hash, request.actor,
+            expires_at)
+        return PostingResult(*row)
+
+    async def close_hold(self, *, partner_id: uuid.UUID, hold_id: uuid.UUID,
+                         capture: int | None, actor: str, idempotency_key: str | None = None,
+                         request_hash: str | None = None) -> PostingResult:
+        """Capture `capture` points of a hold (the rest goes back), or void it (None)."""
+        row = await self.pool.fetchrow(_HOLD_CLOSE, partner_id, hold_id, capture,
+                                       idempotency_key, request_hash, actor)
+        return PostingResult(*row)
+
+    async def purchase_return(self, *, partner_id: uuid.UUID, order_id: str,
+                              amount: int | None, lines: list[dict] | None, actor: str,
+                              idempotency_key: str | None = None,
+                              request_hash: str | None = None,
+                              posted_at: datetime | None = None) -> PostingResult:
+        row = await self.pool.fetchrow(
+            _RETURN, partner_id, order_id, amount,
+            json.dumps(lines) if lines is not None else None, idempotency_key, request_hash,
+            actor, posted_at)
+        return PostingResult(*row)
+
     async def balance(self, member_id: uuid.UUID) -> dict[str, int]:
         row = await self.pool.fetchrow(_BALANCE, member_id)
         return dict(row)
@@ -125,15 +156,25 @@ class Ledger:
         return [_present_transaction(dict(row), partner_id) for row in rows], last_id
 
 
-# Lifetime figures are net of reversals: a reversed earn was never really earned.
+# Lifetime figures are net of reversals: a reversed earn was never really earned. Points
+# count as earned once available (pending points become so by an 'activate' entry), and
+# as redeemed when spent: redemptions and captured checkout holds.
 _BALANCE = """
 WITH wallet AS (SELECT id, balance FROM accounts WHERE member_id = $1)
 SELECT wallet.balance AS available,
        coalesce((SELECT sum(remaining) FROM lots
                   WHERE member_id = $1 AND status = 'pending'), 0)::bigint AS pending,
-       coalesce(sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) = 'earn'), 0)::bigint
+       coalesce((SELECT sum(points) FROM point_holds
+                  WHERE member_id = $1 AND status = 'held'), 0)::bigint AS held,
+       coalesce((SELECT sum(remaining) FROM lots
+                  WHERE member_id = $1 AND status = 'active' AND remaining > 0
+                    AND expires_at < now() + interval '30 days'), 0)::bigint
+           AS expiring_within_30_days,
+       coalesce(sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) IN ('earn', 'activate')),
+                0)::bigint
            AS lifetime_earned,
-       coalesce(-sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) = 'redeem'), 0)::bigint
+       (coalesce(-sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) = 'redeem'), 0)
+        + coalesce((SELECT sum(captured) FROM point_holds WHERE member_id = $1), 0))::bigint
            AS lifetime_redeemed
   FROM wallet
   LEFT JOIN postings p ON p.account_id = wallet.id

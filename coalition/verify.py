@@ -56,35 +56,74 @@ CHECKS: dict[str, str] = {
             OR l.partner_id IS DISTINCT FROM e.partner_id
          ORDER BY l.id""",
     "lot points": """
-        SELECT 'lot ' || l.id || ': ' || l.points || ' points, its entry credited '
-               || coalesce(p.amount, 0) || ' to the wallet'
-          FROM lots l
+        SELECT 'entry ' || l.entry_id || ': lots of ' || l.points || ' points, the entry'
+               || ' credited ' || coalesce(p.amount, 0) || ' to the wallet or pending'
+          FROM (SELECT entry_id, min(member_id::text)::uuid AS member_id, sum(points) AS points
+                  FROM lots GROUP BY entry_id) l
           JOIN accounts w ON w.member_id = l.member_id
-          LEFT JOIN postings p ON p.entry_id = l.entry_id AND p.account_id = w.id
+          LEFT JOIN (SELECT p.entry_id, sum(p.amount) AS amount
+                       FROM postings p JOIN accounts a ON a.id = p.account_id
+                      WHERE a.kind IN ('member_wallet', 'partner_pending')
+                      GROUP BY p.entry_id) p ON p.entry_id = l.entry_id
          WHERE coalesce(p.amount, 0) <> l.points
-         ORDER BY l.id""",
+         ORDER BY l.entry_id""",
+    # A negative balance is a debt left by a return: no active lot may hold points then.
     "wallet vs lots": """
         SELECT 'member ' || w.member_id || ': wallet postings sum to ' || coalesce(s.total, 0)
-               || ', lots hold ' || coalesce(l.held, 0)
+               || ', active lots hold ' || coalesce(l.held, 0)
           FROM accounts w
           LEFT JOIN (SELECT account_id, sum(amount) AS total FROM postings GROUP BY account_id) s
                  ON s.account_id = w.id
           LEFT JOIN (SELECT member_id, sum(remaining) AS held FROM lots
                       WHERE status <> 'pending' GROUP BY member_id) l
                  ON l.member_id = w.member_id
-         WHERE w.kind = 'member_wallet' AND coalesce(s.total, 0) <> coalesce(l.held, 0)
+         WHERE w.kind = 'member_wallet'
+           AND coalesce(l.held, 0) <> greatest(coalesce(s.total, 0), 0)
          ORDER BY w.id""",
+    "pending vs lots": """
+        SELECT 'partner ' || a.partner_id || ': pending account holds ' || coalesce(s.total, 0)
+               || ', pending lots ' || coalesce(l.held, 0)
+          FROM accounts a
+          LEFT JOIN (SELECT account_id, sum(amount) AS total FROM postings GROUP BY account_id) s
+                 ON s.account_id = a.id
+          LEFT JOIN (SELECT partner_id, sum(remaining) AS held FROM lots
+                      WHERE status = 'pending' GROUP BY partner_id) l
+                 ON l.partner_id = a.partner_id
+         WHERE a.kind = 'partner_pending' AND coalesce(s.total, 0) <> coalesce(l.held, 0)""",
+    "holds vs authorizations": """
+        SELECT 'partner ' || a.partner_id || ': holds account holds ' || coalesce(s.total, 0)
+               || ', open authorizations ' || coalesce(h.held, 0)
+          FROM accounts a
+          LEFT JOIN (SELECT account_id, sum(amount) AS total FROM postings GROUP BY account_id) s
+                 ON s.account_id = a.id
+          LEFT JOIN (SELECT partner_id, sum(points) AS held FROM point_holds
+                      WHERE status = 'held' GROUP BY partner_id) h
+                 ON h.partner_id = a.partner_id
+         WHERE a.kind = 'partner_holds' AND coalesce(s.total, 0) <> coalesce(h.held, 0)""",
+    # Entries that create no lots move exactly the points they post to the member's
+    # wallet and pending lots, except what a return let go below zero (its debt).
     "movement vs posting": """
         SELECT 'entry ' || e.id || ' (' || e.kind || '): lots moved ' || coalesce(m.moved, 0)
-               || ', wallet posting ' || coalesce(p.amount, 0)
+               || ', wallet and pending postings ' || coalesce(p.amount, 0)
+               || ', debt ' || coalesce(r.debt, 0)
           FROM journal_entries e
           JOIN accounts w ON w.member_id = e.member_id
-          LEFT JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id
-          LEFT JOIN (SELECT entry_id, sum(points) AS moved FROM lot_movements GROUP BY entry_id) m
-                 ON m.entry_id = e.id
-         WHERE (e.kind IN ('redeem', 'reverse') OR (e.kind = 'adjust' AND p.amount < 0))
-           AND coalesce(m.moved, 0) <> -coalesce(p.amount, 0)
+          LEFT JOIN (SELECT p.entry_id, sum(p.amount) AS amount
+                       FROM postings p JOIN accounts a ON a.id = p.account_id
+                      WHERE a.kind IN ('member_wallet', 'partner_pending')
+                      GROUP BY p.entry_id) p ON p.entry_id = e.id
+          LEFT JOIN (SELECT entry_id, sum(points) AS moved FROM lot_movements
+                      WHERE kind <> 'repay' GROUP BY entry_id) m ON m.entry_id = e.id
+          LEFT JOIN purchase_returns r ON r.entry_id = e.id
+         WHERE NOT EXISTS (SELECT 1 FROM lots l WHERE l.entry_id = e.id)
+           AND coalesce(m.moved, 0) <> -coalesce(p.amount, 0) - coalesce(r.debt, 0)
          ORDER BY e.id""",
+    "repayment": """
+        SELECT 'entry ' || m.entry_id || ': repaid ' || m.repaid || ' points of a debt'
+          FROM (SELECT entry_id, sum(points) AS repaid FROM lot_movements
+                 WHERE kind = 'repay' GROUP BY entry_id) m
+          JOIN journal_entries e ON e.id = m.entry_id
+         WHERE e.kind NOT IN ('earn', 'adjust', 'activate', 'release', 'capture', 'reverse')""",
 }
 
 

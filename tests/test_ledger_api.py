@@ -16,7 +16,8 @@ async def test_earn_response_and_balance(partner):
     assert body["balance"] == {"available": 120}
     assert body["expires_at"] is not None
     balance = await partner.balance(member)
-    assert balance == {"member_id": member, "available": 120, "pending": 0,
+    assert balance == {"member_id": member, "available": 120, "pending": 0, "held": 0,
+                       "expiring_within_30_days": 0,
                        "lifetime_earned": 120, "lifetime_redeemed": 0}
 
 

@@ -93,6 +93,8 @@ class BalanceOut(Struct):
     member_id: uuid.UUID
     available: int
     pending: int
+    held: int
+    expiring_within_30_days: int
     lifetime_earned: int
     lifetime_redeemed: int
 

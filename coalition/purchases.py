@@ -1,0 +1,153 @@
+"""Posting purchases and events: three steps on one connection, in one transaction.
+
+1. `purchase_begin` (SQL): idempotency claim, member lookup, order-id check, the member's
+   wallet lock, and what rules need to know about the member (first purchase, usage of
+   capped rules, an unrewarded referrer).
+2. The rules decide the points (pure Python, `Decide`).
+3. `purchase_post` (SQL): entries, lots (pending during the partner's return window),
+   rule hits, campaign budgets, the referral bonus, the stored response.
+
+Holding the wallet lock from step 1 to step 3 makes per-member caps and "first purchase"
+exact under concurrency; a failure anywhere rolls the whole transaction back, so a
+retry with the same Idempotency-Key is evaluated afresh."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from coalition.ledger import PostingResult
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """How the partner names the member: exactly one of the three."""
+
+    id: uuid.UUID | None = None
+    card_number: str | None = None
+    customer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    occurred_at: datetime
+    currency: str
+    total: int
+    channel: str
+    store_id: str | None
+    lines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What step 1 found out about the member, for the rules."""
+
+    member_id: uuid.UUID
+    first_purchase: bool
+    coalition_first: bool
+    referrer: uuid.UUID | None
+    usage: dict[uuid.UUID, tuple[int, int]]  # rule id -> (points today, this month)
+    conn: asyncpg.Connection
+
+
+@dataclass
+class Decision:
+    """The rules' answer: hits are dicts with rule_id, version, points, funding, budget
+    and explanation fields; `referral` is {rule_id, version, points} or None."""
+
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    referral: dict[str, Any] | None = None
+
+
+Decide = Callable[[Situation], Awaitable[Decision]]
+
+_BEGIN = ("SELECT * FROM purchase_begin($1, $2, $3, $4, $5, $6, $7, $8::uuid[], $9, $10)")
+_POST = ("SELECT status, body FROM purchase_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+         " $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15)")
+
+
+async def post_purchase(
+    conn: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID,
+    actor: str,
+    member: MemberRef,
+    order: Order,
+    decide: Decide,
+    capped_rules: list[uuid.UUID],
+    day_start: datetime,
+    month_start: datetime,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    posted_at: datetime | None = None,
+) -> PostingResult:
+    async with conn.transaction():
+        begun = await conn.fetchrow(
+            _BEGIN, partner_id, idempotency_key, request_hash, member.id, member.card_number,
+            member.customer_id, order.order_id, capped_rules, day_start, month_start)
+        if not begun["proceed"]:
+            return PostingResult(begun["status"], begun["body"])
+        usage = {uuid.UUID(rule): (day, month)
+                 for rule, (day, month) in json.loads(begun["usage"]).items()}
+        situation = Situation(begun["member_id"], begun["first_purchase"],
+                              begun["coalition_first"], begun["referrer"], usage, conn)
+        decision = await decide(situation)
+        referral = None
+        if decision.referral and situation.referrer and situation.coalition_first:
+            referral = {**decision.referral, "referrer": str(situation.referrer)}
+        row = await conn.fetchrow(
+            _POST, partner_id, situation.member_id, idempotency_key, actor, order.order_id,
+            order.occurred_at, order.currency, order.total, order.channel, order.store_id,
+            json.dumps(order.lines), json.dumps(decision.hits, default=str),
+            json.dumps(decision.skipped, default=str),
+            json.dumps(referral, default=str) if referral else None, posted_at)
+        return PostingResult(row["status"], row["body"])
+
+
+_EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+_EVENT_POST = ("SELECT status, body FROM event_post($1, $2, $3, $4, $5, $6, $7, $8::jsonb,"
+               " $9::jsonb)")
+
+
+@dataclass(frozen=True)
+class EventSituation:
+    member_id: uuid.UUID
+    counts: dict[str, int]  # earlier events of this type: ever, year, month, day
+
+
+async def post_event(
+    conn: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID,
+    actor: str,
+    member: MemberRef,
+    event_type: str,
+    reference: str,
+    occurred_at: datetime,
+    decide: Callable[[EventSituation], Awaitable[Decision]],
+    period_starts: tuple[datetime, datetime, datetime],
+    idempotency_key: str | None,
+    request_hash: str | None,
+) -> PostingResult:
+    day_start, month_start, year_start = period_starts
+    async with conn.transaction():
+        begun = await conn.fetchrow(
+            _EVENT_BEGIN, partner_id, idempotency_key, request_hash, member.id,
+            member.card_number, member.customer_id, event_type, reference, day_start,
+            month_start, year_start)
+        if not begun["proceed"]:
+            return PostingResult(begun["status"], begun["body"])
+        decision = await decide(EventSituation(begun["member_id"], json.loads(begun["counts"])))
+        row = await conn.fetchrow(
+            _EVENT_POST, partner_id, begun["member_id"], idempotency_key, actor, event_type,
+            reference, occurred_at, json.dumps(decision.hits, default=str),
+            json.dumps(decision.skipped, default=str))
+        return PostingResult(row["status"], row["body"])
