@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # Public base URL (issuer in OAuth metadata); defaults to the URL a request came in on.
     public_url: str = ""
     idempotency_retention_hours: int = 72
+    # Run the job worker (web/jobs.py) inside the server process; `coalition run` sets it.
+    in_process_worker: bool = False
     log_level: str = "INFO"
     # Signs CSRF tokens. Unset: a random key is kept in data_dir/secret_key.
     secret_key: str = ""

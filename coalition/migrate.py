@@ -53,7 +53,11 @@ def split_sql_script(script: str) -> list[str]:
 
 def execute_sql_file(path: Path) -> None:
     """Run a SQL script from inside an Alembic migration."""
+    execute_sql_script(path.read_text())
+
+
+def execute_sql_script(script: str) -> None:
     from alembic import op
 
-    for statement in split_sql_script(path.read_text()):
-        op.execute(statement)
+    for statement in split_sql_script(script):
+        op.get_bind().exec_driver_sql(statement)

@@ -27,9 +27,14 @@ def _url() -> str:
     return resolve_database_url(settings.database_url, settings.data_dir).sqlalchemy_async
 
 
+def _ours(name: str | None, type_: str, _parent_names: object) -> bool:
+    """procrastinate's tables are its own schema (migration 0014), not our models."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
-                      compare_type=True)
+                      compare_type=True, include_name=_ours)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -365,3 +365,29 @@ async def test_hold_body_is_replayed_for_the_same_key(db, partner):
     first, second = await Ledger(db).hold(request), await Ledger(db).hold(request)
     assert json.loads(first.body) == json.loads(second.body)
     assert (await partner.balance(member))["available"] == 30
+
+
+# Jobs on the real task queue ----------------------------------------------------------------
+
+async def test_queued_jobs_run_on_a_procrastinate_worker_and_twice_change_nothing(
+        db, partner, database_url):
+    from web.jobs import activate_pending, expire_holds, opened
+
+    await db.execute("UPDATE partners SET pending_days = 3 WHERE id = $1", partner.partner_id)
+    member = await partner.enroll()
+    await buy(db, partner, member, 45, occurred_at=NOW - timedelta(days=1))
+    await buy(db, partner, member, 10, occurred_at=NOW + timedelta(days=2))
+    assert (await partner.balance(member))["pending"] == 55  # nothing ran yet
+    # The jobs' timestamp is their "now": two days on, the first window is over.
+    when = int((NOW + timedelta(days=2, hours=1)).timestamp())
+    async with opened(database_url) as jobs:
+        for _ in range(2):
+            await activate_pending.defer_async(timestamp=when)
+            await expire_holds.defer_async(timestamp=when)
+            await jobs.run_worker_async(wait=False, install_signal_handlers=False)
+        failed = await db.fetchval("SELECT count(*) FROM procrastinate_jobs"
+                                   " WHERE status <> 'succeeded'")
+    assert failed == 0
+    balance = await partner.balance(member)
+    assert (balance["available"], balance["pending"]) == (45, 10)
+    await assert_verified(db)

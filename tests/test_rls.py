@@ -61,7 +61,9 @@ WRITE_ONLY = {"user_tokens"}
 # No tenant data: the tenant may read them, no policy needed.
 REFERENCE = {"partner_terms", "coalition_settings"}
 # The tenant role gets no privilege at all on these.
-PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys"}
+PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
+           "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
+           "procrastinate_workers"}
 
 
 class Scenario:

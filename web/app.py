@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -182,9 +184,18 @@ def create_app(
             with sync_sessions() as session, session.begin():
                 current_signing_key(session, box)
         await anyio.to_thread.run_sync(ensure_signing_key)
+        worker = None
+        if settings.in_process_worker:
+            from web.jobs import run_worker
+
+            worker = asyncio.create_task(run_worker(url, install_signal_handlers=False))
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await app.state.token_verifier.close()
             await pool.close()
             await engine.dispose()

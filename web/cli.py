@@ -62,6 +62,9 @@ def run(host: str | None, port: int | None) -> None:
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     _print_welcome(f"http://{host}:{port}", credentials)
+    # The background jobs (pending points, expiry, holds) run inside the server process.
+    os.environ["COALITION_IN_PROCESS_WORKER"] = "1"
+    get_settings.cache_clear()
     _serve(host, port)
 
 
@@ -86,13 +89,18 @@ def _serve(host: str, port: int, access_log: bool = False, workers: int = 1) -> 
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Run the maintenance pass once and exit.")
-@click.option("--interval", default=300, show_default=True, help="Seconds between passes.")
-def worker(once: bool, interval: int) -> None:
-    """Background maintenance: purge expired idempotency records and access tokens."""
-    from web.worker import run_worker
+@click.option("--once", is_flag=True, help="Run every periodic job once, now, and exit.")
+def worker(once: bool) -> None:
+    """Run background and periodic jobs (procrastinate); several workers may run at once."""
+    from datetime import UTC, datetime
 
-    asyncio.run(run_worker(database_url(), get_settings(), once=once, interval=interval))
+    from web.jobs import run_once, run_worker
+
+    url = database_url()
+    if once:
+        console.print(asyncio.run(run_once(url, datetime.now(UTC))))
+        return
+    asyncio.run(run_worker(url))
 
 
 @main.group()

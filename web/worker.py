@@ -1,15 +1,12 @@
-"""Background maintenance loop (`coalition worker`). The run command does not need it
-for correctness: it only purges records past their retention."""
+"""Maintenance: purge records past their retention (a periodic job in web/jobs.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
 
 from coalition.config import Settings
-from coalition.db import DatabaseUrl
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +25,3 @@ async def maintenance_pass(conn: asyncpg.Connection, settings: Settings) -> dict
         "DELETE FROM oauth_authorization_codes WHERE expires_at < now() - interval '1 day'")
     return {"idempotency_keys": int(keys.split()[-1]), "oauth_tokens": int(tokens.split()[-1]),
             "oauth_authorization_codes": int(codes.split()[-1])}
-
-
-async def run_worker(url: DatabaseUrl, settings: Settings, *, once: bool, interval: int) -> None:
-    while True:
-        conn = await asyncpg.connect(url.asyncpg_dsn)
-        try:
-            purged = await maintenance_pass(conn, settings)
-            log.info("maintenance pass purged %s", purged)
-        finally:
-            await conn.close()
-        if once:
-            return
-        await asyncio.sleep(interval)

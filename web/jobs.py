@@ -1,0 +1,108 @@
+"""Background and periodic jobs on procrastinate, a task queue kept in PostgreSQL.
+
+`coalition run` starts a worker inside the server process; `coalition worker` runs one
+on its own (several may run at once: procrastinate hands each job to one worker, and
+every job here is idempotent anyway, so a job run twice changes nothing the second time).
+
+Periodic jobs (times are UTC):
+| job               | when            | what                                              |
+|-------------------|-----------------|---------------------------------------------------|
+| activate_pending  | every minute    | pending points whose return window ended          |
+| expire_holds      | every minute    | checkout holds past their timeout give points back |
+| expire_points     | hourly at :05   | expired remainders move to breakage               |
+| maintenance       | every 10 min    | purge old idempotency keys, tokens, codes         |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+import procrastinate
+
+from coalition import lifecycle
+from coalition.config import get_settings
+from coalition.db import DatabaseUrl
+from web.worker import maintenance_pass
+
+log = logging.getLogger(__name__)
+
+app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+_database: dict[str, str] = {}
+
+
+def _at(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+async def _run(name: str, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> object:
+    conn = await asyncpg.connect(_database["dsn"], server_settings={"timezone": "UTC"})
+    try:
+        result = await work(conn)
+    finally:
+        await conn.close()
+    log.info("job %s: %s", name, result)
+    return result
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="activate_pending", queueing_lock="activate_pending")
+async def activate_pending(timestamp: int) -> object:
+    return await _run("activate_pending",
+                      lambda conn: lifecycle.activate_pending(conn, _at(timestamp)))
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="expire_holds", queueing_lock="expire_holds")
+async def expire_holds(timestamp: int) -> object:
+    return await _run("expire_holds", lambda conn: lifecycle.expire_holds(conn, _at(timestamp)))
+
+
+@app.periodic(cron="5 * * * *")
+@app.task(name="expire_points", queueing_lock="expire_points")
+async def expire_points(timestamp: int) -> object:
+    return await _run("expire_points",
+                      lambda conn: lifecycle.expire_points(conn, _at(timestamp)))
+
+
+@app.periodic(cron="*/10 * * * *")
+@app.task(name="maintenance", queueing_lock="maintenance")
+async def maintenance(timestamp: int) -> object:
+    return await _run("maintenance", lambda conn: maintenance_pass(conn, get_settings()))
+
+
+@asynccontextmanager
+async def opened(url: DatabaseUrl) -> AsyncIterator[procrastinate.App]:
+    """The job app connected to this database (jobs use it for their own work too)."""
+    _database["dsn"] = url.asyncpg_dsn
+    connector = procrastinate.PsycopgConnector(conninfo=url.asyncpg_dsn, min_size=1,
+                                               max_size=2)
+    with app.replace_connector(connector):
+        async with app.open_async():
+            yield app
+
+
+PERIODIC = {"activate_pending": lifecycle.activate_pending,
+            "expire_holds": lifecycle.expire_holds,
+            "expire_points": lifecycle.expire_points}
+
+
+async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:
+    """Every periodic job once, now, in this process (`coalition worker --once`)."""
+    _database["dsn"] = url.asyncpg_dsn
+    results: dict[str, object] = {}
+    for name, work in PERIODIC.items():
+        results[name] = await _run(name, lambda conn, work=work: work(conn, now))
+    results["maintenance"] = await _run("maintenance",
+                                        lambda conn: maintenance_pass(conn, get_settings()))
+    return results
+
+
+async def run_worker(url: DatabaseUrl, *, wait: bool = True,
+                     install_signal_handlers: bool = True) -> None:
+    async with opened(url) as jobs:
+        await jobs.run_worker_async(wait=wait, install_signal_handlers=install_signal_handlers,
+                                    concurrency=2, delete_jobs="successful")
