@@ -49,6 +49,7 @@ _CREDIT = (
 _WITHDRAW = "SELECT status, body FROM ledger_withdraw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _REDEEM = "SELECT status, body FROM ledger_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _REVERSE = "SELECT status, body FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_IS_PURCHASE = "SELECT EXISTS (SELECT 1 FROM purchases WHERE entry_id = $1 AND partner_id = $2)"
 _HOLD = "SELECT status, body FROM ledger_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _HOLD_CLOSE = "SELECT status, body FROM ledger_hold_close($1, $2, $3, $4, $5, $6)"
 _RETURN = "SELECT status, body FROM purchase_return($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -100,6 +101,12 @@ class Ledger:
         request_hash: str | None = None,
         posted_at: datetime | None = None,
     ) -> PostingResult:
+        if await self.pool.fetchval(_IS_PURCHASE, entry_id, partner_id):
+            return PostingResult(422, json.dumps({
+                "type": "/problems/use-returns", "title": "Use the returns endpoint",
+                "status": 422, "field": "transaction_id",
+                "detail": "This transaction is a purchase's points; take them back with "
+                          "POST /api/v1/purchases/{order_id}/returns."}))
         row = await self.pool.fetchrow(
             _REVERSE,
             partner_id,

@@ -10,24 +10,32 @@ from coalition.members import enroll
 from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
+from tests.test_lifecycle import buy
 
 
-async def test_every_api_route_refuses_another_partners_resources(client, partner, other_partner):
+async def test_every_api_route_refuses_another_partners_resources(client, partner, other_partner,
+                                                                  db):
     member = await partner.enroll(partner_customer_id="A-SECRET-CUSTOMER")
     card = (await partner.get(f"/api/v1/members/{member}")).json()["card_number"]
     earn = (await partner.earn(member, 90, order_id="A-SECRET-ORDER",
                                metadata={"a": "A-SECRET-META"})).json()
     redemption = (await partner.redeem(member, 10, order_id="A-SECRET-ORDER-2")).json()
+    purchase = await buy(db, partner, member, 30, order_id="A-SECRET-PURCHASE")
+    hold = (await partner.post("/api/v1/redemptions/authorizations",
+                               {"member_id": member, "points": 5})).json()
     secrets = ["A-SECRET", card]
 
     schema = (await client.get("/schema/openapi.json")).json()
-    ids = {"member_id": member, "transaction_id": str(earn["id"])}
+    ids = {"member_id": member, "transaction_id": str(earn["id"]),
+           "order_id": purchase["order_id"], "authorization_id": hold["id"]}
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
         "/api/v1/earn": {"member_id": member, "points": 5},
         "/api/v1/redemptions": {"member_id": member, "points": 5},
         "/api/v1/adjustments": {"member_id": member, "points": -5, "reason": "Take it"},
+        "/api/v1/redemptions/authorizations": {"member_id": member, "points": 5},
+        "/api/v1/purchases/{order_id}/returns": {"amount": 100},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -59,7 +67,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     assert tried >= 7
     reversal = await other_partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
     assert reversal.status_code == 404
-    assert (await partner.balance(member))["available"] == 80
+    assert (await partner.balance(member))["available"] == 105  # 90 - 10 + 30 - 5 held
 
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.

@@ -45,8 +45,10 @@ from tenants.oauth_server import CoalitionAuthorizationServer
 from tenants.scope import TENANT_LOGIN_ROLE, tenant_session
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web import logs
+from web.api.checkout import CheckoutController
 from web.api.members import MemberController
 from web.api.points import PointsController
+from web.api.purchases import PurchaseController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
@@ -216,7 +218,8 @@ def create_app(
 
     api = Router(
         path="/api/v1",
-        route_handlers=[MemberController, PointsController],
+        route_handlers=[MemberController, PointsController, PurchaseController,
+                        CheckoutController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},

@@ -73,6 +73,33 @@ class ReverseTransaction(Request):
     description: Description | None = None
 
 
+class Authorize(Request):
+    member_id: uuid.UUID
+    points: Points
+    order_id: OrderId | None = None
+    description: Description | None = None
+    expires_in_seconds: Annotated[
+        int, Meta(ge=10, le=7 * 86400,
+                  description="How long the hold lives; the coalition's default if omitted")
+    ] | None = None
+
+
+class Capture(Request):
+    points: Points | None = None
+
+
+class ReturnLine(Request):
+    sku: Annotated[str, Meta(min_length=1, max_length=100)]
+    quantity: Annotated[int, Meta(gt=0, le=10**6)]
+
+
+class PostReturn(Request):
+    """Omit both `amount` and `lines` to return the whole (remaining) order."""
+
+    amount: Annotated[int, Meta(gt=0, le=10**13, description="Minor currency units")] | None = None
+    lines: Annotated[list[ReturnLine], Meta(min_length=1, max_length=500)] | None = None
+
+
 class MemberOut(Struct):
     id: uuid.UUID
     email: str
