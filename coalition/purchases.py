@@ -68,6 +68,9 @@ class Decision:
 
 
 Decide = Callable[[Situation], Awaitable[Decision]]
+# Work that follows a posted purchase in the same transaction (tier upgrade, coupons);
+# what it returns is added to the response, and to the stored copy a retry replays.
+AfterPost = Callable[[uuid.UUID, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 _BEGIN = ("SELECT * FROM purchase_begin($1, $2, $3, $4, $5, $6, $7, $8::uuid[], $9, $10)")
 _POST = ("SELECT status, body FROM purchase_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -88,6 +91,7 @@ async def post_purchase(
     idempotency_key: str | None,
     request_hash: str | None,
     posted_at: datetime | None = None,
+    after_post: AfterPost | None = None,
 ) -> PostingResult:
     async with conn.transaction():
         begun = await conn.fetchrow(
@@ -109,7 +113,16 @@ async def post_purchase(
             json.dumps(order.lines), json.dumps(decision.hits, default=str),
             json.dumps(decision.skipped, default=str),
             json.dumps(referral, default=str) if referral else None, posted_at)
-        return PostingResult(row["status"], row["body"])
+        if after_post is None or row["status"] != 201:
+            return PostingResult(row["status"], row["body"])
+        body = json.loads(row["body"])
+        body.update(await after_post(situation.member_id, body))
+        text = json.dumps(body, default=str)
+        if idempotency_key is not None:
+            await conn.execute("UPDATE idempotency_keys SET response = $3"
+                               " WHERE partner_id = $1 AND key = $2",
+                               partner_id, idempotency_key, text)
+        return PostingResult(201, text)
 
 
 _EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
