@@ -10,6 +10,7 @@ from coalition.members import enroll
 from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
+from tests.rewards_helpers import make_reward
 
 
 async def test_every_api_route_refuses_another_partners_resources(client, partner, other_partner):
@@ -18,16 +19,23 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     earn = (await partner.earn(member, 90, order_id="A-SECRET-ORDER",
                                metadata={"a": "A-SECRET-META"})).json()
     redemption = (await partner.redeem(member, 10, order_id="A-SECRET-ORDER-2")).json()
-    secrets = ["A-SECRET", card]
+    reward = await make_reward(client.app.state.pool, partner.partner_id,
+                               name="A-SECRET-REWARD", price_points=20)
+    voucher = (await partner.post(f"/api/v1/rewards/{reward}/redemptions",
+                                  {"member_id": member})).json()["voucher"]
+    secrets = ["A-SECRET", card, voucher["code"]]
 
     schema = (await client.get("/schema/openapi.json")).json()
-    ids = {"member_id": member, "transaction_id": str(earn["id"])}
+    ids = {"member_id": member, "transaction_id": str(earn["id"]), "reward_id": str(reward),
+           "code": voucher["code"]}
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
         "/api/v1/earn": {"member_id": member, "points": 5},
         "/api/v1/redemptions": {"member_id": member, "points": 5},
         "/api/v1/adjustments": {"member_id": member, "points": -5, "reason": "Take it"},
+        "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
+        "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -44,6 +52,10 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
                     continue
+                if template == "/api/v1/rewards":
+                    # B's own catalogue: empty, and none of A's.
+                    assert response.status_code == 200 and response.json()["items"] == []
+                    continue
             else:
                 response = await other_partner.client.request(
                     method.upper(), path, json=bodies.get(template, {}),
@@ -56,10 +68,12 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                     continue
             assert response.status_code in (403, 404), (method, template, response.text)
             assert not any(secret in response.text for secret in secrets), (method, template)
-    assert tried >= 7
+    assert tried >= 11
     reversal = await other_partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
     assert reversal.status_code == 404
-    assert (await partner.balance(member))["available"] == 80
+    assert (await partner.balance(member))["available"] == 60
+    assert (await partner.get(f"/api/v1/vouchers/{voucher['code']}")).json()["status"] == \
+        "issued"
 
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.

@@ -168,12 +168,21 @@ async def redeem(conn: asyncpg.Connection, *, reward_id: uuid.UUID, member_id: u
                  request_key: str | None = None, at: datetime | None = None) -> dict:
     """Burn the reward's price at its partner and issue a voucher, all or nothing.
 
-    `partner_id` (the API's partner) restricts the reward to that partner's catalogue;
-    the member portal passes None. `request_key` (the portal form's one-time token)
-    returns the voucher the same form already produced instead of redeeming twice.
+    `partner_id` (the API's partner) restricts the reward to that partner's catalogue
+    and the member to that partner's members; the member portal passes None, and the
+    member becomes a customer of the reward's brand if they were not yet. `request_key`
+    (the portal form's one-time token) returns the voucher the same form already
+    produced instead of redeeming twice.
     Runs in the caller's transaction when there is one, else in its own."""
     at = at or datetime.now(UTC)
     async with conn.transaction():
+        if partner_id is not None and not await conn.fetchval(
+                "SELECT 1 FROM member_links WHERE partner_id = $1 AND member_id = $2",
+                partner_id, member_id):
+            # A partner acts only for its own members; it never links new ones here.
+            raise NotFound("member-not-found", "Member not found",
+                           "No member with this id is linked to your partner account.",
+                           field="member_id")
         wallet = await lock_wallet(conn, member_id)
         if request_key is not None:
             done = await conn.fetchrow(_VOUCHER + " WHERE v.member_id = $1"
