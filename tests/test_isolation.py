@@ -77,7 +77,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
-TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id"}
+TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
+                 "reward_id", "offer_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -90,6 +91,11 @@ FORMS = {
     "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
                                                       "note": "isolation walk"},
     "/partner/clients": {"name": "B server", "scope": "members:read"},
+    "/partner/rewards/{reward_id:uuid}": {"name": "Taken by B", "kind": "product",
+                                          "price_points": "1", "active": "on", "listed": "on"},
+    "/partner/rewards/{reward_id:uuid}/active": {},          # would deactivate it
+    "/member/rewards/{reward_id:uuid}/redeem": {"token": "walk"},
+    "/partner/vouchers/consume": {},
 }
 # Pages without a path parameter: what partner B's owner gets from them.
 OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
@@ -98,7 +104,12 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/sso"): 200,
              ("POST", "/partner/sso"): 400,     # no issuer given
              ("GET", "/partner/profile"): 200,
-             ("POST", "/partner/profile/terms"): 403}  # no current version posted
+             ("POST", "/partner/profile/terms"): 403,  # no current version posted
+             ("GET", "/partner/rewards"): 200,
+             ("POST", "/partner/rewards"): 400,        # an empty reward form
+             ("GET", "/partner/vouchers"): 200,
+             ("POST", "/partner/vouchers"): 400,       # no code entered
+             ("POST", "/partner/vouchers/consume"): 400}
 
 
 def under(path: str, *sections: str) -> bool:
@@ -123,15 +134,21 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         partner_id=a_id, member_id=member.id, points=50, actor="test",
         order_id=f"A-ORDER-{mark}"))
     owner = await db.fetchrow("SELECT id, email FROM users WHERE partner_id = $1", a_id)
+    reward = await make_reward(db, a_id, name=f"A-REWARD-{mark}", stock=7)
+    offer = await db.fetchval(
+        "INSERT INTO coupon_offers (name, source_partner_id, reward_id, min_total)"
+        " VALUES ($1, $2, $3, 100) RETURNING id", f"A-OFFER-{mark}", a_id, reward)
     a_slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", a_id)
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
-           "transaction_id": str(earn.json()["id"])}
+           "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
+           "offer_id": str(offer)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
-               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}"]
+               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
+               f"A-REWARD-{mark}", f"A-OFFER-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
     api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
 
@@ -184,4 +201,7 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     assert tuple(await db.fetchrow("SELECT role, disabled_at, partner_id FROM users"
                                    " WHERE id = $1", owner["id"])) == ("owner", None, a_id)
     assert await db.fetchval("SELECT status FROM partners WHERE id = $1", a_id) == "active"
+    assert tuple(await db.fetchrow("SELECT name, active, stock, issued FROM rewards"
+                                   " WHERE id = $1", reward)) == (f"A-REWARD-{mark}", True, 7, 0)
+    assert await db.fetchval("SELECT active FROM coupon_offers WHERE id = $1", offer)
     assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1

@@ -53,9 +53,12 @@ from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
+from web.portal.coupons import CouponPages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.profile import ProfilePages
+from web.portal.rewards import MemberRewardPages
+from web.portal.rewards_console import RewardConsolePages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
@@ -215,7 +218,7 @@ def create_app(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
-                        ProfilePages,
+                        ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

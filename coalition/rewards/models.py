@@ -170,3 +170,20 @@ class CouponOffer(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     created_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def money(minor: int, currency: str) -> str:
+    """Minor units as a decimal amount, exactly (integer arithmetic, no floats)."""
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{abs(minor) // 100}.{abs(minor) % 100:02d} {currency}"
+
+
+def describe(kind: str, value: int | None, currency: str) -> str:
+    """What the voucher is worth, in words: "10% off", "15.00 PLN off", "Gift card …"."""
+    if kind == "percent_discount":
+        return f"{value}% off"
+    if kind == "fixed_discount":
+        return f"{money(value or 0, currency)} off"
+    if kind == "gift_card":
+        return f"Gift card {money(value or 0, currency)}"
+    return KIND_LABELS[kind]

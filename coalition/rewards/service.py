@@ -293,7 +293,7 @@ async def consume(conn: asyncpg.Connection, *, partner_id: uuid.UUID, code: str,
         raise _voucher_not_found()
     if row["status"] == "used":
         raise Conflict("voucher-already-used", "Voucher already used",
-                       f"This voucher was used on {row['used_at']:%Y-%m-%d %H:%M} UTC.",
+                       f"This voucher was already used on {row['used_at']:%Y-%m-%d %H:%M} UTC.",
                        field="code")
     if row["status"] == "cancelled":
         raise Conflict("voucher-cancelled", "Voucher cancelled",
