@@ -107,7 +107,7 @@ async def test_cashier_checks_and_uses_a_voucher_once(app, client, db):
         voucher_id = await insert_voucher(conn, reward_of(row), member, issuer=partner_id,
                                           source="coupon")
         code = await conn.fetchval("SELECT code FROM vouchers WHERE id = $1", voucher_id)
-    other_browser, other_id = await owner_browser(app, client, role="cashier")
+    other_browser, _ = await owner_browser(app, client, role="cashier")
     async with browser, other_browser:
         assert (await browser.get("/partner/rewards")).status_code == 403
         checked = await submit(browser, "/partner/vouchers", "/partner/vouchers",
