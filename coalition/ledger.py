@@ -88,6 +88,13 @@ class Ledger:
     async def redeem(self, request: PostingRequest) -> PostingResult:
         return PostingResult(*await self.pool.fetchrow(_REDEEM, *_args(request)))
 
+    @staticmethod
+    async def redeem_on(conn: asyncpg.Connection, request: PostingRequest) -> PostingResult:
+        """The same redemption on the caller's connection, inside the caller's transaction,
+        so it commits or rolls back with the caller's other writes (a reward's voucher).
+        A refusal is returned, not raised: the caller must roll back what it wrote."""
+        return PostingResult(*await conn.fetchrow(_REDEEM, *_args(request)))
+
     async def reverse(
         self,
         *,

@@ -1,13 +1,15 @@
 """What each partner staff role may do. Enforced on every console page and action.
 
-| permission       | owner | admin | analyst | cashier |
-|------------------|-------|-------|---------|---------|
-| console.view     |   ✓   |   ✓   |    ✓    |    ✓    |
-| members.view     |   ✓   |   ✓   |    ✓    |    ✓    |
-| clients.manage   |   ✓   |   ✓   |         |         |
-| staff.manage     |   ✓   |   ✓*  |         |         |
-| profile.view     |   ✓   |   ✓   |    ✓    |         |
-| sso.manage       |   ✓   |   ✓   |         |         |
+| permission        | owner | admin | analyst | cashier |
+|-------------------|-------|-------|---------|---------|
+| console.view      |   ✓   |   ✓   |    ✓    |    ✓    |
+| members.view      |   ✓   |   ✓   |    ✓    |    ✓    |
+| clients.manage    |   ✓   |   ✓   |         |         |
+| staff.manage      |   ✓   |   ✓*  |         |         |
+| profile.view      |   ✓   |   ✓   |    ✓    |         |
+| sso.manage        |   ✓   |   ✓   |         |         |
+| rewards.manage    |   ✓   |   ✓   |         |         |
+| vouchers.validate |   ✓   |   ✓   |         |    ✓    |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -23,6 +25,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "staff.manage": frozenset({"owner", "admin"}),
     "profile.view": frozenset({"owner", "admin", "analyst"}),
     "sso.manage": frozenset({"owner", "admin"}),
+    "rewards.manage": frozenset({"owner", "admin"}),
+    "vouchers.validate": frozenset({"owner", "admin", "cashier"}),
 }
 
 

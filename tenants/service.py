@@ -24,6 +24,7 @@ PARTNER_SCOPES: dict[str, str] = {
     "points:earn": "Issue points for purchases at your brand",
     "points:redeem": "Redeem members' points at your brand",
     "points:adjust": "Correct members' balances with a stated reason",
+    "vouchers:consume": "Check and use the reward vouchers members bring to your brand",
 }
 
 

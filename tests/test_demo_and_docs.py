@@ -38,6 +38,15 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             assert months >= 5
             kinds = {r[0] for r in await conn.fetch("SELECT DISTINCT kind FROM journal_entries")}
             assert kinds == {"earn", "redeem", "reverse"}
+            rewards = dict(await conn.fetch(
+                "SELECT name, price_points FROM rewards WHERE listed"))
+            assert rewards["Zniżka 10% na kolejne zakupy"] == 100
+            assert rewards["Dostęp do webinaru: pielęgnacja włosów"] == 200
+            assert rewards["Ekskluzywny produkt"] == 500
+            vouchers = dict(await conn.fetch(
+                "SELECT source || ':' || status, count(*) FROM vouchers GROUP BY 1"))
+            assert vouchers.get("redemption:used") and vouchers.get("redemption:issued")
+            assert vouchers.get("coupon:issued")
             assert await verify_ledger(conn) == []
             entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
             await load_demo(demo_database, extra_members=10)   # second start: nothing new

@@ -10,6 +10,7 @@ from coalition.members import enroll
 from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
+from tests.rewards_helpers import make_reward
 from tests.test_lifecycle import buy
 
 
@@ -23,11 +24,16 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     purchase = await buy(db, partner, member, 30, order_id="A-SECRET-PURCHASE")
     hold = (await partner.post("/api/v1/redemptions/authorizations",
                                {"member_id": member, "points": 5})).json()
-    secrets = ["A-SECRET", card]
+    reward = await make_reward(client.app.state.pool, partner.partner_id,
+                               name="A-SECRET-REWARD", price_points=20)
+    voucher = (await partner.post(f"/api/v1/rewards/{reward}/redemptions",
+                                  {"member_id": member})).json()["voucher"]
+    secrets = ["A-SECRET", card, voucher["code"]]
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
-           "order_id": purchase["order_id"], "authorization_id": hold["id"]}
+           "order_id": purchase["order_id"], "authorization_id": hold["id"],
+           "reward_id": str(reward), "code": voucher["code"]}
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
@@ -36,6 +42,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         "/api/v1/adjustments": {"member_id": member, "points": -5, "reason": "Take it"},
         "/api/v1/redemptions/authorizations": {"member_id": member, "points": 5},
         "/api/v1/purchases/{order_id}/returns": {"amount": 100},
+        "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
+        "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -52,6 +60,10 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
                     continue
+                if template == "/api/v1/rewards":
+                    # B's own catalogue: empty, and none of A's.
+                    assert response.status_code == 200 and response.json()["items"] == []
+                    continue
             else:
                 response = await other_partner.client.request(
                     method.upper(), path, json=bodies.get(template, {}),
@@ -64,14 +76,17 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                     continue
             assert response.status_code in (403, 404), (method, template, response.text)
             assert not any(secret in response.text for secret in secrets), (method, template)
-    assert tried >= 7
+    assert tried >= 11
     reversal = await other_partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
     assert reversal.status_code == 404
-    assert (await partner.balance(member))["available"] == 105  # 90 - 10 + 30 - 5 held
+    assert (await partner.balance(member))["available"] == 85  # 90 - 10 + 30 - 5 held - 20
+    assert (await partner.get(f"/api/v1/vouchers/{voucher['code']}")).json()["status"] == \
+        "issued"
 
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
-TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id"}
+TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
+                 "reward_id", "offer_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -84,6 +99,11 @@ FORMS = {
     "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
                                                       "note": "isolation walk"},
     "/partner/clients": {"name": "B server", "scope": "members:read"},
+    "/partner/rewards/{reward_id:uuid}": {"name": "Taken by B", "kind": "product",
+                                          "price_points": "1", "active": "on", "listed": "on"},
+    "/partner/rewards/{reward_id:uuid}/active": {},          # would deactivate it
+    "/member/rewards/{reward_id:uuid}/redeem": {"token": "walk"},
+    "/partner/vouchers/consume": {},
 }
 # Pages without a path parameter: what partner B's owner gets from them.
 OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
@@ -92,7 +112,12 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/sso"): 200,
              ("POST", "/partner/sso"): 400,     # no issuer given
              ("GET", "/partner/profile"): 200,
-             ("POST", "/partner/profile/terms"): 403}  # no current version posted
+             ("POST", "/partner/profile/terms"): 403,  # no current version posted
+             ("GET", "/partner/rewards"): 200,
+             ("POST", "/partner/rewards"): 400,        # an empty reward form
+             ("GET", "/partner/vouchers"): 200,
+             ("POST", "/partner/vouchers"): 400,       # no code entered
+             ("POST", "/partner/vouchers/consume"): 400}
 
 
 def under(path: str, *sections: str) -> bool:
@@ -117,15 +142,21 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         partner_id=a_id, member_id=member.id, points=50, actor="test",
         order_id=f"A-ORDER-{mark}"))
     owner = await db.fetchrow("SELECT id, email FROM users WHERE partner_id = $1", a_id)
+    reward = await make_reward(db, a_id, name=f"A-REWARD-{mark}", stock=7)
+    offer = await db.fetchval(
+        "INSERT INTO coupon_offers (name, source_partner_id, reward_id, min_total)"
+        " VALUES ($1, $2, $3, 100) RETURNING id", f"A-OFFER-{mark}", a_id, reward)
     a_slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", a_id)
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
-           "transaction_id": str(earn.json()["id"])}
+           "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
+           "offer_id": str(offer)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
-               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}"]
+               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
+               f"A-REWARD-{mark}", f"A-OFFER-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
     api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
 
@@ -178,4 +209,7 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     assert tuple(await db.fetchrow("SELECT role, disabled_at, partner_id FROM users"
                                    " WHERE id = $1", owner["id"])) == ("owner", None, a_id)
     assert await db.fetchval("SELECT status FROM partners WHERE id = $1", a_id) == "active"
+    assert tuple(await db.fetchrow("SELECT name, active, stock, issued FROM rewards"
+                                   " WHERE id = $1", reward)) == (f"A-REWARD-{mark}", True, 7, 0)
+    assert await db.fetchval("SELECT active FROM coupon_offers WHERE id = $1", offer)
     assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1

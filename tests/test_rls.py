@@ -54,6 +54,8 @@ A_ROWS = {
     "point_holds": "partner_id = {partner}",
     "member_events": "partner_id = {partner}",
     "member_referrals": "partner_id = {partner}",
+    "rewards": "partner_id = {partner}",
+    "vouchers": "partner_id = {partner} OR issuer_partner_id = {partner}",
 }
 PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {partner}"]
 # Tables with a policy whose rows the tenant may only insert, never read.
@@ -63,7 +65,7 @@ REFERENCE = {"partner_terms", "coalition_settings"}
 # The tenant role gets no privilege at all on these.
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
-           "procrastinate_workers"}
+           "procrastinate_workers", "coupon_offers"}
 
 
 class Scenario:
@@ -138,6 +140,13 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " occurred_at) VALUES ($1, $2, 'webinar', 'W-1', now())", partner, member)
     await db.execute("INSERT INTO member_referrals (referee_id, referrer_id, partner_id)"
                      " VALUES ($1, $2, $3)", member, other, partner)
+    reward = await db.fetchval(
+        "INSERT INTO rewards (partner_id, name, kind, value, price_points)"
+        " VALUES ($1, 'A-REWARD', 'percent_discount', 10, 100) RETURNING id", partner)
+    await db.execute("INSERT INTO vouchers (code, reward_id, member_id, partner_id,"
+                     " issuer_partner_id, source, points, entry_id)"
+                     " VALUES ('AAAA-AAAA-AAAA-' || substr(md5(random()::text), 1, 4), $1, $2,"
+                     " $3, $3, 'redemption', 30, $4)", reward, member, partner, redemption)
 
 
 @asynccontextmanager
@@ -212,6 +221,8 @@ async def test_writes_for_partner_a_are_refused(db, scenario):
         ("INSERT INTO user_tokens (token_hash, user_id, purpose, expires_at)"
          " VALUES ('forged', $1, 'reset_password', now() + interval '1 hour')",
          (scenario.a_owner,)),
+        ("INSERT INTO rewards (partner_id, name, kind, value, price_points)"
+         " VALUES ($1, 'Planted', 'percent_discount', 10, 1)", (a,)),
         # B moves its own row over to A.
         ("UPDATE oauth_clients SET partner_id = $1 WHERE id = $2", (a, scenario.b_client_pk)),
         # A staff user B creates for itself may not be turned into an operator.
@@ -233,6 +244,8 @@ async def test_writes_for_partner_a_are_refused(db, scenario):
             a) == "UPDATE 0"
         assert await conn.execute(
             "DELETE FROM idempotency_keys WHERE partner_id = $1", a) == "DELETE 0"
+        assert await conn.execute(
+            "UPDATE rewards SET price_points = 1 WHERE partner_id = $1", a) == "UPDATE 0"
     assert await db.fetchval("SELECT count(*) FROM oauth_clients WHERE partner_id = $1"
                              " AND revoked_at IS NULL", a) == 2     # its server and its app
 
@@ -244,6 +257,11 @@ async def test_the_tenant_cannot_write_the_ledger_or_read_private_tables(db, sce
         "INSERT INTO members (email, card_number) VALUES ('m@x.example', '7000000000000000')",
         "UPDATE partners SET status = 'active'",
         "DELETE FROM oauth_tokens",
+        "UPDATE vouchers SET status = 'used'",
+        "INSERT INTO vouchers (code, reward_id, member_id, partner_id, issuer_partner_id,"
+        " source) SELECT 'X', id, gen_random_uuid(), partner_id, partner_id, 'coupon'"
+        " FROM rewards",
+        "DELETE FROM rewards",
         "SELECT count(*) FROM user_tokens",
         *(f"SELECT count(*) FROM {table}" for table in sorted(PRIVATE)),
     ]
@@ -398,3 +416,25 @@ async def test_tenant_sessions_log_in_as_a_powerless_role_and_reset_role_does_no
                 f"SELECT count(*) FROM {table} WHERE {scenario.where(table)}")) == 0, table
         await session.execute(text("SELECT set_config('coalition.partner_id', '', true)"))
         assert await session.scalar(text("SELECT count(*) FROM partners")) == 0
+
+
+async def test_a_cross_brand_coupon_is_visible_to_both_brands_and_no_other(db, scenario):
+    """A coupon issued by A for a reward at B: A sees it (it issued it), B sees it (it
+    is used there), a third brand sees nothing."""
+    b_reward = await db.fetchval(
+        "INSERT INTO rewards (partner_id, name, kind, value, price_points, listed)"
+        " VALUES ($1, 'B-COUPON', 'percent_discount', 15, 1, false) RETURNING id",
+        scenario.b.partner_id)
+    code = f"CCCC-CCCC-CCCC-{uuid.uuid4().hex[:4].upper()}"
+    await db.execute("INSERT INTO vouchers (code, reward_id, member_id, partner_id,"
+                     " issuer_partner_id, source, order_id) VALUES ($1, $2, $3, $4, $5,"
+                     " 'coupon', 'A-ORDER')", code, b_reward, uuid.UUID(scenario.member),
+                     scenario.b.partner_id, scenario.a.partner_id)
+    third = uuid.uuid4()
+    for partner, visible in ((scenario.a.partner_id, 1), (scenario.b.partner_id, 1),
+                             (third, 0)):
+        async with as_tenant(db, partner) as conn:
+            assert await conn.fetchval("SELECT count(*) FROM vouchers WHERE code = $1",
+                                       code) == visible
+    async with as_tenant(db, scenario.a.partner_id) as conn:     # B's reward stays B's
+        assert await conn.fetchval("SELECT count(*) FROM rewards WHERE id = $1", b_reward) == 0

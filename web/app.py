@@ -49,6 +49,7 @@ from web.api.checkout import CheckoutController
 from web.api.members import MemberController
 from web.api.points import PointsController
 from web.api.purchases import PurchaseController
+from web.api.rewards import RewardController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
@@ -56,9 +57,12 @@ from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
+from web.portal.coupons import CouponPages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.profile import ProfilePages
+from web.portal.rewards import MemberRewardPages
+from web.portal.rewards_console import RewardConsolePages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
@@ -219,7 +223,7 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
-                        CheckoutController],
+                        CheckoutController, RewardController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
@@ -228,7 +232,7 @@ def create_app(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
-                        ProfilePages,
+                        ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

@@ -15,6 +15,7 @@ import asyncpg
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
+from coalition.rewards.demo import seed_rewards
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -91,6 +92,7 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                               verified=True)
             await session.commit()
         await _history(Ledger(pool), partners, members, now, rng)
+        await seed_rewards(pool, partners, members, now)
     finally:
         await pool.close()
         await engine.dispose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from sqlalchemy import text
@@ -53,4 +54,27 @@ async def run_idempotent(
         text("SELECT idempotency_finish(:p, :k, :s, :b)"), {**params, "s": status, "b": body}
     )
     await session.commit()
+    return stored_response(status, body)
+
+
+async def run_idempotent_on(
+    conn: asyncpg.Connection,
+    principal: PartnerPrincipal,
+    key: str,
+    fingerprint: str,
+    action: Callable[[], Awaitable[tuple[int, object]]],
+) -> Response:
+    """run_idempotent for writes on a raw asyncpg connection: the key's claim, the
+    action's writes and the stored response commit together in one transaction, and an
+    exception from the action rolls all of them back (the key stays free for a retry)."""
+    args = (principal.partner_id, key, fingerprint)
+    async with conn.transaction():
+        claim = await conn.fetchrow(
+            "SELECT claimed, status, body FROM idempotency_claim($1, $2, $3)", *args)
+        if not claim["claimed"]:
+            return stored_response(claim["status"], claim["body"])
+        status, payload = await action()
+        body = msgspec.json.encode(payload).decode()
+        await conn.execute("SELECT idempotency_finish($1, $2, $3, $4)",
+                           principal.partner_id, key, status, body)
     return stored_response(status, body)

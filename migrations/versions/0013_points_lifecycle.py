@@ -1,7 +1,7 @@
 """points lifecycle: pending points, expiry, negative balances, checkout holds, purchases
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0012
 
 The SQL functions in migrations/sql/0013_points_lifecycle.sql: purchase and event
 posting in two steps (begin: idempotency, member, locks and what the rules need; post:
@@ -16,7 +16,7 @@ from alembic import op
 from coalition.migrate import execute_sql_file
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

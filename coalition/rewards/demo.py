@@ -1,0 +1,89 @@
+"""The demo coalition's rewards (seed-features R1 to R7, R14): a catalogue across the five
+brands, the Moda Centrum → Akcesoria Nova cross-brand coupon, and vouchers issued and
+used by members other than the three named ones, whose balances stay as promised."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from coalition.errors import DomainError
+from coalition.rewards.coupons import grant_purchase_coupons
+from coalition.rewards.service import consume, redeem
+
+NAMED = {"jan.kowalski@example.com", "maria.nowak@example.com",
+         "krzysztof.wisniewski@example.com"}
+
+# (partner slug, name, kind, value, category, price, extra columns)
+CATALOGUE = [
+    ("hurtownia", "Zniżka 10% na kolejne zakupy", "percent_discount", 10, "Finansowa", 100,
+     {"voucher_days": 60}),
+    ("hurtownia", "Darmowa dostawa", "free_delivery", None, "Finansowa", 150,
+     {"voucher_days": 30}),
+    ("moda", "50% rabatu", "percent_discount", 50, "Finansowa", 800,
+     {"stock": 25, "per_member_limit": 1, "voucher_days": 30}),
+    ("akcesoria", "Bon podarunkowy 50 zł", "gift_card", 5000, "Finansowa", 500,
+     {"voucher_days": 365}),
+    ("akcesoria", "15% na akcesoria", "percent_discount", 15, "Finansowa", 150,
+     {"voucher_days": 30, "listed": False,
+      "description": "Kupon dla klientów Moda Centrum (zakupy od 200 zł)."}),
+    ("salon", "Dostęp do webinaru: pielęgnacja włosów", "event_seat", None, "Wiedza", 200,
+     {"stock": 50, "per_member_limit": 1}),
+    ("b2b", "Ekskluzywny produkt", "product", None, "Produkt", 500,
+     {"stock": 10, "tiers": ["vip"], "description": "Limitowany zestaw dla członków VIP."}),
+    ("b2b", "Zniżka 10% na zamówienie hurtowe", "percent_discount", 10, "Finansowa", 100,
+     {"voucher_days": 90, "per_member_limit": 3}),
+]
+
+
+async def seed_rewards(pool: asyncpg.Pool, partners: dict[str, uuid.UUID],
+                       members: dict[str, tuple[uuid.UUID, list[str]]], now: datetime,
+                       seed: int = 2026) -> None:
+    """Create the catalogue and the cross-brand offer, then let a few other members
+    redeem (some vouchers used at the till) and collect coupons for big Moda orders."""
+    rng = random.Random(seed)
+    rewards: dict[str, uuid.UUID] = {}
+    async with pool.acquire() as conn:
+        for slug, name, kind, value, category, price, extra in CATALOGUE:
+            columns = {"partner_id": partners[slug], "name": name, "kind": kind,
+                       "value": value, "category": category, "price_points": price, **extra}
+            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+            rewards[name] = await conn.fetchval(   # column names come from CATALOGUE above
+                f"INSERT INTO rewards ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+                " RETURNING id", *columns.values())
+        await conn.execute(
+            "INSERT INTO coupon_offers (name, source_partner_id, reward_id, min_total,"
+            " created_by) VALUES ('Moda Centrum → Akcesoria Nova: 15% za zakupy od 200 zł',"
+            " $1, $2, 20000, 'demo')", partners["moda"], rewards["15% na akcesoria"])
+
+        others = sorted(email for email in members if email not in NAMED)
+        open_to_all = [name for _, name, *_, extra in CATALOGUE
+                       if extra.get("listed", True) and not extra.get("tiers")]
+        for email in rng.sample(others, min(8, len(others))):
+            member_id = members[email][0]
+            name = rng.choice(open_to_all)
+            try:
+                done = await redeem(conn, reward_id=rewards[name], member_id=member_id,
+                                    actor="demo")
+            except DomainError:     # too few points: that member skips it
+                continue
+            if rng.random() < 0.5:
+                slug = next(c[0] for c in CATALOGUE if c[1] == name)
+                await consume(conn, partner_id=partners[slug], actor="demo",
+                              code=done["voucher"]["code"], order_id=f"DEMO-TILL-{email[:6]}")
+
+        # Moda orders of 200 PLN or more (1 point per PLN) earned their coupon.
+        orders = await conn.fetch(
+            "SELECT e.member_id, e.order_id, e.occurred_at, p.amount FROM journal_entries e"
+            " JOIN accounts w ON w.member_id = e.member_id"
+            " JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id"
+            " WHERE e.partner_id = $1 AND e.kind = 'earn' AND p.amount >= 200"
+            " AND e.order_id LIKE 'D-%' ORDER BY e.id LIMIT 6", partners["moda"])
+        for order in orders:
+            await grant_purchase_coupons(
+                conn, partner_id=partners["moda"], member_id=order["member_id"],
+                order_id=order["order_id"], total=order["amount"] * 100,
+                occurred_at=now)

@@ -1,0 +1,177 @@
+"""The partner's rewards catalogue, redemptions into vouchers, and voucher use at the till.
+
+Writes run on the ledger pool in one transaction each (coalition/rewards/service.py),
+with the partner's id in every filter, like the ledger's posting functions; reads of the
+catalogue run in the tenant-scoped session."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, PathParameter
+from msgspec import Struct
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.rewards import service
+from coalition.rewards.models import Reward
+from tenants.auth import PartnerPrincipal
+from web.api.schemas import IdempotencyKey, OrderId, strict_body
+from web.api.schemas import Request as Body
+from web.idempotency import request_hash, run_idempotent_on
+from web.security import ensure_acting_for, requires_scope
+
+IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
+Code = Annotated[str, PathParameter(min_length=1, max_length=40,
+                                    description="Voucher code, as printed (dashes optional)")]
+Session = NamedDependency[AsyncSession]
+
+
+class RedeemReward(Body):
+    member_id: uuid.UUID
+
+
+class ConsumeVoucher(Body):
+    order_id: OrderId | None = None
+
+
+class RewardOut(Struct):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    kind: str
+    value: int | None
+    currency: str
+    category: str | None
+    price_points: int
+    stock: int | None
+    issued: int
+    valid_from: datetime | None
+    valid_until: datetime | None
+    voucher_days: int | None
+    per_member_limit: int | None
+    tiers: list[str]
+    segments: list[uuid.UUID]
+    listed: bool
+    active: bool
+
+
+class RewardPage(Struct):
+    items: list[RewardOut]
+
+
+class Named(Struct):
+    id: uuid.UUID
+    name: str
+
+
+class RewardRef(Struct):
+    id: uuid.UUID
+    name: str
+    kind: str
+    value: int | None
+    currency: str
+    category: str | None
+
+
+class VoucherOut(Struct):
+    code: str
+    status: str
+    usable: bool
+    source: str
+    reward: RewardRef
+    partner: Named
+    issuer: Named
+    points: int
+    issued_at: datetime
+    expires_at: datetime | None
+    used_at: datetime | None
+    used_order_id: str | None
+
+
+class Balance(Struct):
+    available: int
+
+
+class RedemptionOut(Struct):
+    voucher: VoucherOut
+    member_id: uuid.UUID
+    transaction_id: int
+    balance: Balance
+
+
+class RewardController(Controller):
+    path = "/"
+    tags = ["Rewards"]
+    guards = [requires_scope]
+
+    @get("/rewards", opt={"scopes": [], "member_scopes": []},
+         summary="Your brand's rewards catalogue")
+    async def catalogue(self, request: Request, db_session: Session) -> RewardPage:
+        rows = (await db_session.scalars(select(Reward).where(
+            Reward.partner_id == request.user.partner_id).order_by(
+            Reward.price_points, Reward.name))).all()
+        return RewardPage(items=[RewardOut(**service.reward_json(r)) for r in rows])
+
+    @post(
+        "/rewards/{reward_id:uuid}/redemptions",
+        opt={"scopes": ["points:redeem"], "member_scopes": ["points:redeem"]},
+        status_code=201,
+        responses={201: ResponseSpec(data_container=RedemptionOut, description="Issued")},
+        summary="Redeem a member's points for one of your rewards",
+        description="Burns the reward's price and issues a voucher with a unique code, all "
+        "or nothing. Refusals are 422 problems: reward-not-available, reward-out-of-stock, "
+        "reward-not-eligible (tier or segment), reward-limit-reached, insufficient-points. "
+        "A member token redeems for its own member only.",
+    )
+    async def redeem(self, request: Request, reward_id: uuid.UUID, state: State,
+                     data: JSONBody[RedeemReward], idempotency_key: IdempotencyHeader
+                     ) -> Response:
+        principal: PartnerPrincipal = request.user
+        data = await strict_body(request, RedeemReward)
+        ensure_acting_for(principal, data.member_id)
+        async with state.pool.acquire() as conn:
+            async def action() -> tuple[int, object]:
+                result = await service.redeem(
+                    conn, reward_id=reward_id, member_id=data.member_id,
+                    actor=principal.actor, partner_id=principal.partner_id)
+                result.pop("replayed")      # only the portal's one-time form tokens replay
+                return 201, result
+            return await run_idempotent_on(conn, principal, idempotency_key,
+                                           request_hash(request, data), action)
+
+    @get("/vouchers/{code:str}", opt={"scopes": ["vouchers:consume"]},
+         summary="Check a voucher without using it")
+    async def voucher(self, request: Request, code: Code, state: State) -> VoucherOut:
+        async with state.pool.acquire() as conn:
+            found = await service.find_voucher(conn, request.user.partner_id, code)
+        return VoucherOut(**found)
+
+    @post(
+        "/vouchers/{code:str}/consume",
+        opt={"scopes": ["vouchers:consume"]},
+        status_code=200,
+        responses={200: ResponseSpec(data_container=VoucherOut, description="Used")},
+        summary="Use a voucher, once",
+        description="Only vouchers usable at your brand exist for you (others are 404). "
+        "A voucher already used is a 409 voucher-already-used, also when two tills try at "
+        "the same moment; an expired one is a 422 voucher-expired.",
+    )
+    async def consume(self, request: Request, code: Code, state: State,
+                      idempotency_key: IdempotencyHeader,
+                      data: JSONBody[ConsumeVoucher | None] = None) -> Response:
+        principal: PartnerPrincipal = request.user
+        data = await strict_body(request, ConsumeVoucher, ConsumeVoucher())
+        async with state.pool.acquire() as conn:
+            async def action() -> tuple[int, object]:
+                return 200, await service.consume(
+                    conn, partner_id=principal.partner_id, code=code,
+                    actor=principal.actor, order_id=data.order_id)
+            return await run_idempotent_on(conn, principal, idempotency_key,
+                                           request_hash(request, data), action)
