@@ -15,13 +15,33 @@ import time
 import uuid
 from pathlib import Path
 
+CATEGORIES = ["tools", "paint", "garden", "lighting", "plumbing"]
+
+
+def purchase(member: str, rng: random.Random) -> dict:
+    """An order of 20 lines, as a shop's server would report it."""
+    lines = []
+    for n in range(20):
+        quantity, unit_price = rng.randint(1, 4), rng.randint(199, 9999)
+        lines.append({"sku": f"SKU-{n:03d}-{rng.randint(1, 50)}",
+                      "category": CATEGORIES[n % len(CATEGORIES)], "quantity": quantity,
+                      "unit_price": unit_price, "amount": quantity * unit_price})
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    return {"member": {"id": member}, "order_id": uuid.uuid4().hex, "occurred_at": now,
+            "total": sum(line["amount"] for line in lines), "currency": "PLN",
+            "channel": "store", "lines": lines}
+
 
 def build(kind: str, host: str, token: str, members: list[str], rng: random.Random) -> bytes:
     if kind == "earn":
-        path, points = "/api/v1/earn", rng.randint(1, 50)
+        path, payload = "/api/v1/earn", {"member_id": rng.choice(members),
+                                         "points": rng.randint(1, 50)}
+    elif kind == "purchase":
+        path, payload = "/api/v1/purchases", purchase(rng.choice(members), rng)
     else:
-        path, points = "/api/v1/redemptions", rng.randint(1, 5)
-    body = json.dumps({"member_id": rng.choice(members), "points": points}).encode()
+        path, payload = "/api/v1/redemptions", {"member_id": rng.choice(members),
+                                                "points": rng.randint(1, 5)}
+    body = json.dumps(payload).encode()
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
             f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
@@ -76,7 +96,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--kind", choices=["earn", "redeem"], required=True)
+    parser.add_argument("--kind", choices=["earn", "redeem", "purchase"], required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--members", required=True)
     parser.add_argument("--seconds", type=float, default=15)

@@ -48,7 +48,7 @@ from web import logs
 from web.api.checkout import CheckoutController
 from web.api.members import MemberController
 from web.api.points import PointsController
-from web.api.purchases import PurchaseController
+from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
@@ -223,7 +223,7 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
-                        CheckoutController, RewardController],
+                        EventController, CheckoutController, RewardController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},

@@ -3,9 +3,11 @@ rules decide the points (coalition/rules), the ledger posts them (coalition/purc
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, JSONBody, PathParameter
 from sqlalchemy import text
@@ -13,8 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError, NotFound
 from coalition.ledger import Ledger
+from coalition.purchases import MemberRef, Order
 from tenants.auth import PartnerPrincipal
-from web.api.schemas import IdempotencyKey, OrderId, PostReturn, strict_body
+from web import earning
+from web.api.schemas import (
+    IdempotencyKey,
+    MemberReference,
+    OrderId,
+    PostEvent,
+    PostPurchase,
+    PostReturn,
+    SimulatePurchase,
+    strict_body,
+)
 from web.idempotency import request_hash, stored_response
 from web.security import requires_scope
 
@@ -40,10 +53,83 @@ SELECT jsonb_build_object(
 """
 
 
+# A purchase may be reported a little ahead of our clock, never from the future.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _member(reference: MemberReference, field: str = "member") -> MemberRef:
+    given = [v for v in (reference.id, reference.card_number, reference.customer_id)
+             if v is not None]
+    if len(given) != 1:
+        raise DomainError("validation-error", "Invalid request",
+                          "Name the member by exactly one of id, card_number, customer_id.",
+                          status=400, field=field)
+    return MemberRef(reference.id, reference.card_number, reference.customer_id)
+
+
+def _moment(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None:
+        raise DomainError("validation-error", "Invalid request",
+                          f"{field} needs a time zone offset (e.g. 2026-11-26T10:00:00+01:00).",
+                          status=400, field=field)
+    if value > datetime.now(UTC) + CLOCK_SKEW:
+        raise DomainError("validation-error", "Invalid request", f"{field} is in the future.",
+                          status=422, field=field)
+    return value
+
+
+async def _order(data: PostPurchase | SimulatePurchase, state: State) -> Order:
+    async with state.pool.acquire() as conn:
+        settings = await earning.program(conn)
+    if data.currency != settings.currency:
+        raise DomainError("currency-not-supported", "Currency not supported",
+                          f"Purchases are accepted in {settings.currency} only.",
+                          field="currency")
+    return Order(order_id=data.order_id or "simulation", currency=data.currency,
+                 occurred_at=_moment(data.occurred_at, "occurred_at"), total=data.total,
+                 channel=data.channel, store_id=data.store_id,
+                 lines=[{"sku": line.sku, "category": line.category,
+                         "quantity": line.quantity, "unit_price": line.unit_price,
+                         "amount": line.amount} for line in data.lines])
+
+
 class PurchaseController(Controller):
     path = "/purchases"
     tags = ["Purchases"]
     guards = [requires_scope]
+
+    @post("/", opt={"scopes": ["points:earn"]}, status_code=201,
+          summary="Report a purchase; your and the coalition's rules decide the points",
+          description="The response lists each rule that fired with its points (`rules`), "
+          "the rules that did not and why (`skipped`), the funding split, and the member's "
+          "balances. Points stay pending for your return window (`pending_days`). Money "
+          "is in minor units of the coalition currency. Evaluation order: "
+          "(priority, partner rules before coalition rules, rule id); see the README.")
+    async def create(self, request: Request, data: JSONBody[PostPurchase], state: State,
+                     idempotency_key: IdempotencyHeader) -> Response:
+        data = await strict_body(request, PostPurchase)
+        member = _member(data.member)
+        order = await _order(data, state)
+        principal: PartnerPrincipal = request.user
+        async with state.pool.acquire() as conn:
+            result = await earning.purchase(
+                conn, partner_id=principal.partner_id, actor=principal.actor, member=member,
+                order=order, idempotency_key=idempotency_key,
+                request_hash=request_hash(request, data))
+        return stored_response(result.status, result.body)
+
+    @post("/simulate", opt={"scopes": ["points:earn"]}, status_code=200,
+          summary="Evaluate a purchase against the rules without posting anything")
+    async def simulate(self, request: Request, data: JSONBody[SimulatePurchase],
+                       state: State) -> Response:
+        data = await strict_body(request, SimulatePurchase)
+        member = _member(data.member) if data.member is not None else None
+        order = await _order(data, state)
+        principal: PartnerPrincipal = request.user
+        async with state.pool.acquire() as conn:
+            body = await earning.simulate(conn, partner_id=principal.partner_id,
+                                          member=member, order=order)
+        return Response(body)
 
     @get("/{order_id:str}", opt={"scopes": ["members:read"]},
          summary="One of your purchases with its rule breakdown and returns")
@@ -79,4 +165,28 @@ class PurchaseController(Controller):
             partner_id=principal.partner_id, order_id=order_id, amount=data.amount,
             lines=lines, actor=principal.actor, idempotency_key=idempotency_key,
             request_hash=request_hash(request, data))
+        return stored_response(result.status, result.body)
+
+
+class EventController(Controller):
+    path = "/events"
+    tags = ["Purchases"]
+    guards = [requires_scope]
+
+    @post("/", opt={"scopes": ["points:earn"]}, status_code=201,
+          summary="Report a non-purchase activity (webinar, survey, sign-up, birthday)",
+          description="The `event` rules for `event_type` decide the points, with their "
+          "frequency limits (once ever, per day, month or year). A reference counts once "
+          "per member and event type: a repeat is 409 event-already-recorded.")
+    async def create(self, request: Request, data: JSONBody[PostEvent], state: State,
+                     idempotency_key: IdempotencyHeader) -> Response:
+        data = await strict_body(request, PostEvent)
+        member = _member(data.member)
+        occurred_at = _moment(data.occurred_at or datetime.now(UTC), "occurred_at")
+        principal: PartnerPrincipal = request.user
+        async with state.pool.acquire() as conn:
+            result = await earning.event(
+                conn, partner_id=principal.partner_id, actor=principal.actor, member=member,
+                event_type=data.event_type, reference=data.reference, occurred_at=occurred_at,
+                idempotency_key=idempotency_key, request_hash=request_hash(request, data))
         return stored_response(result.status, result.body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request as HttpRequest
@@ -86,6 +86,61 @@ class Authorize(Request):
 
 class Capture(Request):
     points: Points | None = None
+
+
+Minor = Annotated[int, Meta(ge=0, le=10**13, description="Minor currency units (grosz)")]
+
+
+class MemberReference(Request):
+    """Exactly one of: the coalition member id, the card number, your customer id."""
+
+    id: uuid.UUID | None = None
+    card_number: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+    customer_id: CustomerId | None = None
+
+
+class PurchaseLine(Request):
+    sku: Annotated[str, Meta(min_length=1, max_length=100)]
+    quantity: Annotated[int, Meta(gt=0, le=10**6)]
+    unit_price: Minor
+    amount: Minor
+    category: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+
+
+Channel = Literal["online", "store", "mobile"]
+
+
+class PostPurchase(Request):
+    member: MemberReference
+    order_id: OrderId
+    occurred_at: datetime
+    total: Minor
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+    channel: Channel
+    lines: Annotated[list[PurchaseLine], Meta(max_length=500)] = []
+    store_id: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+
+
+class SimulatePurchase(Request):
+    """A purchase to evaluate without posting; `member` and `order_id` are optional."""
+
+    occurred_at: datetime
+    total: Minor
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+    channel: Channel
+    lines: Annotated[list[PurchaseLine], Meta(max_length=500)] = []
+    store_id: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    member: MemberReference | None = None
+    order_id: OrderId | None = None
+
+
+class PostEvent(Request):
+    member: MemberReference
+    event_type: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,49}$",
+                                    description="e.g. signup, webinar, survey, birthday")]
+    reference: Annotated[str, Meta(min_length=1, max_length=200,
+                                   description="Your id of the occurrence; counted once")]
+    occurred_at: datetime | None = None
 
 
 class ReturnLine(Request):

@@ -1,0 +1,216 @@
+"""Wiring of earning: a purchase or event goes through the rules (coalition.rules), who
+the member is for targeting (coalition.audience), the ledger (coalition.purchases), and
+then what follows a purchase in the same transaction: the tier upgrade (coalition.tiers)
+and cross-brand coupons (coalition.rewards)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from coalition.rules.engine import (
+    Basket,
+    Evaluation,
+    EventHistory,
+    Line,
+    RuleUsage,
+    RuleVersion,
+    Shopper,
+    capped_rule_ids,
+    evaluate,
+    evaluate_event,
+    referral_bonus,
+)
+from coalition.rules.service import active_rules, budget_left, member_usage
+from coalition.tiers.service import reevaluate_member
+
+from coalition.audience import member_context
+from coalition.errors import NotFound
+from coalition.ledger import PostingResult
+from coalition.purchases import (
+    Decision,
+    EventSituation,
+    MemberRef,
+    Order,
+    Situation,
+    post_event,
+    post_purchase,
+)
+from coalition.rewards.service import grant_purchase_coupons
+
+
+@dataclass(frozen=True)
+class Program:
+    """The coalition settings earning needs, cached for a few seconds."""
+
+    currency: str
+    point_value: Fraction
+    timezone: str
+
+
+_program: dict[str, tuple[float, Program]] = {}
+
+
+async def program(conn: asyncpg.Connection) -> Program:
+    cached = _program.get("settings")
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    row = await conn.fetchrow("SELECT currency, point_face_value, timezone"
+                              " FROM coalition_settings WHERE id = 1")
+    loaded = Program(row["currency"], Fraction(row["point_face_value"]), row["timezone"])
+    _program["settings"] = (time.monotonic() + 10, loaded)
+    return loaded
+
+
+def periods(at: datetime, timezone: str) -> tuple[datetime, datetime, datetime]:
+    """Start of the day, month and year of `at` in the coalition's time zone."""
+    day = at.astimezone(ZoneInfo(timezone)).replace(hour=0, minute=0, second=0,
+                                                     microsecond=0)
+    return day, day.replace(day=1), day.replace(month=1, day=1)
+
+
+def basket_of(order: Order) -> Basket:
+    return Basket(occurred_at=order.occurred_at, total=order.total, currency=order.currency,
+                  channel=order.channel, store_id=order.store_id,
+                  lines=tuple(Line(line["sku"], line.get("category"), line["quantity"],
+                                   line["unit_price"], line["amount"]) for line in order.lines))
+
+
+def hit_rows(evaluation: Evaluation, rules: list[RuleVersion]) -> list[dict[str, Any]]:
+    """Hits as the ledger records them; `budget` marks rules whose campaign budget the
+    posting must consume atomically."""
+    budgeted = {rule.rule_id for rule in rules if rule.budget is not None}
+    return [{"rule_id": str(hit.rule_id), "version": hit.version, "name": hit.name,
+             "type": hit.type, "points": hit.points, "funding": hit.funding,
+             "explanation": hit.explanation, "capped_by": hit.capped_by,
+             "budget": hit.rule_id in budgeted} for hit in evaluation.hits]
+
+
+def skip_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    return [{"rule_id": str(skip.rule_id), "version": skip.version, "name": skip.name,
+             "type": skip.type, "code": skip.code, "reason": skip.reason}
+            for skip in evaluation.skipped]
+
+
+async def _evaluate(conn: asyncpg.Connection, rules: list[RuleVersion], order: Order,
+                    member_id: uuid.UUID | None, first_purchase: bool,
+                    usage: dict[uuid.UUID, RuleUsage], settings: Program) -> Evaluation:
+    context = await member_context(conn, member_id) if member_id else None
+    shopper = Shopper(tier=context.tier if context else None,
+                      segments=context.segments if context else frozenset(),
+                      first_purchase=first_purchase, usage=usage)
+    budgets = await budget_left(conn, rules)
+    return evaluate(rules, basket_of(order), shopper, budget_left=budgets,
+                    point_value=settings.point_value)
+
+
+async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
+                   member: MemberRef, order: Order, idempotency_key: str | None,
+                   request_hash: str | None) -> PostingResult:
+    settings = await program(conn)
+    rules = await active_rules(conn, partner_id, order.occurred_at)
+    day, month, _ = periods(order.occurred_at, settings.timezone)
+
+    async def decide(situation: Situation) -> Decision:
+        usage = {rule: RuleUsage(*points) for rule, points in situation.usage.items()}
+        evaluation = await _evaluate(conn, rules, order, situation.member_id,
+                                     situation.first_purchase, usage, settings)
+        referral = None
+        if situation.referrer is not None and situation.coalition_first:
+            context = await member_context(conn, situation.referrer)
+            bonus = referral_bonus(rules, order.occurred_at,
+                                   Shopper(context.tier, context.segments, False),
+                                   budget_left=await budget_left(conn, rules))
+            if bonus.hits:
+                first = bonus.hits[0]
+                referral = {"rule_id": str(first.rule_id), "version": first.version,
+                            "points": first.points}
+        return Decision(hit_rows(evaluation, rules), skip_rows(evaluation), referral)
+
+    async def after(member_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
+        change = await reevaluate_member(conn, member_id, order.occurred_at)
+        coupons = await grant_purchase_coupons(
+            conn, partner_id=partner_id, member_id=member_id, order_id=order.order_id,
+            total=order.total, occurred_at=order.occurred_at)
+        extra: dict[str, Any] = {"coupons": coupons}
+        if change is not None:
+            extra["tier_change"] = _jsonable(change)
+        return extra
+
+    return await post_purchase(
+        conn, partner_id=partner_id, actor=actor, member=member, order=order, decide=decide,
+        capped_rules=capped_rule_ids(rules), day_start=day, month_start=month,
+        idempotency_key=idempotency_key, request_hash=request_hash, after_post=after)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
+
+
+async def simulate(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
+                   member: MemberRef | None, order: Order) -> dict[str, Any]:
+    """The same evaluation as a purchase, posting nothing. Without a member: a shopper
+    with no tier or segment, on a first purchase."""
+    settings = await program(conn)
+    rules = await active_rules(conn, partner_id, order.occurred_at)
+    member_id, first_purchase = None, True
+    usage: dict[uuid.UUID, RuleUsage] = {}
+    if member is not None:
+        row = await conn.fetchrow(_FIND_MEMBER, partner_id, member.id, member.card_number,
+                                  member.customer_id)
+        if row is None:
+            raise NotFound("member-not-found", "Member not found",
+                           "No member linked to your partner account matches this reference.",
+                           field="member")
+        member_id, first_purchase = row["member_id"], row["first_purchase"]
+        usage = await member_usage(conn, member_id, rules, order.occurred_at,
+                                   settings.timezone)
+    evaluation = await _evaluate(conn, rules, order, member_id, first_purchase, usage,
+                                 settings)
+    pending_days = await conn.fetchval("SELECT pending_days FROM partners WHERE id = $1",
+                                       partner_id)
+    return {"member_id": member_id, "order_id": order.order_id, "total": order.total,
+            "currency": order.currency, "points": evaluation.points,
+            "funding": {"partner": evaluation.funded("partner"),
+                        "coalition": evaluation.funded("coalition")},
+            "pending_days": pending_days, "rules": hit_rows(evaluation, rules),
+            "skipped": skip_rows(evaluation)}
+
+
+_FIND_MEMBER = """
+SELECT l.member_id,
+       NOT EXISTS (SELECT 1 FROM purchases p WHERE p.partner_id = $1
+                      AND p.member_id = l.member_id) AS first_purchase
+  FROM member_links l JOIN members m ON m.id = l.member_id
+ WHERE l.partner_id = $1 AND ($2::uuid IS NULL OR l.member_id = $2)
+   AND ($3::text IS NULL OR m.card_number = $3) AND ($4::text IS NULL OR l.customer_id = $4)
+"""
+
+
+async def event(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
+                member: MemberRef, event_type: str, reference: str, occurred_at: datetime,
+                idempotency_key: str | None, request_hash: str | None) -> PostingResult:
+    settings = await program(conn)
+    rules = await active_rules(conn, partner_id, occurred_at)
+
+    async def decide(situation: EventSituation) -> Decision:
+        context = await member_context(conn, situation.member_id)
+        evaluation = evaluate_event(
+            rules, event_type, occurred_at,
+            Shopper(context.tier, context.segments, False),
+            budget_left=await budget_left(conn, rules),
+            history=EventHistory(**situation.counts))
+        return Decision(hit_rows(evaluation, rules), skip_rows(evaluation))
+
+    return await post_event(
+        conn, partner_id=partner_id, actor=actor, member=member, event_type=event_type,
+        reference=reference, occurred_at=occurred_at, decide=decide,
+        period_starts=periods(occurred_at, settings.timezone),
+        idempotency_key=idempotency_key, request_hash=request_hash)
