@@ -8,6 +8,8 @@
 | staff.manage     |   ✓   |   ✓*  |         |         |
 | profile.view     |   ✓   |   ✓   |    ✓    |         |
 | sso.manage       |   ✓   |   ✓   |         |         |
+| rules.view       |   ✓   |   ✓   |    ✓    |         |
+| rules.manage     |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -23,6 +25,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "staff.manage": frozenset({"owner", "admin"}),
     "profile.view": frozenset({"owner", "admin", "analyst"}),
     "sso.manage": frozenset({"owner", "admin"}),
+    # Earning rules, campaign calendar and the simulation preview (web/portal/rules.py).
+    "rules.view": frozenset({"owner", "admin", "analyst"}),
+    "rules.manage": frozenset({"owner", "admin"}),
 }
 
 

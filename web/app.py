@@ -36,6 +36,7 @@ from coalition.db import (
     resolve_database_url,
 )
 from coalition.ledger import Ledger
+from coalition.rules.service import CACHE as RULES_CACHE
 from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
@@ -55,6 +56,7 @@ from web.portal.console import ConsolePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.profile import ProfilePages
+from web.portal.rules import OperatorRulePages, PartnerRulePages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
@@ -170,6 +172,8 @@ def create_app(
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
+        # Earning-rule edits reach every process's rule cache (coalition/rules/service.py).
+        await RULES_CACHE.listen(url.asyncpg_dsn)
         sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
         box = SecretBox(settings.resolved_secret_key())
         app.state.oauth_server = CoalitionAuthorizationServer(
@@ -186,6 +190,7 @@ def create_app(
             yield
         finally:
             await app.state.token_verifier.close()
+            await RULES_CACHE.close()
             await pool.close()
             await engine.dispose()
             await tenant_engine.dispose()
@@ -214,7 +219,7 @@ def create_app(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
-                        ProfilePages,
+                        ProfilePages, PartnerRulePages, OperatorRulePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
