@@ -161,9 +161,8 @@ async def save_rule(request: Request, db_session: AsyncSession, scope: Scope,
             await service.edit_rule(db_session, rule, spec, scope.user.id)
             action = "rule.edit"
     except DomainError as exc:
-        await db_session.rollback()
-        if rule_id:
-            rule = await _owned(db_session, scope, rule_id)
+        # The service validates everything before it adds a row: nothing to roll back
+        # (and a rollback would expire the user the page still shows).
         return await editor_page(db_session, scope, rule, form=form, error=exc,
                                  status_code=exc.status if exc.status < 500 else 400)
     await accounts.audit(db_session, scope.user, action, target=str(rule.id),
