@@ -15,6 +15,7 @@ import asyncpg
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
+from coalition.rules.demo import seed_rules
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -89,6 +90,7 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             await create_user(session, member[0], "member", name="Jan Kowalski",
                               password=member[1], member_id=members[member[0]][0],
                               verified=True)
+            await seed_rules(session, partners, now)
             await session.commit()
         await _history(Ledger(pool), partners, members, now, rng)
     finally:

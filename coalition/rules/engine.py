@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 PURCHASE_TYPES = ("per_amount", "min_spend", "threshold_bonus", "product", "first_purchase",
@@ -178,8 +179,9 @@ class Evaluation:
         return rows
 
 
-def order_key(rule: RuleVersion) -> tuple[int, int, str]:
-    return (rule.priority, 0 if rule.partner_id is not None else 1, str(rule.rule_id))
+def order_key(rule: RuleVersion) -> tuple[int, int, uuid.UUID]:
+    # UUIDs compare by their 128-bit value: the same order as their text.
+    return (rule.priority, 0 if rule.partner_id is not None else 1, rule.rule_id)
 
 
 def money(amount: int, currency: str) -> str:
@@ -195,9 +197,16 @@ def minor_per_major(currency: str) -> int:
 
 
 def multiplier_of(params: Mapping[str, Any]) -> Fraction:
-    return Fraction(str(params["multiplier"]))
+    return _fraction(str(params["multiplier"]))
 
 
+@lru_cache(maxsize=1024)
+def _fraction(text: str) -> Fraction:
+    """Parsed once per distinct multiplier: the hot path multiplies with integers."""
+    return Fraction(text)
+
+
+@lru_cache(maxsize=1024)
 def decimal(value: Fraction) -> str:
     """A Fraction as a plain decimal when it has one (0.01, 1.5), else as n/d."""
     for places in range(7):
@@ -359,7 +368,8 @@ def _purchase_award(basket: Basket, shopper: Shopper, point_value: Fraction) -> 
                 return None, "no spend-based rule awarded points before it to multiply"
             m, base = multiplier_of(p), run.rate.params
             amount = sum(ln.amount for ln in lines)
-            extra = int((amount // base["per"]) * base["points"] * (m - 1))
+            extra = (amount // base["per"]) * base["points"] * (m.numerator - m.denominator) \
+                // m.denominator
             return extra, (f"x{decimal(m)} on {len(lines)} matching line(s) worth "
                            f"{money(amount, cur)} at the rate of {run.rate.name!r}: +{pts(extra)}")
         if kind == "cashback":
@@ -367,8 +377,9 @@ def _purchase_award(basket: Basket, shopper: Shopper, point_value: Fraction) -> 
             if lines is not None and not lines:
                 return None, "no basket line matches the rule's products or categories"
             amount = basket.total if lines is None else sum(ln.amount for ln in lines)
-            cash = Fraction(amount * p["basis_points"], 10_000 * minor_per_major(cur))
-            points = int(cash // point_value)
+            # floor(amount x bp / 10000 / minor-per-major / point_value), in integers.
+            points = (amount * p["basis_points"] * point_value.denominator) // (
+                10_000 * minor_per_major(cur) * point_value.numerator)
             shown = money(amount * p["basis_points"] // 10_000, cur)
             return points, (f"{decimal(Fraction(p['basis_points'], 100))}% cashback on "
                             f"{money(amount, cur)} = {shown} at {decimal(point_value)} {cur} per "
@@ -378,7 +389,7 @@ def _purchase_award(basket: Basket, shopper: Shopper, point_value: Fraction) -> 
             if not base:
                 return None, "no points from earlier rules to multiply"
             m = multiplier_of(p)
-            extra = int(base * (m - 1))
+            extra = base * (m.numerator - m.denominator) // m.denominator
             return extra, f"x{decimal(m)} on the {pts(base)} of the rules before it: +{pts(extra)}"
         raise ValueError(f"not a purchase rule type: {kind}")
 
