@@ -10,6 +10,8 @@
 | sso.manage        |   ✓   |   ✓   |         |         |
 | rewards.manage    |   ✓   |   ✓   |         |         |
 | vouchers.validate |   ✓   |   ✓   |         |    ✓    |
+| rules.view        |   ✓   |   ✓   |    ✓    |         |
+| rules.manage      |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -27,6 +29,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "sso.manage": frozenset({"owner", "admin"}),
     "rewards.manage": frozenset({"owner", "admin"}),
     "vouchers.validate": frozenset({"owner", "admin", "cashier"}),
+    # Earning rules, campaign calendar and the simulation preview (web/portal/rules.py).
+    "rules.view": frozenset({"owner", "admin", "analyst"}),
+    "rules.manage": frozenset({"owner", "admin"}),
 }
 
 

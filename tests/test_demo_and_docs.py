@@ -2,12 +2,16 @@
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
+from fractions import Fraction
 
 import asyncpg
 import pytest
 
 from coalition.db import drop_database, ensure_database
 from coalition.migrate import upgrade
+from coalition.rules.engine import Basket, Shopper, evaluate
+from coalition.rules.service import active_rules
 from coalition.verify import verify_ledger
 from web.demo import load_demo
 
@@ -48,6 +52,7 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             assert vouchers.get("redemption:used") and vouchers.get("redemption:issued")
             assert vouchers.get("coupon:issued")
             assert await verify_ledger(conn) == []
+            await _demo_rules_earn_as_promised(conn)
             entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
             await load_demo(demo_database, extra_members=10)   # second start: nothing new
             assert await conn.fetchval("SELECT count(*) FROM journal_entries") == entries
@@ -55,6 +60,30 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             await conn.close()
 
     asyncio.run(scenario())
+
+
+async def _demo_rules_earn_as_promised(conn) -> None:
+    """Moda Centrum in April, a VIP buying for 250 PLN: 250 (1 pt per PLN) + 30 (above
+    200 PLN) doubled by the spring campaign (+280), then VIP x1.5 on 560 (+280)."""
+    moda = await conn.fetchval("SELECT id FROM partners WHERE slug = 'moda'")
+    year = datetime.now(UTC).year
+    april = datetime(year, 4, 15, 12, tzinfo=UTC)
+    rules = await active_rules(conn, moda, april)
+    vip = Shopper(tier="vip", segments=frozenset(), first_purchase=False)
+    basket = Basket(april, 25_000, "PLN", "store", None, ())
+    result = evaluate(rules, basket, vip, budget_left={}, point_value=Fraction(1, 100))
+    assert [(h.name, h.points) for h in result.hits] == [
+        ("1 pt per 1 PLN", 250), ("Order above 200 PLN: +30", 30),
+        ("Spring campaign: double points", 280), ("VIP x1.5", 280)]
+    small = evaluate(rules, Basket(april, 4_000, "PLN", "store", None, ()), vip,
+                     budget_left={}, point_value=Fraction(1, 100))
+    assert small.points == 0                       # below Moda's 50 PLN minimum spend
+    names = {r["name"] for r in await conn.fetch(
+        "SELECT name FROM earning_rules WHERE partner_id IS NULL")}
+    assert {"Sign-up bonus", "Refer a friend", "January cashback for regular customers",
+            "Pre-holiday campaign: +50 above 300 PLN"} <= names
+    assert await conn.fetchval("SELECT count(*) FROM earning_rules WHERE name ="
+                               " 'July: triple points on selected products'") == 1
 
 
 async def test_openapi_document_lists_the_contract(client):

@@ -7,6 +7,8 @@ import uuid
 
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
+from coalition.rules.service import create_rule
+from coalition.rules.validation import RuleSpec
 from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
@@ -86,7 +88,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
-                 "reward_id", "offer_id"}
+                 "reward_id", "offer_id", "rule_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -104,6 +106,10 @@ FORMS = {
     "/partner/rewards/{reward_id:uuid}/active": {},          # would deactivate it
     "/member/rewards/{reward_id:uuid}/redeem": {"token": "walk"},
     "/partner/vouchers/consume": {},
+    "/partner/rules/{rule_id:uuid}": {"name": "B took it", "type": "per_amount",
+                                      "points": "9", "per": "1.00"},
+    "/operator/rules/{rule_id:uuid}": {"name": "B took it", "type": "per_amount",
+                                       "points": "9", "per": "1.00"},
 }
 # Pages without a path parameter: what partner B's owner gets from them.
 OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
@@ -117,7 +123,12 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("POST", "/partner/rewards"): 400,        # an empty reward form
              ("GET", "/partner/vouchers"): 200,
              ("POST", "/partner/vouchers"): 400,       # no code entered
-             ("POST", "/partner/vouchers/consume"): 400}
+             ("POST", "/partner/vouchers/consume"): 400,
+
+             ("GET", "/partner/rules"): 200, ("GET", "/partner/rules/new"): 200,
+             ("POST", "/partner/rules"): 422,           # an empty rule: the name is missing
+             ("GET", "/partner/rules/calendar"): 200, ("GET", "/partner/rules/preview"): 200,
+             ("POST", "/partner/rules/preview"): 200}
 
 
 def under(path: str, *sections: str) -> bool:
@@ -136,6 +147,9 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         a_client, _ = await create_server_client(session, a_id, f"A-CLIENT-{mark}")
         linked, _ = await enroll(session, a_id, f"a-member-{mark}@example.com", "A Member",
                                  f"A-CUSTOMER-{mark}")
+        a_rule = await create_rule(session, a_id, RuleSpec(
+            name=f"A-RULE-{mark}", type="per_amount", params={"points": 1, "per": 100}
+        ).checked(), None)
         await session.commit()
     member = linked.member
     earn = await Ledger(app.state.pool).earn(PostingRequest(
@@ -150,13 +164,13 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
-           "offer_id": str(offer)}
+           "offer_id": str(offer), "rule_id": str(a_rule.id)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
-               f"A-REWARD-{mark}", f"A-OFFER-{mark}"]
+               f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
     api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
 

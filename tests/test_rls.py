@@ -56,8 +56,14 @@ A_ROWS = {
     "member_referrals": "partner_id = {partner}",
     "rewards": "partner_id = {partner}",
     "vouchers": "partner_id = {partner} OR issuer_partner_id = {partner}",
+    "earning_rules": "partner_id = {partner}",
+    "earning_rule_versions": "partner_id = {partner}",
 }
-PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {partner}"]
+# Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
+# reads but none may write: test_coalition_rules_are_shared_read_only.
+SHARED_WITH_COALITION = {"earning_rules", "earning_rule_versions"}
+PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {partner}"
+                 and t not in SHARED_WITH_COALITION]
 # Tables with a policy whose rows the tenant may only insert, never read.
 WRITE_ONLY = {"user_tokens"}
 # No tenant data: the tenant may read them, no policy needed.
@@ -147,6 +153,12 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " issuer_partner_id, source, points, entry_id)"
                      " VALUES ('AAAA-AAAA-AAAA-' || substr(md5(random()::text), 1, 4), $1, $2,"
                      " $3, $3, 'redemption', 30, $4)", reward, member, partner, redemption)
+    for owner, name in ((partner, "A-RULE"), (None, "COALITION-RULE")):
+        rule = await db.fetchval("INSERT INTO earning_rules (partner_id, name) VALUES ($1, $2)"
+                                 " RETURNING id", owner, name)
+        await db.execute("INSERT INTO earning_rule_versions (rule_id, version, partner_id,"
+                         " name, type, params, funding) VALUES ($1, 1, $2, $3, 'per_amount',"
+                         " '{\"points\": 1, \"per\": 100}', 'partner')", rule, owner, name)
 
 
 @asynccontextmanager
@@ -197,6 +209,37 @@ async def test_partner_b_sees_only_its_own_rows(db, scenario):
         assert await conn.fetchval(
             "SELECT count(*) FROM postings p JOIN journal_entries e ON e.id = p.entry_id") == \
             await conn.fetchval("SELECT count(*) FROM postings") == 2
+
+
+async def test_coalition_rules_are_shared_read_only(db, scenario):
+    """Earning rules with partner_id NULL are the coalition's: every partner reads them
+    (they apply at its checkout), none may create, change or delete one."""
+    b = scenario.b.partner_id
+    async with as_tenant(db, b) as conn:
+        for table in SHARED_WITH_COALITION:
+            assert await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE partner_id IS DISTINCT FROM $1"
+                " AND partner_id IS NOT NULL", b) == 0
+            assert await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE partner_id IS NULL") >= 1
+        coalition_rule = await conn.fetchval(
+            "SELECT id FROM earning_rules WHERE partner_id IS NULL LIMIT 1")
+        for statement, args in (
+                ("INSERT INTO earning_rules (partner_id, name) VALUES (NULL, 'forged')", ()),
+                ("INSERT INTO earning_rules (partner_id, name) VALUES ($1, 'forged')",
+                 (scenario.a.partner_id,)),
+                ("UPDATE earning_rules SET name = 'taken' WHERE id = $1", (coalition_rule,)),
+                ("INSERT INTO earning_rule_versions (rule_id, version, partner_id, name, type,"
+                 " funding) VALUES ($1, 9, NULL, 'forged', 'referral', 'coalition')",
+                 (coalition_rule,))):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+                async with conn.transaction():
+                    await conn.execute(statement, *args)
+        for statement in ("DELETE FROM earning_rules", "UPDATE earning_rules SET budget_used = 0",
+                          "UPDATE earning_rule_versions SET name = 'x'"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                async with conn.transaction():
+                    await conn.execute(statement)
 
 
 @pytest.mark.parametrize("setting", [None, ""])

@@ -38,6 +38,7 @@ from coalition.db import (
     resolve_database_url,
 )
 from coalition.ledger import Ledger
+from coalition.rules.service import CACHE as RULES_CACHE
 from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
@@ -63,6 +64,7 @@ from web.portal.onboarding import OnboardingPages
 from web.portal.profile import ProfilePages
 from web.portal.rewards import MemberRewardPages
 from web.portal.rewards_console import RewardConsolePages
+from web.portal.rules import OperatorRulePages, PartnerRulePages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
@@ -178,6 +180,8 @@ def create_app(
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
+        # Earning-rule edits reach every process's rule cache (coalition/rules/service.py).
+        await RULES_CACHE.listen(url.asyncpg_dsn)
         sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
         box = SecretBox(settings.resolved_secret_key())
         app.state.oauth_server = CoalitionAuthorizationServer(
@@ -203,6 +207,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             await app.state.token_verifier.close()
+            await RULES_CACHE.close()
             await pool.close()
             await engine.dispose()
             await tenant_engine.dispose()
@@ -233,6 +238,7 @@ def create_app(
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
                         ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
+                        PartnerRulePages, OperatorRulePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

@@ -16,6 +16,7 @@ from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
 from coalition.rewards.demo import seed_rewards
+from coalition.rules.demo import seed_rules
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -90,6 +91,7 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             await create_user(session, member[0], "member", name="Jan Kowalski",
                               password=member[1], member_id=members[member[0]][0],
                               verified=True)
+            await seed_rules(session, partners, now)
             await session.commit()
         await _history(Ledger(pool), partners, members, now, rng)
         await seed_rewards(pool, partners, members, now)

@@ -1,0 +1,422 @@
+"""Earning rules in the consoles: list, editor with version history, live simulation
+preview against a sample basket, and the campaign calendar.
+
+Partner console (/partner/rules): the partner's own rules, editable by rules.manage
+(owner, admin) and visible to rules.view (analyst too); the coalition's rules are shown
+read-only, since they apply at every partner. Operator console (/operator/rules): the
+coalition-wide rules (partner_id NULL). Both run the same code through a `Scope`.
+
+The preview evaluates the rules exactly as a posting would (coalition/rules/engine.py),
+including the rule being edited as drafted in the form, unsaved. web/static/rules.js
+posts the form on every change with the header X-Preview: fragment and swaps in the
+returned HTML; without JavaScript the Preview button posts the same form and gets the
+whole page back with the result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.commerce import CHANNELS
+from coalition.errors import DomainError
+from coalition.models import CoalitionSettings
+from coalition.rules import service
+from coalition.rules.engine import (
+    FREQUENCIES,
+    Basket,
+    Line,
+    RuleVersion,
+    Shopper,
+    describe,
+    evaluate,
+    money,
+)
+from coalition.rules.models import EarningRule
+from coalition.rules.validation import TYPE_LABELS, form_of, parse_money, spec_from_form
+from tenants import accounts
+from tenants.models import User
+from web.portal.common import current_user, page, require
+from web.portal.console import provide_console_session, staff
+
+Session = NamedDependency[AsyncSession]
+SAMPLE_LINES = 5
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass
+class Scope:
+    user: User
+    partner_id: uuid.UUID | None      # None: the operator, managing coalition rules
+    base: str
+    can_manage: bool
+    tz: ZoneInfo
+    currency: str
+    point_value: Fraction
+
+    def owns(self, rule: EarningRule) -> bool:
+        return rule.partner_id == self.partner_id
+
+
+async def _settings(db_session: AsyncSession) -> tuple[ZoneInfo, str, Fraction]:
+    row = (await db_session.execute(select(CoalitionSettings.timezone,
+                                           CoalitionSettings.currency,
+                                           CoalitionSettings.point_face_value))).one()
+    return ZoneInfo(row.timezone), row.currency, Fraction(str(row.point_face_value))
+
+
+async def partner_scope(request: Request, db_session: AsyncSession, manage: bool) -> Scope:
+    user = await staff(request, db_session, "rules.manage" if manage else "rules.view")
+    tz, currency, value = await _settings(db_session)
+    return Scope(user, user.partner_id, "/partner/rules",
+                 user.role in ("owner", "admin"), tz, currency, value)
+
+
+async def operator_scope(request: Request, db_session: AsyncSession, manage: bool) -> Scope:
+    user = require(request, await current_user(request, db_session), "operator")
+    tz, currency, value = await _settings(db_session)
+    return Scope(user, None, "/operator/rules", True, tz, currency, value)
+
+
+def _context(scope: Scope, **extra: Any) -> dict[str, Any]:
+    return {"user": scope.user, "base": scope.base, "can_manage": scope.can_manage,
+            "operator": scope.partner_id is None, "types": TYPE_LABELS,
+            "channels": CHANNELS, "frequencies": FREQUENCIES, "currency": scope.currency,
+            "months": MONTHS, **extra}
+
+
+def window_text(version: Any, tz: ZoneInfo) -> str:
+    """The active window as dates in the coalition timezone, the end date inclusive."""
+    if version.starts_at is None and version.ends_at is None:
+        return "always"
+    first = version.starts_at.astimezone(tz).date().isoformat() if version.starts_at else "…"
+    last = ((version.ends_at - timedelta(microseconds=1)).astimezone(tz).date().isoformat()
+            if version.ends_at else "…")
+    return f"{first} to {last}"
+
+
+async def _rules(db_session: AsyncSession, scope: Scope) -> list[tuple[Any, Any]]:
+    return await service.listing(db_session, scope.partner_id, with_coalition=True)
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+async def list_page(db_session: AsyncSession, scope: Scope) -> Template:
+    rows = [(rule, version, describe(service.from_record(version), scope.currency),
+             window_text(version, scope.tz))
+            for rule, version in await _rules(db_session, scope)]
+    return page("rules.html", **_context(scope, rows=rows, tz=scope.tz))
+
+
+def _blank_basket(scope: Scope) -> dict[str, Any]:
+    return {"channel": "store", "tier": "", "first_purchase": False,
+            "occurred_on": datetime.now(scope.tz).date().isoformat(),
+            "lines": [{"sku": "SKU-1", "category": "general", "quantity": "1",
+                       "unit_price": "120.00"}] + [{"sku": "", "category": "", "quantity": "",
+                                                    "unit_price": ""}] * (SAMPLE_LINES - 1)}
+
+
+async def editor_page(db_session: AsyncSession, scope: Scope, rule: EarningRule | None,
+                      form: dict[str, Any] | None = None, error: DomainError | None = None,
+                      basket: dict[str, Any] | None = None, result: Any = None,
+                      status_code: int = 200) -> Template:
+    history = await service.versions(db_session, rule) if rule is not None else []
+    if form is None:
+        form = form_of(history[0], scope.tz) if history else {
+            "type": "per_amount", "funding": "coalition" if scope.partner_id is None
+            else "partner", "priority": 100, "mode": "multiplier", "frequency": "unlimited",
+            "channels": []}
+    editable = scope.can_manage and (rule is None or (scope.owns(rule)
+                                                     and rule.archived_at is None))
+    described = [(v, describe(service.from_record(v), scope.currency),
+                  window_text(v, scope.tz)) for v in history]
+    return page("rule_edit.html", status_code=status_code, **_context(
+        scope, rule=rule, form=form, error=error, history=described, editable=editable,
+        basket=basket or _blank_basket(scope), result=result, tz=scope.tz))
+
+
+async def save_rule(request: Request, db_session: AsyncSession, scope: Scope,
+               rule_id: uuid.UUID | None) -> Response:
+    raw = await request.form()
+    form = {**dict(raw), "channels": raw.getall("channels", [])}
+    rule = await _owned(db_session, scope, rule_id) if rule_id else None
+    try:
+        spec = spec_from_form(raw, scope.tz)
+        if rule is None:
+            rule = await service.create_rule(db_session, scope.partner_id, spec, scope.user.id)
+            action = "rule.create"
+        else:
+            await service.edit_rule(db_session, rule, spec, scope.user.id)
+            action = "rule.edit"
+    except DomainError as exc:
+        # The service validates everything before it adds a row: nothing to roll back
+        # (and a rollback would expire the user the page still shows).
+        return await editor_page(db_session, scope, rule, form=form, error=exc,
+                                 status_code=exc.status if exc.status < 500 else 400)
+    await accounts.audit(db_session, scope.user, action, target=str(rule.id),
+                         partner_id=scope.partner_id, version=rule.current_version)
+    await db_session.commit()
+    return Redirect(f"{scope.base}/{rule.id}")
+
+
+async def _owned(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> EarningRule:
+    try:
+        return await service.get_rule(db_session, rule_id, scope.partner_id)
+    except DomainError:
+        raise NotFoundException("No such rule.") from None
+
+
+async def _visible(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> EarningRule:
+    """Own rules, and for a partner the coalition's rules too (read-only)."""
+    rule = await db_session.get(EarningRule, rule_id)
+    if rule is None or (rule.partner_id is not None and rule.partner_id != scope.partner_id):
+        raise NotFoundException("No such rule.")
+    return rule
+
+
+def _sample(form: Any, scope: Scope) -> tuple[dict[str, Any], Basket, Shopper]:
+    """The sample basket as the form shows it, and as the engine takes it."""
+    shown: dict[str, Any] = {
+        "channel": form.get("sample_channel") or "store",
+        "tier": (form.get("sample_tier") or "").strip().lower(),
+        "first_purchase": form.get("sample_first_purchase") == "on",
+        "occurred_on": form.get("sample_date") or datetime.now(scope.tz).date().isoformat(),
+        "lines": []}
+    if shown["channel"] not in CHANNELS:
+        raise DomainError("invalid-basket", "Invalid sample basket", "Unknown channel.",
+                          field="sample_channel")
+    skus, cats = form.getall("line_sku", []), form.getall("line_category", [])
+    qtys, prices = form.getall("line_quantity", []), form.getall("line_unit_price", [])
+    lines = []
+    for i, sku in enumerate(skus):
+        row = {"sku": sku.strip(), "category": (cats[i] if i < len(cats) else "").strip(),
+               "quantity": (qtys[i] if i < len(qtys) else "").strip(),
+               "unit_price": (prices[i] if i < len(prices) else "").strip()}
+        shown["lines"].append(row)
+        if not row["sku"] and not row["unit_price"]:
+            continue
+        quantity = int(row["quantity"]) if row["quantity"].isdigit() else 0
+        if not row["sku"] or not 0 < quantity <= 10_000:
+            raise DomainError("invalid-basket", "Invalid sample basket",
+                              f"Line {i + 1} needs a SKU and a quantity from 1 to 10000.",
+                              field="line_quantity")
+        price = parse_money(row["unit_price"] or "0", "line_unit_price")
+        lines.append(Line(row["sku"], row["category"] or None, quantity, price,
+                          price * quantity))
+    while len(shown["lines"]) < SAMPLE_LINES:
+        shown["lines"].append({"sku": "", "category": "", "quantity": "", "unit_price": ""})
+    try:
+        day = date.fromisoformat(shown["occurred_on"])
+    except ValueError:
+        raise DomainError("invalid-basket", "Invalid sample basket", "Give a date.",
+                          field="sample_date") from None
+    at = datetime.combine(day, time(12), scope.tz).astimezone(UTC)
+    basket = Basket(at, sum(ln.amount for ln in lines), scope.currency, shown["channel"],
+                    None, tuple(lines))
+    shopper = Shopper(tier=shown["tier"] or None, segments=frozenset(),
+                      first_purchase=shown["first_purchase"])
+    return shown, basket, shopper
+
+
+async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) -> Response:
+    form = await request.form()
+    fragment = request.headers.get("x-preview") == "fragment"
+    rules: list[RuleVersion] = [service.from_record(v) for r, v in
+                                await _rules(db_session, scope) if r.archived_at is None]
+    draft_form: dict[str, Any] | None = None
+    rule = None
+    error: DomainError | None = None
+    result = None
+    total = ""
+    basket_shown = _blank_basket(scope)
+    try:
+        basket_shown, basket, shopper = _sample(form, scope)
+        if form.get("type"):
+            draft_form = {**dict(form), "channels": form.getall("channels", [])}
+            raw_id = form.get("rule_id") or ""
+            rule = await _visible(db_session, scope, uuid.UUID(raw_id)) if raw_id else None
+            spec = spec_from_form(form, scope.tz)
+            draft_id = rule.id if rule is not None else uuid.UUID(int=0)
+            draft = RuleVersion(
+                rule_id=draft_id, version=(rule.current_version + 1) if rule else 1,
+                partner_id=scope.partner_id, name=f"{spec.name} (draft)", type=spec.type,
+                params=spec.params, starts_at=spec.starts_at, ends_at=spec.ends_at,
+                channels=frozenset(spec.channels), tiers=frozenset(spec.tiers),
+                segments=frozenset(spec.segments), per_order_cap=spec.per_order_cap,
+                per_member_day_cap=spec.per_member_day_cap,
+                per_member_month_cap=spec.per_member_month_cap, budget=spec.budget,
+                funding=spec.funding, priority=spec.priority,
+                stops_later_rules=spec.stops_later_rules)
+            rules = [r for r in rules if r.rule_id != draft_id] + [draft]
+        result = evaluate(rules, basket, shopper, budget_left={}, point_value=scope.point_value)
+        total = money(basket.total, scope.currency)
+    except (DomainError, ValueError) as exc:
+        error = exc if isinstance(exc, DomainError) else DomainError(
+            "invalid-basket", "Invalid preview", "The rule id is not valid.", field="rule_id")
+    context = _context(scope, result=result, error=error, basket=basket_shown, total=total)
+    if fragment:
+        return page("rule_preview_result.html", **context)
+    if draft_form is not None:
+        return await editor_page(db_session, scope, rule, form=draft_form, basket=basket_shown,
+                                 result=result, error=error)
+    return page("rule_preview.html", **context)
+
+
+async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None) -> Template:
+    year = year or datetime.now(scope.tz).year
+    starts = [datetime(year, m, 1, tzinfo=scope.tz) for m in range(1, 13)]
+    ends = [*starts[1:], datetime(year + 1, 1, 1, tzinfo=scope.tz)]
+    rows = []
+    for rule, version in await _rules(db_session, scope):
+        if rule.archived_at is not None or (version.starts_at is None
+                                            and version.ends_at is None):
+            continue   # always-on rules are not campaigns
+        cells = [(version.starts_at is None or version.starts_at < end)
+                 and (version.ends_at is None or version.ends_at > start)
+                 for start, end in zip(starts, ends, strict=True)]
+        if any(cells):
+            rows.append({"rule": rule, "version": version, "cells": cells,
+                         "window": window_text(version, scope.tz),
+                         "summary": describe(service.from_record(version), scope.currency)})
+    rows.sort(key=lambda r: (r["cells"].index(True), r["version"].name))
+    return page("rule_calendar.html", **_context(scope, year=year, rows=rows, tz=scope.tz))
+
+
+async def archive_action(request: Request, db_session: AsyncSession, scope: Scope,
+                  rule_id: uuid.UUID) -> Redirect:
+    rule = await _owned(db_session, scope, rule_id)
+    await service.archive_rule(db_session, rule, datetime.now(UTC))
+    await accounts.audit(db_session, scope.user, "rule.archive", target=str(rule.id),
+                         partner_id=scope.partner_id)
+    await db_session.commit()
+    return Redirect(f"{scope.base}/{rule.id}")
+
+
+async def show_rule(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> Template:
+    return await editor_page(db_session, scope, await _visible(db_session, scope, rule_id))
+
+
+# --- controllers -----------------------------------------------------------------------------
+
+def _year(request: Request) -> int | None:
+    raw = request.query_params.get("year", "")
+    return int(raw) if raw.isdigit() and 2000 <= int(raw) <= 2100 else None
+
+
+class PartnerRulePages(Controller):
+    path = "/partner/rules"
+    include_in_schema = False
+    dependencies = {"db_session": Provide(provide_console_session)}
+
+    @get("/")
+    async def index(self, request: Request, db_session: Session) -> Template:
+        return await list_page(db_session, await partner_scope(request, db_session, False))
+
+    @get("/new")
+    async def new(self, request: Request, db_session: Session) -> Template:
+        return await editor_page(db_session, await partner_scope(request, db_session, True),
+                                 None)
+
+    @post("/")
+    async def create(self, request: Request, db_session: Session) -> Response:
+        return await save_rule(request, db_session, await partner_scope(request, db_session, True),
+                          None)
+
+    @get("/calendar")
+    async def calendar(self, request: Request, db_session: Session) -> Template:
+        scope = await partner_scope(request, db_session, False)
+        return await calendar_page(db_session, scope, _year(request))
+
+    @get("/preview")
+    async def preview_page(self, request: Request, db_session: Session) -> Template:
+        scope = await partner_scope(request, db_session, False)
+        return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
+                                                    result=None, error=None))
+
+    @post("/preview")
+    async def preview(self, request: Request, db_session: Session) -> Response:
+        return await run_preview(request, db_session,
+                             await partner_scope(request, db_session, False))
+
+    @get("/{rule_id:uuid}")
+    async def show(self, request: Request, db_session: Session,
+                   rule_id: FromPath[uuid.UUID]) -> Template:
+        return await show_rule(db_session, await partner_scope(request, db_session, False), rule_id)
+
+    @post("/{rule_id:uuid}")
+    async def edit(self, request: Request, db_session: Session,
+                   rule_id: FromPath[uuid.UUID]) -> Response:
+        return await save_rule(request, db_session, await partner_scope(request, db_session, True),
+                          rule_id)
+
+    @post("/{rule_id:uuid}/archive")
+    async def archive(self, request: Request, db_session: Session,
+                      rule_id: FromPath[uuid.UUID]) -> Redirect:
+        return await archive_action(request, db_session,
+                             await partner_scope(request, db_session, True), rule_id)
+
+
+class OperatorRulePages(Controller):
+    path = "/operator/rules"
+    include_in_schema = False
+
+    @get("/")
+    async def index(self, request: Request, db_session: Session) -> Template:
+        return await list_page(db_session, await operator_scope(request, db_session, False))
+
+    @get("/new")
+    async def new(self, request: Request, db_session: Session) -> Template:
+        return await editor_page(db_session, await operator_scope(request, db_session, True),
+                                 None)
+
+    @post("/")
+    async def create(self, request: Request, db_session: Session) -> Response:
+        return await save_rule(request, db_session,
+                          await operator_scope(request, db_session, True), None)
+
+    @get("/calendar")
+    async def calendar(self, request: Request, db_session: Session) -> Template:
+        scope = await operator_scope(request, db_session, False)
+        return await calendar_page(db_session, scope, _year(request))
+
+    @get("/preview")
+    async def preview_page(self, request: Request, db_session: Session) -> Template:
+        scope = await operator_scope(request, db_session, False)
+        return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
+                                                    result=None, error=None))
+
+    @post("/preview")
+    async def preview(self, request: Request, db_session: Session) -> Response:
+        return await run_preview(request, db_session,
+                             await operator_scope(request, db_session, False))
+
+    @get("/{rule_id:uuid}")
+    async def show(self, request: Request, db_session: Session,
+                   rule_id: FromPath[uuid.UUID]) -> Template:
+        return await show_rule(db_session, await operator_scope(request, db_session, False),
+                          rule_id)
+
+    @post("/{rule_id:uuid}")
+    async def edit(self, request: Request, db_session: Session,
+                   rule_id: FromPath[uuid.UUID]) -> Response:
+        return await save_rule(request, db_session,
+                          await operator_scope(request, db_session, True), rule_id)
+
+    @post("/{rule_id:uuid}/archive")
+    async def archive(self, request: Request, db_session: Session,
+                      rule_id: FromPath[uuid.UUID]) -> Redirect:
+        return await archive_action(request, db_session,
+                             await operator_scope(request, db_session, True), rule_id)
+
