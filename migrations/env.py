@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import coalition.commerce
 import coalition.models  # noqa: F401
+import coalition.segments.models
+import coalition.tiers.models
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

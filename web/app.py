@@ -45,6 +45,7 @@ from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web import logs
 from web.api.members import MemberController
 from web.api.points import PointsController
+from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
@@ -205,7 +206,7 @@ def create_app(
 
     api = Router(
         path="/api/v1",
-        route_handlers=[MemberController, PointsController],
+        route_handlers=[MemberController, PointsController, TierController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
