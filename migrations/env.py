@@ -10,9 +10,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import coalition.commerce
-import coalition.models  # noqa: F401
+import coalition.models
 import coalition.segments.models
-import coalition.tiers.models
+import coalition.tiers.models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

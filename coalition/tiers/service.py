@@ -105,21 +105,23 @@ async def qualifying_value(conn: asyncpg.Connection, program: Program, member_id
 
 _STATE_COLUMNS = ("tier_code", "since", "earned_code", "earned_since", "review_at",
                   "manual_code", "manual_until", "manual_reason", "manual_by")
+# Built once from the constant column names above (no input reaches them).
+_COLUMNS = ", ".join(_STATE_COLUMNS)
+_SELECT_STATES = f"SELECT member_id, {_COLUMNS} FROM member_tiers"  # noqa: S608
+_UPSERT_STATE = (
+    f"INSERT INTO member_tiers (member_id, {_COLUMNS})"  # noqa: S608
+    f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(_STATE_COLUMNS)))})"
+    " ON CONFLICT (member_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS))
 
 
 async def _state(conn: asyncpg.Connection, member_id: uuid.UUID) -> TierState | None:
-    row = await conn.fetchrow(f"SELECT {', '.join(_STATE_COLUMNS)} FROM member_tiers"
-                              " WHERE member_id = $1", member_id)
-    return TierState(**dict(row)) if row else None
+    row = await conn.fetchrow(_SELECT_STATES + " WHERE member_id = $1", member_id)
+    return TierState(**{c: row[c] for c in _STATE_COLUMNS}) if row else None
 
 
 async def _store(conn: asyncpg.Connection, member_id: uuid.UUID, state: TierState) -> None:
-    values = [getattr(state, c) for c in _STATE_COLUMNS]
-    await conn.execute(
-        f"INSERT INTO member_tiers (member_id, {', '.join(_STATE_COLUMNS)})"
-        f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(values)))})"
-        " ON CONFLICT (member_id) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS), member_id, *values)
+    await conn.execute(_UPSERT_STATE, member_id, *(getattr(state, c) for c in _STATE_COLUMNS))
 
 
 async def _record(conn: asyncpg.Connection, member_id: uuid.UUID, change: Change, actor: str,
@@ -173,8 +175,7 @@ async def reevaluate_all(conn: asyncpg.Connection, now: datetime) -> int:
     values = {r["member_id"]: (int(r["value"]), int(r["previous"])) for r in await conn.fetch(
         _value_query(program, False), start, earlier, program.currency, now)}
     states = {r["member_id"]: TierState(**{c: r[c] for c in _STATE_COLUMNS})
-              for r in await conn.fetch(
-                  f"SELECT member_id, {', '.join(_STATE_COLUMNS)} FROM member_tiers")}
+              for r in await conn.fetch(_SELECT_STATES)}
     changed = 0
     for member_id in values.keys() | states.keys():
         value, keep = values.get(member_id, (0, 0))
