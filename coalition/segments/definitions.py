@@ -152,7 +152,7 @@ def compile_members(definition: Definition, partner_id: uuid.UUID | None, now: d
     p = Params()
     at = p(now, "::timestamptz")
     if partner_id is None:
-        base = f"SELECT m.id FROM members m WHERE m.status <> 'closed' AND {at} IS NOT NULL"
+        base = f"SELECT m.id FROM members m WHERE m.status <> 'closed' AND {at} IS NOT NULL"  # noqa: S608
         scope, rfm_scope = "", "r.partner_id IS NULL"
     else:
         owner = p(partner_id, "::uuid")
