@@ -20,7 +20,7 @@ from stdnum.eu import vat
 from stdnum.pl import nip
 
 from coalition.errors import DomainError, NotFound
-from coalition.members import Profile
+from coalition.members import Profile, find_or_create_id
 from tenants.models import User
 
 COMPANY_ROLES = ("buyer", "admin")
@@ -102,3 +102,37 @@ async def remove(session: AsyncSession, member_id: uuid.UUID, user_id: uuid.UUID
                           status=409)
     target.disabled_at = target.disabled_at or datetime.now(UTC)
     await session.flush()
+
+
+async def invite(session: AsyncSession, member_id: uuid.UUID, email: str, name: str | None,
+                 role: str) -> tuple[User, str]:
+    """A new login for the company with an emailed invitation token (set password)."""
+    from tenants import accounts
+
+    if role not in COMPANY_ROLES:
+        raise DomainError("validation-error", "Invalid role", "A role is buyer or admin.",
+                          status=400, field="role")
+    email = (email or "").strip()
+    if "@" not in email or "." not in email.split("@")[-1] or len(email) > 320:
+        raise DomainError("validation-error", "Invalid email", "Enter a valid email address.",
+                          status=400, field="email")
+    user = await accounts.create_user(session, email, "member", name=name or None,
+                                      member_id=member_id)
+    user.company_role = role
+    await session.flush()
+    return user, await accounts.issue_token(session, user, "invite")
+
+
+async def create_company(session: AsyncSession, email: str, company_name: str, tax_id: str,
+                         admin_email: str, admin_name: str | None
+                         ) -> tuple[uuid.UUID, User, str]:
+    """An operator creates a company member (or finds it by its email) and invites its
+    first admin; returns the member id, the admin login and the invitation token."""
+    profile = company_profile(company_name, tax_id)
+    email = (email or "").strip()
+    if "@" not in email or "." not in email.split("@")[-1] or len(email) > 320:
+        raise DomainError("validation-error", "Invalid email", "Enter the company's email"
+                          " address.", status=400, field="email")
+    member_id, _ = await find_or_create_id(session, email, profile.company_name, profile)
+    user, token = await invite(session, member_id, admin_email, admin_name, "admin")
+    return member_id, user, token

@@ -8,6 +8,8 @@
 | staff.manage     |   ✓   |   ✓*  |         |         |
 | profile.view     |   ✓   |   ✓   |    ✓    |         |
 | sso.manage       |   ✓   |   ✓   |         |         |
+| segments.view    |   ✓   |   ✓   |    ✓    |         |
+| segments.manage  |   ✓   |   ✓   |    ✓    |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -23,6 +25,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "staff.manage": frozenset({"owner", "admin"}),
     "profile.view": frozenset({"owner", "admin", "analyst"}),
     "sso.manage": frozenset({"owner", "admin"}),
+    "segments.view": frozenset({"owner", "admin", "analyst"}),
+    "segments.manage": frozenset({"owner", "admin", "analyst"}),
 }
 
 

@@ -63,7 +63,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
-TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id"}
+TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
+                 "segment_id", "person_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -76,6 +77,9 @@ FORMS = {
     "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
                                                       "note": "isolation walk"},
     "/partner/clients": {"name": "B server", "scope": "members:read"},
+    "/partner/segments/{segment_id:uuid}": {"action": "save", "name": "Stolen",
+                                            "definition": '{"conditions": [{"type": '
+                                            '"birthday_month", "current": true}]}'},
 }
 # Pages without a path parameter: what partner B's owner gets from them.
 OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
@@ -84,7 +88,9 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/sso"): 200,
              ("POST", "/partner/sso"): 400,     # no issuer given
              ("GET", "/partner/profile"): 200,
-             ("POST", "/partner/profile/terms"): 403}  # no current version posted
+             ("POST", "/partner/profile/terms"): 403,   # no current version posted
+             ("GET", "/partner/segments"): 200,
+             ("POST", "/partner/segments"): 400}   # no name given
 
 
 def under(path: str, *sections: str) -> bool:
@@ -105,6 +111,10 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                                  f"A-CUSTOMER-{mark}")
         await session.commit()
     member = linked.member
+    a_segment = await db.fetchval(
+        "INSERT INTO segments (partner_id, name, definition, created_by) VALUES ($1, $2,"
+        " '{\"conditions\": [{\"type\": \"birthday_month\", \"months\": [1]}]}', 'a')"
+        " RETURNING id", a_id, f"A-SEGMENT-{mark}")
     earn = await Ledger(app.state.pool).earn(PostingRequest(
         partner_id=a_id, member_id=member.id, points=50, actor="test",
         order_id=f"A-ORDER-{mark}"))
@@ -112,12 +122,14 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     a_slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", a_id)
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
-           "transaction_id": str(earn.json()["id"])}
+           "transaction_id": str(earn.json()["id"]), "segment_id": str(a_segment),
+           "person_id": str(owner["id"])}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
-               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}"]
+               member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
+               f"A-SEGMENT-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
     api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
 
@@ -171,3 +183,5 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                                    " WHERE id = $1", owner["id"])) == ("owner", None, a_id)
     assert await db.fetchval("SELECT status FROM partners WHERE id = $1", a_id) == "active"
     assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1
+    assert await db.fetchval("SELECT name FROM segments WHERE id = $1",
+                             a_segment) == f"A-SEGMENT-{mark}"

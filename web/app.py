@@ -51,12 +51,15 @@ from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
+from web.portal.company import CompanyPages
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.profile import ProfilePages
+from web.portal.segments import OperatorSegmentPages, PartnerSegmentPages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
+from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 from web.sessions import PostgresSessionStore
@@ -215,7 +218,8 @@ def create_app(
         route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
                         AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
-                        ProfilePages,
+                        ProfilePages, CompanyPages, PartnerSegmentPages,
+                        OperatorSegmentPages, OperatorTierPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
