@@ -60,7 +60,8 @@ class CompanyPages(Controller):
 
     async def _refuse(self, user: User, company: Member, exc: DomainError,
                       db_session: AsyncSession) -> Template:
-        await db_session.rollback()
+        # Nothing is committed: the request's session rolls back when it closes (after
+        # the page renders, which still reads the user).
         return page("message.html", status_code=exc.status, user=user, title=exc.title,
                     message=exc.detail, link="/member/company")
 
@@ -129,8 +130,7 @@ class CompanyPages(Controller):
                 db_session, form.get("email", ""), form.get("company_name", ""),
                 form.get("tax_id", ""), form.get("admin_email", ""),
                 form.get("admin_name") or None)
-        except DomainError as exc:
-            await db_session.rollback()
+        except DomainError as exc:   # nothing committed; the session rolls back on close
             return page("message.html", status_code=exc.status, user=user, title=exc.title,
                         message=exc.detail, link="/operator/companies")
         await accounts.audit(db_session, user, "company.create", target=form.get("email"),
