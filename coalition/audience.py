@@ -1,11 +1,17 @@
-# PLACEHOLDER: replaced at merge by the tiers helper's module
-"""Who a member is to the program's targeting: tier and segments (contract of issue 4).
-This stand-in knows no tiers and no segments; the tiers helper's module replaces it."""
+"""Who a member is for targeting: tier code, segment ids and birth month, read in one
+indexed query (used on the purchase hot path by earning rules and by reward gating).
+
+The tier is the stored effective tier (member_tiers, kept current by
+coalition.tiers.reevaluate_member and the periodic job); a manual assignment whose end
+date has passed already counts as lapsed here, before the job records it. A member
+without a tier row holds the lowest tier of the ladder; with no ladder, tier is None.
+Segments are the materialised segment_members rows (refreshed on save and by the job),
+never recomputed here."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -13,15 +19,32 @@ import asyncpg
 @dataclass(frozen=True)
 class MemberContext:
     member_id: uuid.UUID
-    tier: str | None = None
-    segments: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    tier: str | None                 # tier code, e.g. "standard", "vip"; None = no tier
+    segments: frozenset[uuid.UUID]   # ids of segments the member currently belongs to
     birth_month: int | None = None
 
 
-async def member_context(conn: asyncpg.Connection, member_id: uuid.UUID) -> MemberContext:
-    return MemberContext(member_id=member_id, tier=None, segments=frozenset())
+_QUERY = """
+SELECT m.id,
+       CASE WHEN t.manual_until IS NOT NULL AND t.manual_until <= now() THEN t.earned_code
+            ELSE coalesce(t.tier_code, (SELECT code FROM tiers ORDER BY rank LIMIT 1)) END
+           AS tier,
+       array(SELECT s.segment_id FROM segment_members s WHERE s.member_id = m.id) AS segments,
+       extract(month FROM m.birth_date)::int AS birth_month
+  FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
+ WHERE m.id = ANY($1::uuid[])
+"""
 
 
 async def member_contexts(conn: asyncpg.Connection, member_ids: list[uuid.UUID]
                           ) -> dict[uuid.UUID, MemberContext]:
-    return {m: MemberContext(member_id=m, tier=None, segments=frozenset()) for m in member_ids}
+    """Contexts for these members, one query. An id with no member gets an empty
+    context (no tier, no segments), so callers can index the result by any id given."""
+    found = {row["id"]: MemberContext(row["id"], row["tier"], frozenset(row["segments"]),
+                                      row["birth_month"])
+             for row in await conn.fetch(_QUERY, list(member_ids))}
+    return {m: found.get(m) or MemberContext(m, None, frozenset()) for m in member_ids}
+
+
+async def member_context(conn: asyncpg.Connection, member_id: uuid.UUID) -> MemberContext:
+    return (await member_contexts(conn, [member_id]))[member_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -13,8 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.cards import new_card_number
-from coalition.errors import Conflict
+from coalition.errors import Conflict, DomainError
 from coalition.models import Member, MemberLink
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What enrolment may set on a new member besides email and name. A company member
+    (kind "company") needs its company name and a valid tax id (coalition/companies.py)."""
+
+    birth_date: date | None = None
+    kind: str = "person"
+    company_name: str | None = None
+    tax_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,26 +36,41 @@ class LinkedMember:
 
 
 async def find_or_create_id(
-    session: AsyncSession, email: str, name: str | None
+    session: AsyncSession, email: str, name: str | None, profile: Profile | None = None
 ) -> tuple[uuid.UUID, bool]:
     """The id of the coalition member with this email, created (with its wallet) if none
     exists; and whether this call created it.
 
     Goes through the SQL function member_find_or_create (SECURITY DEFINER): a partner's
     tenant-scoped session can neither see nor insert a member that is not linked to it
-    yet, so this is the one door to the coalition-wide identity (see migration 0007)."""
+    yet, so this is the one door to the coalition-wide identity (see migrations 0007 and
+    0011). An existing member of another kind (a person where a company was asked for,
+    or the reverse) is a conflict."""
+    profile = profile or Profile()
     for _ in range(5):
         try:
             async with session.begin_nested():
                 row = (await session.execute(
-                    text("SELECT member_id, created FROM member_find_or_create(:e, :n, :c)"),
-                    {"e": email, "n": name, "c": new_card_number()})).one()
+                    text("SELECT member_id, created, kind FROM member_find_or_create("
+                         ":e, :n, :c, :b, :k, :cn, :t)"),
+                    {"e": email, "n": name, "c": new_card_number(), "b": profile.birth_date,
+                     "k": profile.kind, "cn": profile.company_name, "t": profile.tax_id})).one()
         except IntegrityError as exc:  # a card number collision: draw another one
             if "card_number" not in str(exc.orig):
                 raise
             continue
+        if row.kind != profile.kind:
+            raise Conflict("member-kind-mismatch", "Member is of another kind",
+                           f"A member with this email exists as a {row.kind}.", field="kind")
         return row.member_id, row.created
     raise RuntimeError("could not allocate a unique card number")
+
+
+def check_birth_date(value: date | None, today: date) -> None:
+    if value is not None and not date(1900, 1, 1) <= value <= today:
+        raise DomainError("validation-error", "Invalid birth date",
+                          "A birth date lies between 1900-01-01 and today.", status=400,
+                          field="birth_date")
 
 
 async def find_or_create(
@@ -63,10 +89,11 @@ async def enroll(
     email: str,
     name: str | None,
     customer_id: str | None,
+    profile: Profile | None = None,
 ) -> tuple[LinkedMember, bool]:
     """Create the member, or link the existing member with this email to the partner.
     Returns the member as the partner sees it and whether it was newly created."""
-    member_id, created = await find_or_create_id(session, email, name)
+    member_id, created = await find_or_create_id(session, email, name, profile)
 
     if customer_id is not None:
         holder = await session.scalar(

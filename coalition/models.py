@@ -8,12 +8,13 @@ issuance account (which goes negative) into the member's wallet.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -50,6 +51,9 @@ ACCOUNT_KINDS = (
 )
 LOT_STATUSES = ("pending", "active", "spent", "expired", "cancelled")
 MEMBER_STATUSES = ("active", "blocked", "closed")
+# A company member is a buying firm whose several person logins share one wallet
+# (coalition/companies.py).
+MEMBER_KINDS = ("person", "company")
 EXPIRY_POLICIES = ("rolling", "end_of_month", "end_of_year", "fixed_date", "never")
 RETURN_POLICIES = ("negative_floor", "clawback")
 FUNDING = ("partner", "coalition")
@@ -99,6 +103,9 @@ class Member(Base):
     __tablename__ = "members"
     __table_args__ = (
         CheckConstraint(_in("status", MEMBER_STATUSES), name="status"),
+        CheckConstraint(_in("kind", MEMBER_KINDS), name="kind"),
+        CheckConstraint("(kind = 'company') = (company_name IS NOT NULL AND tax_id IS NOT NULL)",
+                        name="company"),
         Index("uq_members_email_lower", func.lower(text("email")), unique=True),
     )
 
@@ -110,6 +117,11 @@ class Member(Base):
     status: Mapped[str] = mapped_column(String(10), server_default="active")
     card_number: Mapped[str] = mapped_column(String(16), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(10), server_default="person")
+    company_name: Mapped[str | None] = mapped_column(String(200))
+    tax_id: Mapped[str | None] = mapped_column(String(20))  # PL NIP or EU VAT id, compact
+    # For birthday segments and offers; optional.
+    birth_date: Mapped[date | None] = mapped_column(Date)
 
 
 class MemberLink(Base):

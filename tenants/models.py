@@ -211,6 +211,7 @@ class IdentityProvider(Base):
 
 
 USER_KINDS = ("operator", "partner_staff", "member")
+COMPANY_ROLES = ("buyer", "admin")
 STAFF_ROLES = ("owner", "admin", "analyst", "cashier")
 
 
@@ -229,7 +230,13 @@ class User(Base):
         CheckConstraint(
             "role IS NULL OR role IN ('owner', 'admin', 'analyst', 'cashier')", name="role"
         ),
+        CheckConstraint("company_role IS NULL OR (kind = 'member' AND company_role IN"
+                        " ('buyer', 'admin'))", name="company_role"),
         Index("uq_users_email_lower", text("lower(email)"), unique=True),
+        # A person member has one login; a company member several (company_role set).
+        Index("uq_users_person_member", "member_id", unique=True,
+              postgresql_where=text("company_role IS NULL")),
+        Index("ix_users_member_id", "member_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -241,7 +248,10 @@ class User(Base):
     kind: Mapped[str] = mapped_column(String(20))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"), index=True)
     role: Mapped[str | None] = mapped_column(String(20))
-    member_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("members.id"), unique=True)
+    member_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("members.id"))
+    # For a login of a company member: buyer (spends, sees the wallet) or admin (also
+    # manages the company's people).
+    company_role: Mapped[str | None] = mapped_column(String(10))
     email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -11,9 +11,8 @@ from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from stdnum.eu import vat
-from stdnum.pl import nip
 
+from coalition.companies import normalize_tax_id
 from coalition.errors import Conflict, DomainError
 from tenants import accounts
 from tenants.models import Partner, PartnerTerms, TermsAcceptance, User
@@ -55,18 +54,6 @@ class Application:
         names = [f for f in cls.__dataclass_fields__ if f not in ("errors", "accept_terms")]
         values = {name: str(form.get(name, "")).strip() for name in names}
         return cls(**values, accept_terms=form.get("accept_terms") == "yes")
-
-
-def normalize_tax_id(value: str) -> str | None:
-    """A valid Polish NIP (10 digits) or EU VAT id (country prefix), compacted."""
-    compact = re.sub(r"[\s.-]", "", value).upper()
-    if compact.isdigit() and nip.is_valid(compact):
-        return nip.compact(compact)
-    if compact.startswith("PL") and nip.is_valid(compact[2:]):
-        return nip.compact(compact[2:])
-    if len(compact) > 2 and compact[:2].isalpha() and vat.is_valid(compact):
-        return vat.compact(compact)
-    return None
 
 
 async def current_terms(session: AsyncSession) -> PartnerTerms:

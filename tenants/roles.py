@@ -12,6 +12,8 @@
 | vouchers.validate |   ✓   |   ✓   |         |    ✓    |
 | rules.view        |   ✓   |   ✓   |    ✓    |         |
 | rules.manage      |   ✓   |   ✓   |         |         |
+| segments.view     |   ✓   |   ✓   |    ✓    |         |
+| segments.manage   |   ✓   |   ✓   |    ✓    |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -32,6 +34,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Earning rules, campaign calendar and the simulation preview (web/portal/rules.py).
     "rules.view": frozenset({"owner", "admin", "analyst"}),
     "rules.manage": frozenset({"owner", "admin"}),
+    "segments.view": frozenset({"owner", "admin", "analyst"}),
+    "segments.manage": frozenset({"owner", "admin", "analyst"}),
 }
 
 

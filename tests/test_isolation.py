@@ -44,6 +44,14 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         "/api/v1/adjustments": {"member_id": member, "points": -5, "reason": "Take it"},
         "/api/v1/redemptions/authorizations": {"member_id": member, "points": 5},
         "/api/v1/purchases/{order_id}/returns": {"amount": 100},
+        "/api/v1/purchases": {"member": {"id": member}, "order_id": "B-1",
+                              "occurred_at": "2026-01-05T10:00:00Z", "total": 1000,
+                              "currency": "PLN", "channel": "store"},
+        "/api/v1/purchases/simulate": {"member": {"card_number": card}, "total": 1000,
+                                       "occurred_at": "2026-01-05T10:00:00Z",
+                                       "currency": "PLN", "channel": "store"},
+        "/api/v1/events": {"member": {"id": member}, "event_type": "webinar",
+                           "reference": "B-W1"},
         "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
         "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
     }
@@ -88,7 +96,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
-                 "reward_id", "offer_id", "rule_id"}
+                 "reward_id", "offer_id", "rule_id",
+                 "segment_id", "person_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -110,6 +119,9 @@ FORMS = {
                                       "points": "9", "per": "1.00"},
     "/operator/rules/{rule_id:uuid}": {"name": "B took it", "type": "per_amount",
                                        "points": "9", "per": "1.00"},
+    "/partner/segments/{segment_id:uuid}": {"action": "save", "name": "Stolen",
+                                            "definition": '{"conditions": [{"type": '
+                                            '"birthday_month", "current": true}]}'},
 }
 # Pages without a path parameter: what partner B's owner gets from them.
 OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
@@ -128,7 +140,10 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/rules"): 200, ("GET", "/partner/rules/new"): 200,
              ("POST", "/partner/rules"): 422,           # an empty rule: the name is missing
              ("GET", "/partner/rules/calendar"): 200, ("GET", "/partner/rules/preview"): 200,
-             ("POST", "/partner/rules/preview"): 200}
+             ("POST", "/partner/rules/preview"): 200,
+             ("GET", "/partner/segments"): 200,
+             ("POST", "/partner/segments"): 400}   # no name given
+
 
 
 def under(path: str, *sections: str) -> bool:
@@ -152,6 +167,10 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         ).checked(), None)
         await session.commit()
     member = linked.member
+    a_segment = await db.fetchval(
+        "INSERT INTO segments (partner_id, name, definition, created_by) VALUES ($1, $2,"
+        " '{\"conditions\": [{\"type\": \"birthday_month\", \"months\": [1]}]}', 'a')"
+        " RETURNING id", a_id, f"A-SEGMENT-{mark}")
     earn = await Ledger(app.state.pool).earn(PostingRequest(
         partner_id=a_id, member_id=member.id, points=50, actor="test",
         order_id=f"A-ORDER-{mark}"))
@@ -164,13 +183,15 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
-           "offer_id": str(offer), "rule_id": str(a_rule.id)}
+           "offer_id": str(offer), "rule_id": str(a_rule.id),
+           "segment_id": str(a_segment), "person_id": str(owner["id"])}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
-               f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}"]
+               f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}",
+               f"A-SEGMENT-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"}}
     api_paths = set((await client.get("/schema/openapi.json")).json()["paths"])
 
@@ -227,3 +248,5 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                                    " WHERE id = $1", reward)) == (f"A-REWARD-{mark}", True, 7, 0)
     assert await db.fetchval("SELECT active FROM coupon_offers WHERE id = $1", offer)
     assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1
+    assert await db.fetchval("SELECT name FROM segments WHERE id = $1",
+                             a_segment) == f"A-SEGMENT-{mark}"

@@ -58,6 +58,10 @@ A_ROWS = {
     "vouchers": "partner_id = {partner} OR issuer_partner_id = {partner}",
     "earning_rules": "partner_id = {partner}",
     "earning_rule_versions": "partner_id = {partner}",
+    "member_tiers": "member_id = {member}",
+    "segments": "partner_id = {partner}",
+    "segment_members": "segment_id IN (SELECT id FROM segments WHERE partner_id = {partner})",
+    "rfm_scores": "partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -67,11 +71,12 @@ PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {par
 # Tables with a policy whose rows the tenant may only insert, never read.
 WRITE_ONLY = {"user_tokens"}
 # No tenant data: the tenant may read them, no policy needed.
-REFERENCE = {"partner_terms", "coalition_settings"}
+REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings"}
 # The tenant role gets no privilege at all on these.
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
-           "procrastinate_workers", "coupon_offers"}
+           "procrastinate_workers", "coupon_offers",
+           "tier_history"}
 
 
 class Scenario:
@@ -159,6 +164,19 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
         await db.execute("INSERT INTO earning_rule_versions (rule_id, version, partner_id,"
                          " name, type, params, funding) VALUES ($1, 1, $2, $3, 'per_amount',"
                          " '{\"points\": 1, \"per\": 100}', 'partner')", rule, owner, name)
+    # Tiers, segments and RFM scores (coalition/tiers, coalition/segments).
+    await db.execute("INSERT INTO tiers (code, name, rank, threshold) SELECT 'standard',"
+                     " 'Standard', 0, 0 WHERE NOT EXISTS (SELECT 1 FROM tiers)")
+    await db.execute("INSERT INTO member_tiers (member_id, tier_code, since, earned_code)"
+                     " SELECT $1, code, now(), code FROM tiers ORDER BY rank LIMIT 1", member)
+    await db.execute("INSERT INTO tier_history (member_id, to_code, reason, actor, occurred_at)"
+                     " SELECT $1, code, 'manual', 'op', now() FROM tiers LIMIT 1", member)
+    segment = await db.fetchval("INSERT INTO segments (partner_id, name, definition, created_by)"
+                                " VALUES ($1, 'A segment', '{}', 'a') RETURNING id", partner)
+    await db.execute("INSERT INTO segment_members VALUES ($1, $2, now())", segment, member)
+    await db.execute("INSERT INTO rfm_scores (partner_id, member_id, recency, frequency,"
+                     " monetary, last_purchase_at, purchases, spend, computed_at)"
+                     " VALUES ($1, $2, 5, 5, 5, now(), 1, 10000, now())", partner, member)
 
 
 @asynccontextmanager
@@ -266,6 +284,8 @@ async def test_writes_for_partner_a_are_refused(db, scenario):
          (scenario.a_owner,)),
         ("INSERT INTO rewards (partner_id, name, kind, value, price_points)"
          " VALUES ($1, 'Planted', 'percent_discount', 10, 1)", (a,)),
+        ("INSERT INTO segments (partner_id, name, definition, created_by)"
+         " VALUES ($1, 'forged', '{}', 'b')", (a,)),
         # B moves its own row over to A.
         ("UPDATE oauth_clients SET partner_id = $1 WHERE id = $2", (a, scenario.b_client_pk)),
         # A staff user B creates for itself may not be turned into an operator.

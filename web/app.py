@@ -51,11 +51,13 @@ from web.api.members import MemberController
 from web.api.points import PointsController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
+from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
+from web.portal.company import CompanyPages
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
 from web.portal.coupons import CouponPages
@@ -65,7 +67,9 @@ from web.portal.profile import ProfilePages
 from web.portal.rewards import MemberRewardPages
 from web.portal.rewards_console import RewardConsolePages
 from web.portal.rules import OperatorRulePages, PartnerRulePages
+from web.portal.segments import OperatorSegmentPages, PartnerSegmentPages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
+from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 from web.sessions import PostgresSessionStore
@@ -228,7 +232,7 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
-                        EventController, CheckoutController, RewardController],
+                        EventController, CheckoutController, RewardController, TierController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
@@ -239,6 +243,8 @@ def create_app(
                         ConsolePages, SsoSettingsPages, SsoLoginPages,
                         ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
                         PartnerRulePages, OperatorRulePages,
+                        CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
+                        OperatorTierPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

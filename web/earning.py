@@ -43,7 +43,7 @@ from coalition.purchases import (
     post_event,
     post_purchase,
 )
-from coalition.rewards.service import grant_purchase_coupons
+from coalition.rewards import grant_purchase_coupons
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """rewards catalogue, vouchers, cross-brand coupon offers
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 
 Rewards are partner-owned: a partner reads and edits its own under row-level security
 (members browse every brand's rewards through the member portal, outside RLS). A voucher
@@ -22,7 +22,7 @@ POLICIES = {
 }
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -12,7 +13,8 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import members
-from coalition.errors import NotFound
+from coalition.companies import company_profile
+from coalition.errors import DomainError, NotFound
 from coalition.ledger import Ledger
 from coalition.members import LinkedMember
 from tenants.auth import PartnerPrincipal
@@ -41,7 +43,8 @@ def member_out(linked: LinkedMember) -> MemberOut:
     return MemberOut(
         id=m.id, email=m.email, name=m.name, status=m.status, card_number=m.card_number,
         partner_customer_id=linked.customer_id, linked_at=linked.linked_at,
-        created_at=m.created_at,
+        created_at=m.created_at, kind=m.kind, birth_date=m.birth_date,
+        company_name=m.company_name, tax_id=m.tax_id,
     )
 
 
@@ -71,7 +74,10 @@ class MemberController(Controller):
         opt={"scopes": ["members:write"]},
         summary="Enrol a member or link an existing one",
         description="201 when a new member is created; 200 when a member with this email "
-        "already exists and is now linked to your brand.",
+        "already exists and is now linked to your brand. `kind: \"company\"` enrols a B2B "
+        "company account (company_name and tax_id required) whose people share one wallet; "
+        "the coalition operator invites its logins. An optional birth_date feeds birthday "
+        "segments; it fills in a missing birth date of an existing member.",
         responses={},
     )
     async def enroll(
@@ -83,11 +89,24 @@ class MemberController(Controller):
     ) -> Response[MemberOut]:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, EnrollMember)
+        members.check_birth_date(data.birth_date, datetime.now(UTC).date())
+        if data.kind == "company":
+            if data.birth_date is not None:
+                raise DomainError("validation-error", "Invalid request",
+                                  "A company has no birth date.", status=400,
+                                  field="birth_date")
+            profile = company_profile(data.company_name, data.tax_id)
+        elif data.company_name is not None or data.tax_id is not None:
+            raise DomainError("validation-error", "Invalid request",
+                              'company_name and tax_id are for kind "company".', status=400,
+                              field="kind")
+        else:
+            profile = members.Profile(birth_date=data.birth_date)
 
         async def action() -> tuple[int, MemberOut]:
             linked, created = await members.enroll(
                 db_session, principal.partner_id, data.email.strip(), data.name,
-                data.partner_customer_id,
+                data.partner_customer_id, profile,
             )
             return (201 if created else 200), member_out(linked)
 

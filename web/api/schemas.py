@@ -5,7 +5,7 @@ Requests reject unknown fields; points are positive integers up to 10^12."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -42,6 +42,12 @@ class EnrollMember(Request):
     email: Email
     name: Name | None = None
     partner_customer_id: CustomerId | None = None
+    birth_date: date | None = None
+    # A company member: one wallet shared by the company's people (buyer/admin logins);
+    # needs company_name and a valid tax_id (Polish NIP or EU VAT id).
+    kind: Literal["person", "company"] = "person"
+    company_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    tax_id: Annotated[str, Meta(min_length=1, max_length=30)] | None = None
 
 
 class EarnPoints(Request):
@@ -164,6 +170,10 @@ class MemberOut(Struct):
     partner_customer_id: str | None
     linked_at: datetime
     created_at: datetime
+    kind: str = "person"
+    birth_date: date | None = None
+    company_name: str | None = None
+    tax_id: str | None = None
 
 
 class MemberPage(Struct):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.tiers import history as tier_history
+from coalition.tiers import member_status
 from web.portal.common import current_user, page, require
 
 Session = NamedDependency[AsyncSession]
@@ -33,10 +37,14 @@ class HomePages(Controller):
         brands = await state.pool.fetch(
             "SELECT p.name, l.created_at FROM member_links l JOIN partners p"
             " ON p.id = l.partner_id WHERE l.member_id = $1 ORDER BY p.name", user.member_id)
-        card = await state.pool.fetchval("SELECT card_number FROM members WHERE id = $1",
-                                         user.member_id)
+        me = await state.pool.fetchrow("SELECT card_number, kind, company_name FROM members"
+                                       " WHERE id = $1", user.member_id)
+        async with state.pool.acquire() as conn:
+            tier = await member_status(conn, user.member_id, datetime.now(UTC))
+            tiers = await tier_history(conn, user.member_id, 10)
         return page("member_home.html", user=user, balance=balance, history=history,
-                    brands=brands, card=card)
+                    brands=brands, card=me["card_number"], member=me, tier=tier,
+                    tier_history=tiers)
 
     @get("/operator")
     async def operator_home(self, request: Request, db_session: Session, state: State

@@ -1,0 +1,2 @@
+"""Rule-based segments and RFM scores (definitions.py: the JSON and its SQL;
+service.py: preview, save, refresh)."""
