@@ -15,6 +15,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+
+from coalition.audience import member_context
+from coalition.errors import NotFound
+from coalition.ledger import PostingResult
+from coalition.purchases import (
+    Decision,
+    EventSituation,
+    MemberRef,
+    Order,
+    Situation,
+    post_event,
+    post_purchase,
+)
+from coalition.rewards import grant_purchase_coupons
 from coalition.rules.engine import (
     Basket,
     Evaluation,
@@ -30,20 +44,6 @@ from coalition.rules.engine import (
 )
 from coalition.rules.service import active_rules, budget_left, member_usage
 from coalition.tiers.service import reevaluate_member
-
-from coalition.audience import member_context
-from coalition.errors import NotFound
-from coalition.ledger import PostingResult
-from coalition.purchases import (
-    Decision,
-    EventSituation,
-    MemberRef,
-    Order,
-    Situation,
-    post_event,
-    post_purchase,
-)
-from coalition.rewards import grant_purchase_coupons
 
 
 @dataclass(frozen=True)
