@@ -1004,3 +1004,24 @@ BEGIN
                      WHERE accounts.member_id = p_member))::text;
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
 END $$;
+
+-- Referrals -----------------------------------------------------------------------------
+-- Records who referred a newly enrolled member, by the referrer's card number. SECURITY
+-- DEFINER because the referrer is usually not linked to the enrolling partner, so a
+-- tenant session cannot see it; the function reveals nothing but 'ok', 'unknown' or
+-- 'self' about the card.
+CREATE FUNCTION member_referral_record(p_referee uuid, p_card text, p_partner uuid)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    v_referrer uuid;
+BEGIN
+    SELECT id INTO v_referrer FROM members WHERE card_number = p_card AND status = 'active';
+    IF v_referrer IS NULL THEN
+        RETURN 'unknown';
+    ELSIF v_referrer = p_referee THEN
+        RETURN 'self';
+    END IF;
+    INSERT INTO member_referrals (referee_id, referrer_id, partner_id)
+    VALUES (p_referee, v_referrer, p_partner) ON CONFLICT DO NOTHING;
+    RETURN 'ok';
+END $$;

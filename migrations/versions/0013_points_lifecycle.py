@@ -36,6 +36,7 @@ FUNCTIONS = [
     "event_begin(uuid, text, text, uuid, text, text, text, text, timestamptz, timestamptz,"
     " timestamptz)",
     "event_post(uuid, uuid, text, text, text, text, timestamptz, jsonb, jsonb)",
+    "member_referral_record(uuid, text, uuid)",
 ]
 
 

@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import members
@@ -108,6 +109,17 @@ class MemberController(Controller):
                 db_session, principal.partner_id, data.email.strip(), data.name,
                 data.partner_customer_id, profile,
             )
+            if created and data.referrer_card_number is not None:
+                outcome = await db_session.scalar(
+                    text("SELECT member_referral_record(:m, :c, :p)"),
+                    {"m": linked.member.id, "c": data.referrer_card_number,
+                     "p": principal.partner_id})
+                if outcome != "ok":
+                    raise DomainError(
+                        "validation-error", "Invalid request",
+                        "No other active member has this card number." if outcome == "unknown"
+                        else "A member cannot refer themselves.", status=422,
+                        field="referrer_card_number")
             return (201 if created else 200), member_out(linked)
 
         return await run_idempotent(

@@ -48,6 +48,9 @@ class EnrollMember(Request):
     kind: Literal["person", "company"] = "person"
     company_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     tax_id: Annotated[str, Meta(min_length=1, max_length=30)] | None = None
+    # The card number of the member who recommended this one (member-get-member): the
+    # referrer earns the coalition's referral bonus at the new member's first purchase.
+    referrer_card_number: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
 
 
 class EarnPoints(Request):
