@@ -172,7 +172,8 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
     await db.execute("INSERT INTO tier_history (member_id, to_code, reason, actor, occurred_at)"
                      " SELECT $1, code, 'manual', 'op', now() FROM tiers LIMIT 1", member)
     segment = await db.fetchval("INSERT INTO segments (partner_id, name, definition, created_by)"
-                                " VALUES ($1, 'A segment', '{}', 'a') RETURNING id", partner)
+                                " VALUES ($1, 'A segment', $2, 'a') RETURNING id", partner,
+                                '{"conditions": [{"type": "birthday_month", "months": [5]}]}')
     await db.execute("INSERT INTO segment_members VALUES ($1, $2, now())", segment, member)
     await db.execute("INSERT INTO rfm_scores (partner_id, member_id, recency, frequency,"
                      " monetary, last_purchase_at, purchases, spend, computed_at)"

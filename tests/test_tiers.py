@@ -308,7 +308,8 @@ async def test_member_context_in_one_query(db, partner):
     async with db.acquire() as conn:
         segment = await conn.fetchval(
             "INSERT INTO segments (partner_id, name, definition, created_by)"
-            " VALUES ($1, 'Test', '{}', 't') RETURNING id", partner.partner_id)
+            " VALUES ($1, 'Test', $2, 't') RETURNING id", partner.partner_id,
+            '{"conditions": [{"type": "birthday_month", "months": [7]}]}')
         await conn.execute("INSERT INTO segment_members VALUES ($1, $2, now())", segment, member)
         context = await member_context(conn, member)
         assert (context.tier, context.segments, context.birth_month) == \

@@ -12,11 +12,18 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from coalition.audience_demo import (
+    COMPANY_ADMIN,
+    backfill_purchases,
+    seed_company,
+    seed_segments,
+)
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
 from coalition.rewards.demo import seed_rewards
 from coalition.rules.demo import seed_rules
+from coalition.tiers.admin import seed_tiers
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -38,6 +45,7 @@ DEMO_LOGINS = [
     ("operator@coalition.example", "demo-operator-pass", "Coalition operator"),
     ("owner@hurtownia.example", "demo-partner-pass", "Hurtownia Budowlana owner"),
     ("jan.kowalski@example.com", "demo-member-pass", "Member Jan Kowalski"),
+    COMPANY_ADMIN,
 ]
 
 
@@ -82,7 +90,7 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                     linked, _ = await enroll(session, partners[slug], email, name,
                                              f"{slug.upper()}-{1000 + index}-{number}")
                 members[email] = (linked.member.id, slugs)
-            operator, owner, member = DEMO_LOGINS
+            operator, owner, member = DEMO_LOGINS[:3]
             await create_user(session, operator[0], "operator", name="Operator",
                               password=operator[1], verified=True)
             await create_user(session, owner[0], "partner_staff", name="Owner",
@@ -94,6 +102,13 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             await seed_rules(session, partners, now)
             await session.commit()
         await _history(Ledger(pool), partners, members, now, rng)
+        # Tiers, segments and a B2B company account (coalition/audience_demo.py).
+        async with create_sessionmaker(engine)() as session:
+            await seed_company(session, Ledger(pool), partners["b2b"], now)
+        async with pool.acquire() as conn:
+            await backfill_purchases(conn, now)
+            await seed_tiers(conn, now)
+            await seed_segments(conn, partners, now)
         await seed_rewards(pool, partners, members, now)
     finally:
         await pool.close()

@@ -6,6 +6,7 @@ as a second wall), the periodic job a plain one."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime
 
@@ -14,6 +15,7 @@ import asyncpg
 from coalition.errors import DomainError, NotFound
 from coalition.segments.definitions import Definition, compile_members, parse, to_json
 
+log = logging.getLogger(__name__)
 MAX_SEGMENTS_PER_OWNER = 100
 
 
@@ -181,6 +183,12 @@ async def refresh_all(conn: asyncpg.Connection, now: datetime) -> int:
     await refresh_rfm(conn, now)
     changes = 0
     for row in await conn.fetch("SELECT id FROM segments ORDER BY created_at"):
-        added, removed = await refresh(conn, row["id"], now)
+        try:
+            added, removed = await refresh(conn, row["id"], now)
+        except DomainError as exc:
+            # A definition that no longer validates (a tier it names was removed): keep
+            # its last members and go on with the others.
+            log.warning("segment %s not refreshed: %s", row["id"], exc.detail)
+            continue
         changes += added + removed
     return changes
