@@ -391,10 +391,13 @@ async def test_every_table_is_classified_and_walled(db):
                   "members", "partners"):
         for kind in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
             assert not await db.fetchval(privilege, ROLE, table, kind), (table, kind)
+    # The only doors through the wall, each reviewed: enrolment finds a coalition member
+    # by email; a referral names another member by card number (revealing nothing).
     definers = await db.fetch(
         "SELECT proname FROM pg_proc WHERE prosecdef"
-        " AND pronamespace = 'public'::regnamespace")
-    assert [r["proname"] for r in definers] == ["member_find_or_create"]
+        " AND pronamespace = 'public'::regnamespace ORDER BY proname")
+    assert [r["proname"] for r in definers] == ["member_find_or_create",
+                                                 "member_referral_record"]
 
 
 async def test_the_tenant_session_helper_scopes_every_transaction(app, scenario):
