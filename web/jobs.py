@@ -11,6 +11,9 @@ Periodic jobs (times are UTC):
 | expire_holds      | every minute    | checkout holds past their timeout give points back |
 | expire_points     | hourly at :05   | expired remainders move to breakage               |
 | maintenance       | every 10 min    | purge old idempotency keys, tokens, codes         |
+| reevaluate_tiers  | daily at 01:30  | downgrades and lapsed manual tiers (upgrades are   |
+|                   |                 | immediate, at the purchase)                       |
+| refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import procrastinate
 from coalition import lifecycle
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl
+from coalition.segments.service import refresh_all
+from coalition.tiers import reevaluate_all
 from web.worker import maintenance_pass
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,18 @@ async def maintenance(timestamp: int) -> object:
     return await _run("maintenance", lambda conn: maintenance_pass(conn, get_settings()))
 
 
+@app.periodic(cron="30 1 * * *")
+@app.task(name="reevaluate_tiers", queueing_lock="reevaluate_tiers")
+async def reevaluate_tiers(timestamp: int) -> object:
+    return await _run("reevaluate_tiers", lambda conn: reevaluate_all(conn, _at(timestamp)))
+
+
+@app.periodic(cron="20 * * * *")
+@app.task(name="refresh_segments", queueing_lock="refresh_segments")
+async def refresh_segments(timestamp: int) -> object:
+    return await _run("refresh_segments", lambda conn: refresh_all(conn, _at(timestamp)))
+
+
 @asynccontextmanager
 async def opened(url: DatabaseUrl) -> AsyncIterator[procrastinate.App]:
     """The job app connected to this database (jobs use it for their own work too)."""
@@ -87,7 +104,9 @@ async def opened(url: DatabaseUrl) -> AsyncIterator[procrastinate.App]:
 
 PERIODIC = {"activate_pending": lifecycle.activate_pending,
             "expire_holds": lifecycle.expire_holds,
-            "expire_points": lifecycle.expire_points}
+            "expire_points": lifecycle.expire_points,
+            "reevaluate_tiers": reevaluate_all,
+            "refresh_segments": refresh_all}
 
 
 async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:
