@@ -116,7 +116,10 @@ async def post_purchase(
         if after_post is None or row["status"] != 201:
             return PostingResult(row["status"], row["body"])
         body = json.loads(row["body"])
-        body.update(await after_post(situation.member_id, body))
+        extra = await after_post(situation.member_id, body)
+        if not extra:
+            return PostingResult(row["status"], row["body"])
+        body.update(extra)
         text = json.dumps(body, default=str)
         if idempotency_key is not None:
             await conn.execute("UPDATE idempotency_keys SET response = $3"

@@ -55,7 +55,7 @@ class Program:
     timezone: str
 
 
-_program: dict[str, tuple[float, Program]] = {}
+_program: dict[str, tuple[float, Any]] = {}
 
 
 async def program(conn: asyncpg.Connection) -> Program:
@@ -67,6 +67,18 @@ async def program(conn: asyncpg.Connection) -> Program:
     loaded = Program(row["currency"], Fraction(row["point_face_value"]), row["timezone"])
     _program["settings"] = (time.monotonic() + 10, loaded)
     return loaded
+
+
+async def _coupon_sources(conn: asyncpg.Connection) -> frozenset[uuid.UUID]:
+    """Partners whose purchases can grant cross-brand coupons (cached like the settings:
+    an offer the operator just created applies within seconds)."""
+    cached = _program.get("coupon_sources")
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    rows = await conn.fetch("SELECT DISTINCT source_partner_id FROM coupon_offers WHERE active")
+    sources = frozenset(row["source_partner_id"] for row in rows)
+    _program["coupon_sources"] = (time.monotonic() + 10, sources)
+    return sources
 
 
 def periods(at: datetime, timezone: str) -> tuple[datetime, datetime, datetime]:
@@ -135,13 +147,17 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
         return Decision(hit_rows(evaluation, rules), skip_rows(evaluation), referral)
 
     async def after(member_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
+        """Only what happened goes into the response: `tier_change`, `coupons`."""
+        extra: dict[str, Any] = {}
         change = await reevaluate_member(conn, member_id, order.occurred_at)
-        coupons = await grant_purchase_coupons(
-            conn, partner_id=partner_id, member_id=member_id, order_id=order.order_id,
-            total=order.total, occurred_at=order.occurred_at)
-        extra: dict[str, Any] = {"coupons": coupons}
         if change is not None:
             extra["tier_change"] = _jsonable(change)
+        if partner_id in await _coupon_sources(conn):
+            coupons = await grant_purchase_coupons(
+                conn, partner_id=partner_id, member_id=member_id, order_id=order.order_id,
+                total=order.total, occurred_at=order.occurred_at)
+            if coupons:
+                extra["coupons"] = coupons
         return extra
 
     return await post_purchase(
