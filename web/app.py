@@ -185,7 +185,12 @@ def create_app(
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
         # Earning-rule edits reach every process's rule cache (coalition/rules/service.py).
-        await RULES_CACHE.listen(url.asyncpg_dsn)
+        # The cache is per process: a second app in the same process (the tests' live
+        # servers run on their own event loop) must neither replace nor close the first
+        # app's listener connection, which belongs to the first app's loop.
+        owns_rules_listener = not RULES_CACHE.listening
+        if owns_rules_listener:
+            await RULES_CACHE.listen(url.asyncpg_dsn)
         sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
         box = SecretBox(settings.resolved_secret_key())
         app.state.oauth_server = CoalitionAuthorizationServer(
@@ -211,7 +216,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
             await app.state.token_verifier.close()
-            await RULES_CACHE.close()
+            if owns_rules_listener:
+                await RULES_CACHE.close()
             await pool.close()
             await engine.dispose()
             await tenant_engine.dispose()

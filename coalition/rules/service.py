@@ -76,6 +76,10 @@ class RulesCache:
     _generation: int = 0
     _listener: asyncpg.Connection | None = None
 
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
     async def listen(self, dsn: str) -> None:
         self._listener = await asyncpg.connect(dsn)
         await self._listener.add_listener(RULES_CHANNEL, lambda *_: self.forget_all())

@@ -20,7 +20,6 @@ Operator pages, member pages, the OAuth endpoints, the importer and the maintena
 worker run as the login role, which owns the tables and so is not subject to the
 policies (no FORCE ROW LEVEL SECURITY).
 
-The lead re-points down_revision to "0006" at merge.
 """
 from pathlib import Path
 

@@ -11,7 +11,6 @@ row-level-security wall: a partner reads the tiers of its linked members, and on
 own segments, segment members and RFM scores; the ladder and policy are reference data;
 tier history stays private (member and operator pages read it as the login role).
 
-The lead re-points down_revision at merge.
 """
 from pathlib import Path
 
