@@ -183,6 +183,30 @@ BEGIN
 END $$;
 
 -- Purchases ---------------------------------------------------------------------------
+-- The member a partner names by coalition id, card number or its own customer id, if
+-- linked to that partner; else (or if the member cannot transact) a problem body naming
+-- the reference that failed.
+CREATE FUNCTION ledger_find_member(p_partner uuid, p_member uuid, p_card text,
+                                   p_customer text, OUT member_id uuid, OUT problem text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    SELECT l.member_id INTO member_id
+      FROM member_links l JOIN members m ON m.id = l.member_id
+     WHERE l.partner_id = p_partner
+       AND (p_member IS NULL OR l.member_id = p_member)
+       AND (p_card IS NULL OR m.card_number = p_card)
+       AND (p_customer IS NULL OR l.customer_id = p_customer);
+    IF member_id IS NULL THEN
+        problem := ledger_problem(404, 'member-not-found', 'Member not found',
+            'No member linked to your partner account matches this reference.',
+            jsonb_build_object('field', CASE WHEN p_member IS NOT NULL THEN 'member.id'
+                                             WHEN p_card IS NOT NULL THEN 'member.card_number'
+                                             ELSE 'member.customer_id' END));
+    ELSE
+        problem := ledger_member_problem(p_partner, member_id);
+    END IF;
+END $$;
+
 -- Step 1 of posting a purchase: claim the idempotency key, find the member (by id, card
 -- number or the partner's customer id), check the order id is new, lock the member's
 -- wallet (serializing everything that touches this member's points, so per-member caps
@@ -197,28 +221,14 @@ CREATE FUNCTION purchase_begin(
 LANGUAGE plpgsql AS $$
 DECLARE
     claim record;
-    v_field text := CASE WHEN p_member IS NOT NULL THEN 'member.id'
-                         WHEN p_card IS NOT NULL THEN 'member.card_number'
-                         ELSE 'member.customer_id' END;
 BEGIN
     proceed := false;
     SELECT * INTO claim FROM idempotency_claim(p_partner, p_idem_key, p_request_hash);
     IF NOT claim.claimed THEN
         status := claim.status; body := claim.body; RETURN;
     END IF;
-    SELECT l.member_id INTO member_id
-      FROM member_links l JOIN members m ON m.id = l.member_id
-     WHERE l.partner_id = p_partner
-       AND (p_member IS NULL OR l.member_id = p_member)
-       AND (p_card IS NULL OR m.card_number = p_card)
-       AND (p_customer IS NULL OR l.customer_id = p_customer);
-    IF member_id IS NULL THEN
-        body := ledger_problem(404, 'member-not-found', 'Member not found',
-            'No member linked to your partner account matches this reference.',
-            jsonb_build_object('field', v_field));
-    ELSE
-        body := ledger_member_problem(p_partner, member_id);
-    END IF;
+    SELECT f.member_id, f.problem INTO member_id, body
+      FROM ledger_find_member(p_partner, p_member, p_card, p_customer) f;
     IF body IS NULL AND EXISTS (SELECT 1 FROM purchases p
                                  WHERE p.partner_id = p_partner AND p.order_id = p_order_id) THEN
         body := ledger_problem(409, 'order-already-posted', 'Order already posted',
@@ -920,19 +930,8 @@ BEGIN
     IF NOT claim.claimed THEN
         status := claim.status; body := claim.body; RETURN;
     END IF;
-    SELECT l.member_id INTO member_id
-      FROM member_links l JOIN members m ON m.id = l.member_id
-     WHERE l.partner_id = p_partner
-       AND (p_member IS NULL OR l.member_id = p_member)
-       AND (p_card IS NULL OR m.card_number = p_card)
-       AND (p_customer IS NULL OR l.customer_id = p_customer);
-    IF member_id IS NULL THEN
-        body := ledger_problem(404, 'member-not-found', 'Member not found',
-            'No member linked to your partner account matches this reference.',
-            jsonb_build_object('field', 'member'));
-    ELSE
-        body := ledger_member_problem(p_partner, member_id);
-    END IF;
+    SELECT f.member_id, f.problem INTO member_id, body
+      FROM ledger_find_member(p_partner, p_member, p_card, p_customer) f;
     IF body IS NULL AND EXISTS (
             SELECT 1 FROM member_events e WHERE e.partner_id = p_partner
                AND e.member_id = event_begin.member_id AND e.event_type = p_event_type

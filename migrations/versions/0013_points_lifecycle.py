@@ -22,7 +22,7 @@ depends_on = None
 
 FUNCTIONS = [
     "ledger_partner_account(uuid, text)", "ledger_operator_account(text)",
-    "ledger_lot_expiry(timestamptz)", "ledger_repay_debt(uuid, bigint, bigint, bigint)",
+    "ledger_lot_expiry(timestamptz)", "ledger_find_member(uuid, uuid, text, text)", "ledger_repay_debt(uuid, bigint, bigint, bigint)",
     "purchase_begin(uuid, text, text, uuid, text, text, text, uuid[], timestamptz, timestamptz)",
     "ledger_credit_lots(bigint, uuid, uuid, bigint, bigint, timestamptz, timestamptz)",
     "purchase_post(uuid, uuid, text, text, text, timestamptz, text, bigint, text, text, jsonb,"
