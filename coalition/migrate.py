@@ -61,3 +61,20 @@ def execute_sql_script(script: str) -> None:
 
     for statement in split_sql_script(script):
         op.get_bind().exec_driver_sql(statement)
+
+
+# The row-level-security wall of migration 0007, for the tables later migrations add.
+TENANT_ROLE = "coalition_tenant"
+CURRENT_PARTNER = "nullif(current_setting('coalition.partner_id', true), '')::uuid"
+
+
+def wall_tables(policies: dict[str, tuple[str, str]]) -> None:
+    """Grant the tenant role `privileges` on each table and let it see (and write) only
+    the rows matching `condition`: {table: (privileges, condition)}."""
+    from alembic import op
+
+    for table, (privileges, condition) in policies.items():
+        op.execute(f"GRANT {privileges} ON {table} TO {TENANT_ROLE}")
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"CREATE POLICY tenant_isolation ON {table} AS PERMISSIVE FOR ALL"
+                   f" TO {TENANT_ROLE} USING ({condition}) WITH CHECK ({condition})")

@@ -9,12 +9,13 @@ The new tenant-owned tables join the row-level-security wall of migration 0007.
 """
 import sqlalchemy as sa
 from alembic import op
+
+from coalition.migrate import CURRENT_PARTNER, wall_tables
 from sqlalchemy.dialects import postgresql
 
 from coalition.models import ACCOUNT_KINDS, ENTRY_KINDS
 
-ROLE = "coalition_tenant"
-PARTNER = "nullif(current_setting('coalition.partner_id', true), '')::uuid"
+PARTNER = CURRENT_PARTNER
 POLICIES = {
     "purchases": ("SELECT", f"partner_id = {PARTNER}"),
     "purchase_returns": ("SELECT", f"partner_id = {PARTNER}"),
@@ -192,11 +193,7 @@ def upgrade() -> None:
     _replace_check("journal_entries", "kind", _in("kind", ENTRY_KINDS))
     _replace_check("accounts", "kind", _in("kind", ACCOUNT_KINDS))
     _replace_check("lot_movements", "kind", _in("kind", LOT_MOVEMENT_KINDS))
-    for table, (privileges, condition) in POLICIES.items():
-        op.execute(f"GRANT {privileges} ON {table} TO {ROLE}")
-        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY tenant_isolation ON {table} AS PERMISSIVE FOR ALL TO {ROLE}"
-                   f" USING ({condition}) WITH CHECK ({condition})")
+    wall_tables(POLICIES)
 
 
 def downgrade() -> None:

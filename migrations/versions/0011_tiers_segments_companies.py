@@ -18,11 +18,11 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from coalition.migrate import execute_sql_file
+from coalition.migrate import CURRENT_PARTNER, TENANT_ROLE, wall_tables, execute_sql_file
 
 SQL = Path(__file__).parent.parent / "sql"
-ROLE = "coalition_tenant"
-PARTNER = "nullif(current_setting('coalition.partner_id', true), '')::uuid"
+ROLE = TENANT_ROLE
+PARTNER = CURRENT_PARTNER
 LINKED = ("EXISTS (SELECT 1 FROM member_links l WHERE l.member_id = {member} "
           f"AND l.partner_id = {PARTNER})")
 POLICIES = {
@@ -164,11 +164,7 @@ def upgrade() -> None:
     op.execute("INSERT INTO tier_settings (id) VALUES (1)")
     execute_sql_file(SQL / "0011_member_door.sql")
     op.execute(f"GRANT SELECT ON {', '.join(REFERENCE_TABLES)} TO {ROLE}")
-    for table, (privileges, condition) in POLICIES.items():
-        op.execute(f"GRANT {privileges} ON {table} TO {ROLE}")
-        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY tenant_isolation ON {table} AS PERMISSIVE FOR ALL TO {ROLE}"
-                   f" USING ({condition}) WITH CHECK ({condition})")
+    wall_tables(POLICIES)
 
 
 def downgrade() -> None:

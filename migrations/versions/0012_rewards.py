@@ -12,10 +12,11 @@ offers bind two brands and belong to the operator: the tenant role gets nothing.
 """
 import sqlalchemy as sa
 from alembic import op
+
+from coalition.migrate import CURRENT_PARTNER, wall_tables
 from sqlalchemy.dialects import postgresql
 
-ROLE = "coalition_tenant"
-PARTNER = "nullif(current_setting('coalition.partner_id', true), '')::uuid"
+PARTNER = CURRENT_PARTNER
 POLICIES = {
     "rewards": ("SELECT, INSERT, UPDATE", f"partner_id = {PARTNER}"),
     "vouchers": ("SELECT", f"partner_id = {PARTNER} OR issuer_partner_id = {PARTNER}"),
@@ -120,11 +121,7 @@ def upgrade() -> None:
     op.create_index('uq_vouchers_coupon', 'vouchers', ['offer_id', 'issuer_partner_id', 'order_id'], unique=True, postgresql_where=sa.text('offer_id IS NOT NULL'))
     op.create_index('uq_vouchers_request', 'vouchers', ['member_id', 'request_key'], unique=True, postgresql_where=sa.text('request_key IS NOT NULL'))
     # ### end Alembic commands ###
-    for table, (privileges, condition) in POLICIES.items():
-        op.execute(f"GRANT {privileges} ON {table} TO {ROLE}")
-        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY tenant_isolation ON {table} AS PERMISSIVE FOR ALL TO {ROLE}"
-                   f" USING ({condition}) WITH CHECK ({condition})")
+    wall_tables(POLICIES)
 
 
 def downgrade() -> None:
