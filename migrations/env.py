@@ -9,12 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import coalition.commerce
-import coalition.models
-import coalition.rewards.models
-import coalition.rules.models
-import coalition.segments.models
-import coalition.tiers.models  # noqa: F401
+import settlement.models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

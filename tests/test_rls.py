@@ -62,6 +62,7 @@ A_ROWS = {
     "segments": "partner_id = {partner}",
     "segment_members": "segment_id IN (SELECT id FROM segments WHERE partner_id = {partner})",
     "rfm_scores": "partner_id = {partner}",
+    "settlement_terms": "partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -71,7 +72,7 @@ PARTNER_KEYED = [t for t, where in A_ROWS.items() if where == "partner_id = {par
 # Tables with a policy whose rows the tenant may only insert, never read.
 WRITE_ONLY = {"user_tokens"}
 # No tenant data: the tenant may read them, no policy needed.
-REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings"}
+REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings", "fx_rates"}
 # The tenant role gets no privilege at all on these.
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
@@ -178,6 +179,8 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
     await db.execute("INSERT INTO rfm_scores (partner_id, member_id, recency, frequency,"
                      " monetary, last_purchase_at, purchases, spend, computed_at)"
                      " VALUES ($1, $2, 5, 5, 5, now(), 1, 10000, now())", partner, member)
+    await db.execute("INSERT INTO settlement_terms (partner_id, effective_from, issue_price,"
+                     " reimbursement, created_by) VALUES ($1, now(), 1.2, 1.0, 'a')", partner)
 
 
 @asynccontextmanager
