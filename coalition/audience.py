@@ -24,16 +24,34 @@ class MemberContext:
     birth_month: int | None = None
 
 
-_QUERY = """
-SELECT m.id,
-       CASE WHEN t.manual_until IS NOT NULL AND t.manual_until <= now() THEN t.earned_code
-            ELSE coalesce(t.tier_code, (SELECT code FROM tiers ORDER BY rank LIMIT 1)) END
-           AS tier,
-       array(SELECT s.segment_id FROM segment_members s WHERE s.member_id = m.id) AS segments,
-       extract(month FROM m.birth_date)::int AS birth_month
+# The context's columns for the member `m` (joined with its member_tiers row `t`).
+_COLUMNS = """
+CASE WHEN t.manual_until IS NOT NULL AND t.manual_until <= now() THEN t.earned_code
+     ELSE coalesce(t.tier_code, (SELECT code FROM tiers ORDER BY rank LIMIT 1)) END AS tier,
+array(SELECT s.segment_id FROM segment_members s WHERE s.member_id = m.id) AS segments,
+extract(month FROM m.birth_date)::int AS birth_month
+"""
+_QUERY = f"""
+SELECT m.id, {_COLUMNS}
   FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
  WHERE m.id = ANY($1::uuid[])
-"""
+"""  # noqa: S608 (constant text)
+
+
+def context_join(member_column: str) -> str:
+    """A LEFT JOIN LATERAL giving the context of the member in `member_column` as
+    columns tier, segments and birth_month, for a caller to fold into a query it runs
+    anyway (the purchase path reads it with the posting's first step, saving a round
+    trip). `member_column` must be a column reference, never input."""
+    return (f" LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM members m"  # noqa: S608
+            f" LEFT JOIN member_tiers t ON t.member_id = m.id WHERE m.id = {member_column})"
+            " ctx ON true")
+
+
+def context_of(row: asyncpg.Record, member_id: uuid.UUID) -> MemberContext:
+    """The context from a row produced with `context_join`."""
+    return MemberContext(member_id, row["tier"], frozenset(row["segments"] or ()),
+                         row["birth_month"])
 
 
 async def member_contexts(conn: asyncpg.Connection, member_ids: list[uuid.UUID]

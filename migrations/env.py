@@ -9,11 +9,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import coalition.commerce  # noqa: F401
-import coalition.models  # noqa: F401
-import coalition.rewards.models  # noqa: F401
-import coalition.rules.models  # noqa: F401
-import coalition.segments.models  # noqa: F401
+import coalition.commerce
+import coalition.models
+import coalition.rewards.models
+import coalition.rules.models
+import coalition.segments.models
 import coalition.tiers.models  # noqa: F401
 import settlement.models  # noqa: F401
 import tenants.models  # noqa: F401

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from coalition.audience import member_context
+from coalition.audience import MemberContext, context_join, context_of, member_context
 from coalition.errors import NotFound
 from coalition.ledger import PostingResult
 from coalition.purchases import (
@@ -25,8 +25,10 @@ from coalition.purchases import (
     MemberRef,
     Order,
     Situation,
+    commit_purchase,
     post_event,
     post_purchase,
+    read_facts,
 )
 from coalition.rewards import grant_purchase_coupons
 from coalition.rules.engine import (
@@ -43,7 +45,13 @@ from coalition.rules.engine import (
     referral_bonus,
 )
 from coalition.rules.service import active_rules, budget_left, member_usage
-from coalition.tiers.service import reevaluate_member
+from coalition.tiers import service as tiers
+from coalition.tiers.service import (
+    PROGRAM_COLUMNS,
+    lock_sql,
+    program_of,
+    reevaluate_locked,
+)
 
 
 @dataclass(frozen=True)
@@ -112,9 +120,8 @@ def skip_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
 
 
 async def _evaluate(conn: asyncpg.Connection, rules: list[RuleVersion], order: Order,
-                    member_id: uuid.UUID | None, first_purchase: bool,
+                    context: MemberContext | None, first_purchase: bool,
                     usage: dict[uuid.UUID, RuleUsage], settings: Program) -> Evaluation:
-    context = await member_context(conn, member_id) if member_id else None
     shopper = Shopper(tier=context.tier if context else None,
                       segments=context.segments if context else frozenset(),
                       first_purchase=first_purchase, usage=usage)
@@ -123,16 +130,37 @@ async def _evaluate(conn: asyncpg.Connection, rules: list[RuleVersion], order: O
                     point_value=settings.point_value)
 
 
+# Read with the posting's first step (coalition.purchases `begin_join`), so the hot path
+# pays no round trip for them: the member's targeting context, the tier ladder, and the
+# member's tier lock, which the re-evaluation after posting needs (taken after the
+# wallet lock, the order every path uses).
+_BEGIN_JOIN = (context_join("b.member_id")
+               + f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}, {lock_sql('b.member_id')}"
+               " AS tier_lock WHERE b.proceed) tp ON true")
+
+
+# The fast path reads the same along with the member's facts ($8.. are the tier
+# value's arguments), without the lock: purchase_commit takes it and checks the rest.
+_FACTS_JOIN = context_join("f.member_id") + tiers.facts_join("f.member_id", 8)
+# The tier program the fast path last saw, by the text of its two columns.
+_tier_program: dict[str, Any] = {}
+
+
 async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
                    member: MemberRef, order: Order, idempotency_key: str | None,
                    request_hash: str | None) -> PostingResult:
+    """Post a purchase: the fast path when it applies and the facts hold, else the
+    locked path (coalition.purchases explains both; they give the same result)."""
     settings = await program(conn)
     rules = await active_rules(conn, partner_id, order.occurred_at)
     day, month, _ = periods(order.occurred_at, settings.timezone)
+    begun: dict[str, Any] = {}
 
     async def decide(situation: Situation) -> Decision:
+        begun["row"] = situation.begun
         usage = {rule: RuleUsage(*points) for rule, points in situation.usage.items()}
-        evaluation = await _evaluate(conn, rules, order, situation.member_id,
+        evaluation = await _evaluate(conn, rules, order,
+                                     context_of(situation.begun, situation.member_id),
                                      situation.first_purchase, usage, settings)
         referral = None
         if situation.referrer is not None and situation.coalition_first:
@@ -149,9 +177,11 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
     async def after(member_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
         """Only what happened goes into the response: `tier_change`, `coupons`."""
         extra: dict[str, Any] = {}
-        change = await reevaluate_member(conn, member_id, order.occurred_at)
-        if change is not None:
-            extra["tier_change"] = _jsonable(change)
+        ladder = program_of(begun["row"], settings.timezone, settings.currency)
+        if ladder.ladder:
+            change = await reevaluate_locked(conn, ladder, member_id, order.occurred_at)
+            if change is not None:
+                extra["tier_change"] = _jsonable(change)
         if partner_id in await _coupon_sources(conn):
             coupons = await grant_purchase_coupons(
                 conn, partner_id=partner_id, member_id=member_id, order_id=order.order_id,
@@ -160,10 +190,57 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
                 extra["coupons"] = coupons
         return extra
 
+    capped = capped_rule_ids(rules)
+    # Cross-brand coupons follow the posting in its transaction: the locked path only.
+    if partner_id not in await _coupon_sources(conn):
+        posted = await _fast_purchase(conn, settings, partner_id=partner_id, actor=actor,
+                                      member=member, order=order, decide=decide,
+                                      capped=capped, day=day, month=month,
+                                      idempotency_key=idempotency_key,
+                                      request_hash=request_hash)
+        if posted is not None:
+            return posted
     return await post_purchase(
         conn, partner_id=partner_id, actor=actor, member=member, order=order, decide=decide,
-        capped_rules=capped_rule_ids(rules), day_start=day, month_start=month,
-        idempotency_key=idempotency_key, request_hash=request_hash, after_post=after)
+        capped_rules=capped, day_start=day, month_start=month,
+        idempotency_key=idempotency_key, request_hash=request_hash, after_post=after,
+        begin_join=_BEGIN_JOIN)
+
+
+async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,
+                         partner_id: uuid.UUID, actor: str, member: MemberRef, order: Order,
+                         decide: Any, capped: list[uuid.UUID], day: datetime,
+                         month: datetime, idempotency_key: str | None,
+                         request_hash: str | None) -> PostingResult | None:
+    """None when the locked path must decide: an unknown member (it records the
+    refusal), a tier program that changed since this process last saw it, or a fact
+    that changed between the read and the posting."""
+    ladder = _tier_program.get("program")
+    if ladder is None:
+        ladder = await tiers.load_program(conn)
+    situation = await read_facts(conn, partner_id=partner_id, member=member,
+                                 capped_rules=capped, day_start=day, month_start=month,
+                                 join=_FACTS_JOIN,
+                                 join_args=tiers.facts_args(ladder, order.occurred_at))
+    if situation is None:
+        return None
+    seen = (situation.begun["tier_policy"], situation.begun["tier_ladder"])
+    if _tier_program.get("seen") != seen:
+        _tier_program.update(seen=seen, program=program_of(
+            situation.begun, settings.timezone, settings.currency))
+        return None
+    decision = await decide(situation)
+    tier = None
+    if ladder.ladder:
+        gained = (sum(hit["points"] for hit in decision.hits)
+                  if ladder.policy.qualification == "points"
+                  else order.total if order.currency == ladder.currency else 0)
+        tier = tiers.predict(ladder, situation.begun, gained, order.occurred_at)
+    return await commit_purchase(
+        conn, partner_id=partner_id, actor=actor, member=member, order=order,
+        situation=situation, decision=decision, capped_rules=capped, day_start=day,
+        month_start=month, idempotency_key=idempotency_key, request_hash=request_hash,
+        tier=tier)
 
 
 def _jsonable(value: Any) -> Any:
@@ -176,7 +253,7 @@ async def simulate(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
     with no tier or segment, on a first purchase."""
     settings = await program(conn)
     rules = await active_rules(conn, partner_id, order.occurred_at)
-    member_id, first_purchase = None, True
+    member_id, first_purchase, context = None, True, None
     usage: dict[uuid.UUID, RuleUsage] = {}
     if member is not None:
         row = await conn.fetchrow(_FIND_MEMBER, partner_id, member.id, member.card_number,
@@ -188,7 +265,8 @@ async def simulate(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
         member_id, first_purchase = row["member_id"], row["first_purchase"]
         usage = await member_usage(conn, member_id, rules, order.occurred_at,
                                    settings.timezone)
-    evaluation = await _evaluate(conn, rules, order, member_id, first_purchase, usage,
+        context = await member_context(conn, member_id)
+    evaluation = await _evaluate(conn, rules, order, context, first_purchase, usage,
                                  settings)
     pending_days = await conn.fetchval("SELECT pending_days FROM partners WHERE id = $1",
                                        partner_id)

@@ -8,6 +8,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -39,23 +40,31 @@ class Program:
         return next(t for t in self.ladder if t.code == code)
 
 
-_PROGRAM = """
-SELECT (SELECT row_to_json(s) FROM tier_settings s WHERE id = 1) AS policy,
-       (SELECT json_agg(t ORDER BY t.rank) FROM tiers t) AS ladder,
+# The ladder and its policy as two JSON columns, for load_program and for callers that
+# fold them into a query they run anyway (the purchase path).
+PROGRAM_COLUMNS = ("(SELECT row_to_json(s) FROM tier_settings s WHERE id = 1) AS tier_policy,"
+                   " (SELECT json_agg(t ORDER BY t.rank) FROM tiers t) AS tier_ladder")
+_PROGRAM = f"""
+SELECT {PROGRAM_COLUMNS},
        (SELECT timezone FROM coalition_settings WHERE id = 1) AS timezone,
        (SELECT currency FROM coalition_settings WHERE id = 1) AS currency
-"""
+"""  # noqa: S608 (constant text)
+
+
+def program_of(row: asyncpg.Record, timezone: str | None, currency: str | None) -> Program:
+    """The program from a row with the PROGRAM_COLUMNS."""
+    policy = json.loads(row["tier_policy"]) if row["tier_policy"] else {}
+    ladder = [TierDef(t["code"], t["name"], t["rank"], t["threshold"], tuple(t["benefits"]))
+              for t in json.loads(row["tier_ladder"] or "[]")]
+    return Program(
+        ladder=ladder,
+        policy=Policy(**{k: policy[k] for k in Policy.__dataclass_fields__ if k in policy}),
+        timezone=timezone or "Europe/Warsaw", currency=currency or "PLN")
 
 
 async def load_program(conn: asyncpg.Connection) -> Program:
     row = await conn.fetchrow(_PROGRAM)
-    policy = json.loads(row["policy"]) if row["policy"] else {}
-    ladder = [TierDef(t["code"], t["name"], t["rank"], t["threshold"], tuple(t["benefits"]))
-              for t in json.loads(row["ladder"] or "[]")]
-    return Program(
-        ladder=ladder,
-        policy=Policy(**{k: policy[k] for k in Policy.__dataclass_fields__ if k in policy}),
-        timezone=row["timezone"] or "Europe/Warsaw", currency=row["currency"] or "PLN")
+    return program_of(row, row["timezone"], row["currency"])
 
 
 # Qualifying value in the window [$2, $5] and in the earlier window [$3, $2) (calendar
@@ -132,24 +141,85 @@ async def _record(conn: asyncpg.Connection, member_id: uuid.UUID, change: Change
         change.to_code, change.reason, change.value, note, actor, now)
 
 
+def lock_sql(member_column: str) -> str:
+    """The expression that takes the member's tier lock, for a caller that folds it into
+    a query it runs anyway; `member_column` must be a column reference, never input."""
+    return f"pg_advisory_xact_lock(hashtextextended({member_column}::text, {_LOCK_SPACE}))"
+
+
+# One decision per member at a time (a purchase and the job, two purchases): the lock
+# lasts until the caller's transaction ends.
+_LOCK_SPACE = 7401
+
+
 async def _lock(conn: asyncpg.Connection, member_id: uuid.UUID) -> None:
-    # One decision per member at a time (a purchase and the job, two purchases): the
-    # lock lasts until the caller's transaction ends.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7401))",
-                       str(member_id))
+    await conn.execute(f"SELECT {lock_sql('$1')}", str(member_id))
 
 
 async def _reevaluate(conn: asyncpg.Connection, program: Program, member_id: uuid.UUID,
                       now: datetime, actor: str = SYSTEM) -> Change | None:
     await _lock(conn, member_id)
-    state = await _state(conn, member_id)
-    value, keep = await qualifying_value(conn, program, member_id, now)
-    new, change = decide(program.ladder, program.policy, state, value, keep, now)
+    return await reevaluate_locked(conn, program, member_id, now, actor)
+
+
+async def reevaluate_locked(conn: asyncpg.Connection, program: Program, member_id: uuid.UUID,
+                            now: datetime, actor: str = SYSTEM) -> Change | None:
+    """Re-evaluate under the member's tier lock, which the caller already holds (see
+    `lock_sql`) inside its transaction: the state and the qualifying value come in one
+    query, and only a change is written."""
+    start, earlier = _window_args(program, now)
+    row = await conn.fetchrow(
+        f"SELECT v.value, v.previous, {', '.join('t.' + c for c in _STATE_COLUMNS)},"  # noqa: S608
+        f" t.member_id IS NOT NULL AS stored FROM ({_value_query(program, True)}) v"
+        " LEFT JOIN member_tiers t ON t.member_id = $1",
+        member_id, start, earlier, program.currency, now)
+    state = TierState(**{c: row[c] for c in _STATE_COLUMNS}) if row["stored"] else None
+    new, change = decide(program.ladder, program.policy, state, int(row["value"]),
+                         int(row["previous"]), now)
     if new is not None:
         await _store(conn, member_id, new)
     if change is not None:
         await _record(conn, member_id, change, actor, now)
     return change
+
+
+def facts_join(member_column: str, first_param: int) -> str:
+    """LEFT JOINs giving, for the member in `member_column`, the program (tier_policy,
+    tier_ladder), the stored state (state_* columns, state_stored) and the qualifying
+    value (value, previous; parameters $first_param.. are `facts_args`), for the
+    purchase fast path to read along with the member's other facts. Constant text."""
+    n = first_param
+    state = ", ".join(f"t.{c} AS state_{c}" for c in _STATE_COLUMNS)
+    return (f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}) tp ON true"  # noqa: S608
+            f" LEFT JOIN LATERAL (SELECT {state}, true AS state_stored FROM member_tiers t"
+            f" WHERE t.member_id = {member_column}) ts ON true"
+            f" LEFT JOIN LATERAL tier_qualifying_value({member_column}, ${n}, ${n + 1},"
+            f" ${n + 2}, ${n + 3}, ${n + 4}) tv ON true")
+
+
+def facts_args(program: Program, now: datetime) -> tuple[Any, ...]:
+    start, earlier = _window_args(program, now)
+    return program.policy.qualification, start, earlier, program.currency, now
+
+
+def predict(program: Program, row: asyncpg.Record, gained: int, now: datetime
+            ) -> dict[str, Any]:
+    """The tier decision after a purchase that adds `gained` to the qualifying value,
+    from a row read with `facts_join`, as purchase_commit checks and applies it: the
+    facts assumed (state, value, previous) and what to write (new_state, change)."""
+    state = (TierState(**{c: row[f"state_{c}"] for c in _STATE_COLUMNS})
+             if row["state_stored"] else None)
+    value, previous = int(row["value"]) + gained, int(row["previous"])
+    new, change = decide(program.ladder, program.policy, state, value, previous, now)
+    basis, start, earlier, currency, _ = facts_args(program, now)
+    return {"basis": basis, "start": start, "earlier": earlier, "currency": currency,
+            "now": now, "value": value, "previous": previous, "state": _row(state),
+            "new_state": _row(new), "change": _row(change)}
+
+
+def _row(value: TierState | Change | None) -> dict[str, Any] | None:
+    # dataclasses.asdict deep-copies every field: too slow for the purchase hot path.
+    return None if value is None else dict(vars(value))
 
 
 async def reevaluate_member(conn: asyncpg.Connection, member_id: uuid.UUID, now: datetime

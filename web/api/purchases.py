@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -78,9 +79,8 @@ def _moment(value: datetime, field: str) -> datetime:
     return value
 
 
-async def _order(data: PostPurchase | SimulatePurchase, state: State) -> Order:
-    async with state.pool.acquire() as conn:
-        settings = await earning.program(conn)
+async def _order(data: PostPurchase | SimulatePurchase, conn: asyncpg.Connection) -> Order:
+    settings = await earning.program(conn)
     if data.currency != settings.currency:
         raise DomainError("currency-not-supported", "Currency not supported",
                           f"Purchases are accepted in {settings.currency} only.",
@@ -109,9 +109,9 @@ class PurchaseController(Controller):
                      idempotency_key: IdempotencyHeader) -> Response:
         data = await strict_body(request, PostPurchase)
         member = _member(data.member)
-        order = await _order(data, state)
         principal: PartnerPrincipal = request.user
         async with state.pool.acquire() as conn:
+            order = await _order(data, conn)
             result = await earning.purchase(
                 conn, partner_id=principal.partner_id, actor=principal.actor, member=member,
                 order=order, idempotency_key=idempotency_key,
@@ -124,9 +124,9 @@ class PurchaseController(Controller):
                        state: State) -> Response:
         data = await strict_body(request, SimulatePurchase)
         member = _member(data.member) if data.member is not None else None
-        order = await _order(data, state)
         principal: PartnerPrincipal = request.user
         async with state.pool.acquire() as conn:
+            order = await _order(data, conn)
             body = await earning.simulate(conn, partner_id=principal.partner_id,
                                           member=member, order=order)
         return Response(body)

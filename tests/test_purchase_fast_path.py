@@ -1,0 +1,147 @@
+"""The purchase fast path (coalition/purchases.py): two statements per purchase, the
+same result as the locked path, and nothing written when a fact it read has changed
+before it posts; the locked path then decides."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
+from coalition.rules.validation import RuleSpec
+from coalition.tiers import service as tiers
+from tests.helpers import new_key
+from tests.test_lifecycle import assert_verified
+from tests.test_purchases_api import BASE, LINES, order, rules
+from tests.tiering import set_program
+from web import earning
+
+NOW = datetime.now(UTC) - timedelta(minutes=1)
+WELCOME = RuleSpec("Welcome", "first_purchase", {"points": 50}, priority=40)
+
+
+def an_order(total: int = 25000) -> Order:
+    return Order(order_id=new_key(), occurred_at=NOW, currency="PLN", total=total,
+                 channel="store", store_id=None, lines=LINES)
+
+
+async def post(db: asyncpg.Pool, partner, member: str, purchase: Order, key: str):
+    async with db.acquire() as conn:
+        return await earning.purchase(conn, partner_id=partner.partner_id, actor="test",
+                                      member=MemberRef(id=uuid.UUID(member)),
+                                      order=purchase, idempotency_key=key,
+                                      request_hash=key)
+
+
+async def test_a_purchase_costs_two_statements(app, partner, db):
+    await rules(app, partner, BASE, WELCOME)
+    member = await partner.enroll()
+    await post(db, partner, member, an_order(), new_key())   # warms this process's caches
+    statements: list[str] = []
+    async with db.acquire() as conn:
+        def log(record) -> None:
+            statements.append(record.query)
+        conn.add_query_logger(log)
+        result = await earning.purchase(
+            conn, partner_id=partner.partner_id, actor="test",
+            member=MemberRef(id=uuid.UUID(member)), order=an_order(),
+            idempotency_key=new_key(), request_hash="h")
+        conn.remove_query_logger(log)
+    assert result.status == 201, result.body
+    assert [s.split("(")[0] for s in statements] == [
+        "SELECT * FROM purchase_facts", "SELECT status, body FROM purchase_commit"]
+    assert json.loads(result.body)["points"] == 250
+
+
+async def test_a_fact_that_changed_writes_nothing_and_the_locked_path_decides(
+        app, partner, db):
+    await rules(app, partner, BASE, WELCOME)
+    member = await partner.enroll()
+    capped: list[uuid.UUID] = []
+    async with db.acquire() as conn:
+        settings = await earning.program(conn)
+        day, month, _ = earning.periods(NOW, settings.timezone)
+        facts = await read_facts(conn, partner_id=partner.partner_id,
+                                 member=MemberRef(id=uuid.UUID(member)), capped_rules=capped,
+                                 day_start=day, month_start=month)
+    assert facts is not None and facts.first_purchase
+    # Another purchase posts between the read and the commit: not the first any more.
+    assert (await partner.post("/api/v1/purchases", order(member))).status_code == 201
+    stale = an_order()
+    key = new_key()
+    async with db.acquire() as conn:
+        hit = {"rule_id": str(uuid.uuid4()), "version": 1, "name": "Welcome",
+               "type": "first_purchase", "points": 50, "funding": "partner",
+               "explanation": "first purchase", "capped_by": None, "budget": False}
+        result = await commit_purchase(
+            conn, partner_id=partner.partner_id, actor="test",
+            member=MemberRef(id=uuid.UUID(member)), order=stale, situation=facts,
+            decision=Decision([hit]), capped_rules=capped, day_start=day, month_start=month,
+            idempotency_key=key, request_hash=key, tier=None)
+    assert result is None
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE order_id = $1",
+                             stale.order_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = $1", key) == 0
+    # The same request through the whole path: decided afresh, no welcome bonus.
+    posted = await post(db, partner, member, stale, key)
+    body = json.loads(posted.body)
+    assert posted.status == 201 and body["points"] == 250
+    assert any(skip["name"] == "Welcome" for skip in body["skipped"])
+    await assert_verified(db)
+
+
+async def test_a_purchase_that_lifts_the_tier_stores_it_with_its_history(app, partner, db):
+    await set_program(db, NOW - timedelta(days=1))   # Standard, VIP from 1,000 PLN
+    await rules(app, partner, BASE)
+    member = await partner.enroll()
+    first = (await partner.post("/api/v1/purchases", order(member, total=60_000))).json()
+    assert "tier_change" not in first
+    lifted = await partner.post("/api/v1/purchases", order(member, total=50_000))
+    assert lifted.status_code == 201, lifted.text
+    change = lifted.json()["tier_change"]
+    assert (change["from_code"], change["to_code"], change["reason"], change["value"]) == \
+        ("standard", "vip", "upgrade", 110_000)
+    assert await db.fetchval("SELECT tier_code FROM member_tiers WHERE member_id = $1",
+                             uuid.UUID(member)) == "vip"
+    assert [tuple(r) for r in await db.fetch(
+        "SELECT from_code, to_code, reason FROM tier_history WHERE member_id = $1",
+        uuid.UUID(member))] == [("standard", "vip", "upgrade")]
+    # A replay returns the stored response, tier change included, and changes nothing.
+    again = await partner.post("/api/v1/purchases", json.loads(lifted.request.content),
+                               key=lifted.request.headers["Idempotency-Key"])
+    assert again.json() == lifted.json()
+    third = (await partner.post("/api/v1/purchases", order(member, total=1_000))).json()
+    assert "tier_change" not in third
+
+
+async def test_a_tier_state_changed_by_someone_else_sends_the_purchase_the_locked_way(
+        app, partner, db):
+    await set_program(db, NOW - timedelta(days=1))
+    await rules(app, partner, BASE)
+    member = await partner.enroll()
+    member_id = uuid.UUID(member)
+    async with db.acquire() as conn:
+        settings = await earning.program(conn)
+        program = await tiers.load_program(conn)
+        day, month, _ = earning.periods(NOW, settings.timezone)
+        facts = await read_facts(conn, partner_id=partner.partner_id,
+                                 member=MemberRef(id=member_id), capped_rules=[],
+                                 day_start=day, month_start=month,
+                                 join=tiers.facts_join("f.member_id", 8),
+                                 join_args=tiers.facts_args(program, NOW))
+        tier = tiers.predict(program, facts.begun, 110_000, NOW)
+        assert tier["change"]["to_code"] == "vip"
+        # The operator assigns VIP by hand before the purchase posts.
+        await tiers.assign_manual(conn, member_id, "vip", NOW + timedelta(days=30),
+                                  "key account", "operator", NOW)
+        result = await commit_purchase(
+            conn, partner_id=partner.partner_id, actor="test", member=MemberRef(id=member_id),
+            order=an_order(110_000), situation=facts, decision=Decision(), capped_rules=[],
+            day_start=day, month_start=month, idempotency_key=new_key(),
+            request_hash="h", tier=tier)
+    assert result is None
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE member_id = $1",
+                             member_id) == 0
