@@ -138,6 +138,10 @@ class StripeEvent(Base):
     """Every Stripe event received, stored once by its id."""
 
     __tablename__ = "stripe_events"
+    __table_args__ = (
+        # Events waiting for their payment (webhooks.replay_waiting_events).
+        Index("ix_stripe_events_waiting", "created", postgresql_where="processed_at IS NULL"),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
