@@ -65,9 +65,9 @@ async def transition(conn: asyncpg.Connection, payment: Any, new_status: str, *,
                       event_at):
         return "stale", None
     row = await conn.fetchrow(
-        "UPDATE settlement_payments SET status = $2, amount_paid = coalesce($3, amount_paid),"
+        "UPDATE settlement_payments SET status = $2::text, amount_paid = coalesce($3, amount_paid),"
         " stripe_event_at = coalesce(greatest(stripe_event_at, $4), $4, stripe_event_at),"
-        " failure_reason = CASE WHEN $2 = ANY($6::text[]) THEN $5 ELSE failure_reason END,"
+        " failure_reason = CASE WHEN $2::text = ANY($6::text[]) THEN $5 ELSE failure_reason END,"
         " updated_at = now() WHERE id = $1 RETURNING *",
         payment["id"], new_status, amount_paid, event_at, reason, sorted(FAILURES))
     await run_hooks(conn, change_of(row, status))

@@ -295,7 +295,7 @@ class StripeGateway:
             except stripe.StripeError as exc:
                 raise stripe_failure(exc) from exc
             await _lock_object(conn, transfer.id)
-            paid = amount - int(transfer.get("amount_reversed") or 0)
+            paid = amount - int(transfer.to_dict().get("amount_reversed") or 0)
             payment = await conn.fetchrow(
                 "UPDATE settlement_payments SET stripe_object_id = $2, amount_paid = $3,"
                 " updated_at = now() WHERE id = $1 RETURNING *", payment["id"], transfer.id,

@@ -122,8 +122,8 @@ async def _apply(conn: asyncpg.Connection, event: dict[str, Any]
 async def _record(conn: asyncpg.Connection, event_id: str, outcome: str,
                   payment_id: int | None) -> None:
     await conn.execute(
-        "UPDATE stripe_events SET outcome = $2, payment_id = $3, error = NULL,"
-        " processed_at = CASE WHEN $2 = 'unmatched' THEN NULL ELSE now() END WHERE id = $1",
+        "UPDATE stripe_events SET outcome = $2::text, payment_id = $3, error = NULL,"
+        " processed_at = CASE WHEN $2::text = 'unmatched' THEN NULL ELSE now() END WHERE id = $1",
         event_id, outcome, payment_id)
 
 
