@@ -2,12 +2,16 @@
 Connect transfers against the local transfer double, webhooks signed as Stripe signs
 them (replays, out-of-order events, bad signatures), failure notifications, SEPA batches,
 the payout details page and the partner's payments API."""
+# The fixtures are imported from tests/stripe_fixtures.py, so the test parameters that
+# name them shadow the imports by design.
+# ruff: noqa: F811
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from datetime import date
 from decimal import Decimal
 from xml.etree import ElementTree
 
@@ -299,15 +303,15 @@ async def test_sepa_batch_is_valid_pain001_and_marks_payouts_exported(stripe_cli
     second = await sepa.queue_payout(app.state.pool, b, ref(), 99, "EUR")
     batch = await sepa.export_batch(app.state.pool, app.state.settings,
                                     [first["id"], second["id"]],
-                                    __import__("datetime").date(2026, 12, 1), "op@test")
+                                    date(2026, 12, 1), "op@test")
     ns = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"}
     root = ElementTree.fromstring(batch.xml)
     header = root.find("p:CstmrCdtTrfInitn/p:GrpHdr", ns)
     assert header.findtext("p:NbOfTxs", namespaces=ns) == "2"
     assert Decimal(header.findtext("p:CtrlSum", namespaces=ns)) == Decimal("1235.55")
-    amounts = [Decimal(e.text) for e in root.iter("{%s}InstdAmt" % ns["p"])]
+    amounts = [Decimal(e.text) for e in root.iter("{{{}}}InstdAmt".format(ns["p"]))]
     assert sum(amounts) == Decimal("1235.55") and batch.total == 123555
-    ibans = [e.text for e in root.iter("{%s}IBAN" % ns["p"])]
+    ibans = [e.text for e in root.iter("{{{}}}IBAN".format(ns["p"]))]
     assert ibans == ["DE89370400440532013000", "PL61109010140000071219812874",
                      "DE89370400440532013000"]   # debtor, then the two creditors
     assert {r["status"] for r in await db.fetch(
@@ -315,7 +319,7 @@ async def test_sepa_batch_is_valid_pain001_and_marks_payouts_exported(stripe_cli
         [first["id"], second["id"]])} == {"exported"}
     with pytest.raises(DomainError) as twice:
         await sepa.export_batch(app.state.pool, app.state.settings, [first["id"]],
-                                __import__("datetime").date(2026, 12, 1), "op@test")
+                                date(2026, 12, 1), "op@test")
     assert twice.value.slug == "payout-not-ready"
     assert await sepa.mark(app.state.pool, first["id"], "paid") == ("applied", None)
     # A misconfigured debtor account is a problem naming the setting.
@@ -323,7 +327,7 @@ async def test_sepa_batch_is_valid_pain001_and_marks_payouts_exported(stripe_cli
     third = await sepa.queue_payout(app.state.pool, b, ref(), 10, "EUR")
     with pytest.raises(DomainError) as debtor:
         await sepa.export_batch(app.state.pool, bad, [third["id"]],
-                                __import__("datetime").date(2026, 12, 1), "op@test")
+                                date(2026, 12, 1), "op@test")
     assert debtor.value.field == "sepa_debtor_iban"
 
 
@@ -335,7 +339,7 @@ async def test_sepa_batch_is_valid_pain001_and_marks_payouts_exported(stripe_cli
      "account_holder"),
 ])
 def test_bank_details_errors_name_the_field(form, field):
-    values, errors = payout_details.validate({"method": "sepa", "account_holder": "Moda",
+    _values, errors = payout_details.validate({"method": "sepa", "account_holder": "Moda",
                                               **form})
     assert field in errors, errors
 
