@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_starttls: bool = False
     mail_from: str = "Coalition <no-reply@coalition.local>"
+    # Stripe (settlement/stripe_gateway.py). Unset secret key: the platform runs, and
+    # every payment action answers a problem naming this setting.
+    stripe_secret_key: str = ""
+    # Where the Stripe API answers: unset is Stripe itself; tests point it at localstripe.
+    stripe_api_base: str = ""
+    # Where Connect transfers are created; unset is the API base.
+    stripe_connect_base: str = ""
+    # Signs POST /webhooks/stripe (the endpoint's whsec_… secret) and the tolerance on
+    # the signed timestamp.
+    stripe_webhook_secret: str = ""
+    stripe_webhook_tolerance_seconds: int = 300
+    # The operator's account that SEPA credit-transfer batches (pain.001) pay from.
+    sepa_debtor_name: str = ""
+    sepa_debtor_iban: str = ""
+    sepa_debtor_bic: str = ""
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

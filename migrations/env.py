@@ -15,7 +15,8 @@ import coalition.rewards.models
 import coalition.rules.models
 import coalition.segments.models
 import coalition.tiers.models  # noqa: F401
-import settlement.models  # noqa: F401
+import settlement.models
+import settlement.payments  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

@@ -14,6 +14,7 @@
 | rules.manage      |   ✓   |   ✓   |         |         |
 | segments.view     |   ✓   |   ✓   |    ✓    |         |
 | segments.manage   |   ✓   |   ✓   |    ✓    |         |
+| payouts.manage    |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -36,6 +37,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "rules.manage": frozenset({"owner", "admin"}),
     "segments.view": frozenset({"owner", "admin", "analyst"}),
     "segments.manage": frozenset({"owner", "admin", "analyst"}),
+    # Payout and billing details, and the partner's payments (web/portal/payments.py).
+    "payouts.manage": frozenset({"owner", "admin"}),
 }
 
 

@@ -30,6 +30,9 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                                name="A-SECRET-REWARD", price_points=20)
     voucher = (await partner.post(f"/api/v1/rewards/{reward}/redemptions",
                                   {"member_id": member})).json()["voucher"]
+    await db.execute("INSERT INTO settlement_payments (partner_id, kind, reference_type,"
+                     " reference_id, amount, currency, status) VALUES ($1, 'invoice',"
+                     " 'statement', 'A-SECRET-STATEMENT', 100, 'PLN', 'open')", partner.partner_id)
     secrets = ["A-SECRET", card, voucher["code"]]
 
     schema = (await client.get("/schema/openapi.json")).json()
@@ -70,8 +73,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
                     continue
-                if template == "/api/v1/rewards":
-                    # B's own catalogue: empty, and none of A's.
+                if template in ("/api/v1/rewards", "/api/v1/settlement/payments"):
+                    # B's own catalogue and payments: empty, and none of A's.
                     assert response.status_code == 200 and response.json()["items"] == []
                     continue
             else:
@@ -142,7 +145,9 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/rules/calendar"): 200, ("GET", "/partner/rules/preview"): 200,
              ("POST", "/partner/rules/preview"): 200,
              ("GET", "/partner/segments"): 200,
-             ("POST", "/partner/segments"): 400}   # no name given
+             ("POST", "/partner/segments"): 400,   # no name given
+             ("GET", "/partner/payouts"): 200,
+             ("POST", "/partner/payouts"): 400}    # no payout method chosen
 
 
 

@@ -63,6 +63,8 @@ A_ROWS = {
     "segment_members": "segment_id IN (SELECT id FROM segments WHERE partner_id = {partner})",
     "rfm_scores": "partner_id = {partner}",
     "settlement_terms": "partner_id = {partner}",
+    "partner_payout_details": "partner_id = {partner}",
+    "settlement_payments": "partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -77,7 +79,7 @@ REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings", "f
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
            "procrastinate_workers", "coupon_offers",
-           "tier_history"}
+           "tier_history", "stripe_events", "operator_notifications", "sepa_batches"}
 
 
 class Scenario:
@@ -181,6 +183,12 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " VALUES ($1, $2, 5, 5, 5, now(), 1, 10000, now())", partner, member)
     await db.execute("INSERT INTO settlement_terms (partner_id, effective_from, issue_price,"
                      " reimbursement, created_by) VALUES ($1, now(), 1.2, 1.0, 'a')", partner)
+    # Payments (settlement/payments.py).
+    await db.execute("INSERT INTO partner_payout_details (partner_id, method, account_holder,"
+                     " iban) VALUES ($1, 'sepa', 'A', 'DE89370400440532013000')", partner)
+    await db.execute("INSERT INTO settlement_payments (partner_id, kind, reference_type,"
+                     " reference_id, amount, currency, status) VALUES ($1, 'invoice',"
+                     " 'statement', gen_random_uuid()::text, 100, 'PLN', 'open')", partner)
 
 
 @asynccontextmanager

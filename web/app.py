@@ -39,6 +39,7 @@ from coalition.db import (
 )
 from coalition.ledger import Ledger
 from coalition.rules.service import CACHE as RULES_CACHE
+from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
@@ -48,6 +49,7 @@ from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web import logs
 from web.api.checkout import CheckoutController
 from web.api.members import MemberController
+from web.api.payments import PaymentController
 from web.api.points import PointsController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
@@ -63,6 +65,7 @@ from web.portal.console import ConsolePages
 from web.portal.coupons import CouponPages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
+from web.portal.payments import OperatorPaymentPages, PartnerPayoutPages
 from web.portal.profile import ProfilePages
 from web.portal.rewards import MemberRewardPages
 from web.portal.rewards_console import RewardConsolePages
@@ -73,6 +76,7 @@ from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 from web.sessions import PostgresSessionStore
+from web.webhooks import stripe_webhook
 
 log = logging.getLogger(__name__)
 HERE = os.path.dirname(__file__)
@@ -180,7 +184,12 @@ def create_app(
                                       server_settings=UTC_SESSION)
         app.state.tenant_sessionmaker = create_sessionmaker(tenant_engine)
         app.state.mailer = Mailer(settings)
+        app.state.settings = settings
         app.state.pool = pool
+        # Stripe: built even with no key configured; payment actions then answer a
+        # problem naming COALITION_STRIPE_SECRET_KEY (settlement/stripe_gateway.py).
+        app.state.stripe = StripeGateway(StripeConfig.from_settings(settings), pool,
+                                         app.state.mailer)
         app.state.ledger = Ledger(pool)
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
@@ -227,8 +236,9 @@ def create_app(
     # The partner API authenticates with bearer tokens: no session cookie, no CSRF there.
     # /oauth/authorize is a portal page (login, consent); the other /oauth/ endpoints are
     # called by servers and apps.
+    # /webhooks/ authenticate by signature (Stripe's), never by a cookie.
     cookie_free = ["^/api/", "^/oauth/(?!authorize)", "^/health", "^/schema", "^/static/",
-                   "^/problems/", "^/.well-known/"]
+                   "^/problems/", "^/.well-known/", "^/webhooks/"]
     sessions = ServerSideSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
                                        samesite="lax", max_age=8 * 3600, exclude=cookie_free)
     csrf = CSRFConfig(secret=settings.resolved_secret_key(), cookie_secure=secure_cookies,
@@ -238,7 +248,8 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
-                        EventController, CheckoutController, RewardController, TierController],
+                        EventController, CheckoutController, RewardController, TierController,
+                        PaymentController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
@@ -250,7 +261,8 @@ def create_app(
                         ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
                         PartnerRulePages, OperatorRulePages,
                         CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
-                        OperatorTierPages,
+                        OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
+                        stripe_webhook,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

@@ -1,0 +1,127 @@
+"""Payment pages. Partner console: payout and billing details (bank account or Stripe
+connected account), validated field by field, and the partner's own payments. Operator
+console: every payment, the failed-payment notifications to acknowledge, and the SEPA
+export of ready bank payouts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.response import Redirect, Template
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.errors import DomainError
+from settlement import payout_details, sepa
+from tenants import accounts
+from tenants.models import Partner, User
+from web.portal.common import current_user, page, require
+from web.portal.console import provide_console_session, staff
+
+Session = NamedDependency[AsyncSession]
+METHODS = {"sepa": "Bank transfer (SEPA credit transfer to your IBAN)",
+           "stripe_connect": "Stripe Connect (transfer to your connected account)"}
+
+
+def money(minor: int) -> str:
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{abs(minor) // 100}.{abs(minor) % 100:02d}"
+
+
+class PartnerPayoutPages(Controller):
+    path = "/partner/payouts"
+    include_in_schema = False
+    dependencies = {"db_session": Provide(provide_console_session)}
+
+    async def _page(self, db_session: AsyncSession, user: User, status_code: int = 200,
+                    **extra) -> Template:
+        partner = await db_session.get_one(Partner, user.partner_id)
+        details = await payout_details.load(db_session, user.partner_id)
+        payments = (await db_session.execute(text(
+            "SELECT * FROM settlement_payments WHERE partner_id = :p ORDER BY id DESC"
+            " LIMIT 100"), {"p": user.partner_id})).mappings().all()
+        return page("payouts.html", status_code=status_code, user=user, partner=partner,
+                    details=details, payments=payments, methods=METHODS, money=money,
+                    **extra)
+
+    @get("/")
+    async def show(self, request: Request, db_session: Session) -> Template:
+        user = await staff(request, db_session, "payouts.manage")
+        return await self._page(db_session, user)
+
+    @post("/")
+    async def save(self, request: Request, db_session: Session) -> Response:
+        user = await staff(request, db_session, "payouts.manage")
+        form = dict(await request.form())
+        values, errors = payout_details.validate(form)
+        if errors:   # nothing is written
+            return await self._page(db_session, user, status_code=400, errors=errors,
+                                    form=form)
+        await payout_details.save(db_session, user.partner_id, values, user.email)
+        await accounts.audit(db_session, user, "payouts.details", partner_id=user.partner_id,
+                             method=values["method"])
+        await db_session.commit()
+        return Redirect("/partner/payouts")
+
+
+class OperatorPaymentPages(Controller):
+    path = "/operator/payments"
+    include_in_schema = False
+
+    async def _operator(self, request: Request, db_session: AsyncSession) -> User:
+        return require(request, await current_user(request, db_session), "operator")
+
+    async def _page(self, state: State, user: User, status_code: int = 200, **extra
+                    ) -> Template:
+        async with state.pool.acquire() as conn:
+            payments = await conn.fetch(
+                "SELECT p.*, pr.name AS partner_name FROM settlement_payments p"
+                " JOIN partners pr ON pr.id = p.partner_id ORDER BY p.id DESC LIMIT 200")
+            notes = await conn.fetch(
+                "SELECT n.*, pr.name AS partner_name FROM operator_notifications n"
+                " LEFT JOIN partners pr ON pr.id = n.partner_id WHERE acknowledged_at IS NULL"
+                " ORDER BY n.id DESC")
+            ready = await conn.fetchval("SELECT count(*) FROM settlement_payments"
+                                        " WHERE kind = 'sepa_credit' AND status = 'ready'")
+        return page("operator_payments.html", status_code=status_code, user=user,
+                    payments=payments, notifications=notes, ready=ready, money=money,
+                    stripe_ready=state.stripe.configured, **extra)
+
+    @get("/")
+    async def show(self, request: Request, db_session: Session, state: State) -> Template:
+        return await self._page(state, await self._operator(request, db_session))
+
+    @post("/acknowledge")
+    async def acknowledge(self, request: Request, db_session: Session, state: State
+                          ) -> Response:
+        user = await self._operator(request, db_session)
+        raw = (await request.form()).get("id", "")
+        if not str(raw).isdigit():
+            return await self._page(state, user, status_code=400,
+                                    error="Choose a notification to acknowledge.")
+        await state.pool.execute(
+            "UPDATE operator_notifications SET acknowledged_at = now(), acknowledged_by = $2"
+            " WHERE id = $1 AND acknowledged_at IS NULL", int(raw), user.email)
+        return Redirect("/operator/payments")
+
+    @post("/sepa")
+    async def export_sepa(self, request: Request, db_session: Session, state: State
+                          ) -> Response:
+        """Every ready SEPA payout of one currency in a pain.001 file, downloaded."""
+        user = await self._operator(request, db_session)
+        currency = str((await request.form()).get("currency", "")).upper()
+        ids = [r["id"] for r in await state.pool.fetch(
+            "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"
+            " AND currency = $1", currency)]
+        try:
+            batch = await sepa.export_batch(state.pool, state.settings, ids,
+                                            datetime.now(UTC).date(),
+                                            user.email)
+        except DomainError as exc:
+            return await self._page(state, user, status_code=exc.status if exc.status < 500
+                                    else 400, error=f"{exc.field}: {exc.detail}")
+        return Response(batch.xml, media_type="application/xml", headers={
+            "Content-Disposition": f'attachment; filename="{batch.message_id}.xml"'})
