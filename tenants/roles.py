@@ -14,6 +14,8 @@
 | rules.manage      |   ✓   |   ✓   |         |         |
 | segments.view     |   ✓   |   ✓   |    ✓    |         |
 | segments.manage   |   ✓   |   ✓   |    ✓    |         |
+| settlement.view   |   ✓   |   ✓   |    ✓    |         |
+| settlement.manage |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -36,6 +38,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "rules.manage": frozenset({"owner", "admin"}),
     "segments.view": frozenset({"owner", "admin", "analyst"}),
     "segments.manage": frozenset({"owner", "admin", "analyst"}),
+    # Rate cards (read-only), prepaid balance and blocks; requesting a block.
+    "settlement.view": frozenset({"owner", "admin", "analyst"}),
+    "settlement.manage": frozenset({"owner", "admin"}),
 }
 
 
