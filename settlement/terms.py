@@ -243,8 +243,17 @@ async def add_rate_card(conn: asyncpg.Connection, partner_id: uuid.UUID,
     return _terms(row)
 
 
+def plain(value: Decimal) -> Decimal:
+    """The same number without the column's trailing zeros (1.200000 → 1.2), never in
+    exponent notation."""
+    return Decimal(format(value.normalize(), "f"))
+
+
 def _terms(row: asyncpg.Record) -> Terms:
-    return Terms(**{field: row[field] for field in Terms.__dataclass_fields__})
+    values = {field: row[field] for field in Terms.__dataclass_fields__}
+    for key in ("issue_price", "reimbursement", "fee_percent"):
+        values[key] = plain(values[key])
+    return Terms(**values)
 
 
 async def terms_at(conn: asyncpg.Connection, partner_id: uuid.UUID,
@@ -301,13 +310,13 @@ async def fx_rate_at(conn: asyncpg.Connection, base: str, quote: str, on: date
         "SELECT base, quote, effective_from, rate, source FROM fx_rates WHERE base = $1"
         " AND quote = $2 AND effective_from <= $3 ORDER BY effective_from DESC LIMIT 1",
         base, quote, on)
-    return FxRate(**dict(row)) if row else None
+    return FxRate(**{**dict(row), "rate": plain(row["rate"])}) if row else None
 
 
 async def fx_rates(conn: asyncpg.Connection) -> list[FxRate]:
     rows = await conn.fetch("SELECT base, quote, effective_from, rate, source FROM fx_rates"
                             " ORDER BY base, quote, effective_from DESC")
-    return [FxRate(**dict(row)) for row in rows]
+    return [FxRate(**{**dict(row), "rate": plain(row["rate"])}) for row in rows]
 
 
 async def convert(conn: asyncpg.Connection, amount: Decimal, base: str, quote: str,

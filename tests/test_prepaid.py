@@ -216,22 +216,30 @@ async def test_low_balance_alert_fires_once_per_crossing(app, db, partner, smtp)
     async with app.state.sessionmaker() as session:
         owner = await create_user(session, f"owner-{new_key()[:8]}@prepaid.example",
                                   "partner_staff", partner_id=partner.partner_id, role="owner")
+        operator = await create_user(session, f"op-{new_key()[:8]}@coalition.example",
+                                     "operator")
         await session.commit()
     member = await partner.enroll()
     mailer = app.state.mailer
 
     async def alerts() -> int:
+        """Runs the job (which mails every partner's pending alerts) and counts the mails
+        this partner's owner got from this run."""
+        before = sum(m["To"] == owner.email for m in smtp.messages)
         async with db.acquire() as conn:
-            return await prepaid.send_low_balance_alerts(conn, mailer)
+            await prepaid.send_low_balance_alerts(conn, mailer)
+        return sum(m["To"] == owner.email for m in smtp.messages) - before
 
     await partner.earn(member, 50)
     assert await alerts() == 0
-    await partner.earn(member, 15)                       # 35 ≤ 40: crossing
+    await partner.earn(member, 15)                       # 35 <= 40: crossing
     assert await db.fetchval("SELECT low_since IS NOT NULL FROM prepaid_balances"
                              " WHERE partner_id = $1", partner.partner_id)
     assert await alerts() == 1
     message = smtp.last_to(owner.email)
     assert "down to 35 points" in message.get_payload(decode=True).decode()
+    assert any(m["To"] == operator.email and "down to 35 points"
+               in m.get_payload(decode=True).decode() for m in smtp.messages)
     await partner.earn(member, 5)                        # still low: no second alert
     assert await alerts() == 0
     async with db.acquire() as conn:
