@@ -63,6 +63,8 @@ A_ROWS = {
     "segment_members": "segment_id IN (SELECT id FROM segments WHERE partner_id = {partner})",
     "rfm_scores": "partner_id = {partner}",
     "settlement_terms": "partner_id = {partner}",
+    "prepaid_blocks": "partner_id = {partner}",
+    "prepaid_balances": "partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -181,6 +183,10 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " VALUES ($1, $2, 5, 5, 5, now(), 1, 10000, now())", partner, member)
     await db.execute("INSERT INTO settlement_terms (partner_id, effective_from, issue_price,"
                      " reimbursement, created_by) VALUES ($1, now(), 1.2, 1.0, 'a')", partner)
+    await db.execute("INSERT INTO prepaid_balances (partner_id) VALUES ($1)", partner)
+    await db.execute("INSERT INTO prepaid_blocks (partner_id, points, price, currency,"
+                     " issue_price, terms_id, requested_by) SELECT $1, 100, 120, 'PLN', 1.2,"
+                     " id, 'a' FROM settlement_terms WHERE partner_id = $1 LIMIT 1", partner)
 
 
 @asynccontextmanager
