@@ -32,6 +32,11 @@ END $$;
 CREATE TRIGGER settlement_terms_prepaid AFTER INSERT ON settlement_terms
     FOR EACH ROW WHEN (NEW.billing = 'prepaid') EXECUTE FUNCTION prepaid_open_balance();
 
+-- Prepaid rate cards written before this migration get their (empty) balance too.
+INSERT INTO prepaid_balances (partner_id)
+SELECT DISTINCT partner_id FROM settlement_terms WHERE billing = 'prepaid'
+ON CONFLICT DO NOTHING;
+
 -- Draws the issued points from each prepaid partner's balance, one UPDATE per statement
 -- (the importer inserts thousands of lots at once). The row lock serialises a prepaid
 -- partner's concurrent issuances, so two of them can never overdraw the balance together.
