@@ -176,11 +176,23 @@ async def import_chunk(
     report: ImportReport,
 ) -> None:
     try:
-        outcome = await _post_chunk(conn, partner_id, actor, rows)
-    except asyncpg.UniqueViolationError:
-        # A concurrent run posted one of these order references under another member
-        # reference (so in another bucket) first; now the chunk sees it as imported.
-        outcome = await _post_chunk(conn, partner_id, actor, rows)
+        try:
+            outcome = await _post_chunk(conn, partner_id, actor, rows)
+        except asyncpg.UniqueViolationError:
+            # A concurrent run posted one of these order references under another member
+            # reference (so in another bucket) first; now the chunk sees it as imported.
+            outcome = await _post_chunk(conn, partner_id, actor, rows)
+    except asyncpg.PostgresError as exc:
+        # A prepaid partner whose balance and credit limit do not cover the chunk: the
+        # chunk's transaction posted nothing; every row of it is reported, and a re-run
+        # after buying a block posts exactly these.
+        from settlement.prepaid import refusal
+
+        refused = refusal(exc)
+        if refused is None:
+            raise
+        report.errors.extend((row[0], refused.detail) for row in rows)
+        return
     for record in outcome:
         if record["outcome"] is None:
             report.posted += 1

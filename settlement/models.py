@@ -94,3 +94,70 @@ class FxRate(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+
+
+BLOCK_STATUSES = ("awaiting_payment", "paid", "cancelled")
+
+
+class PrepaidBlock(Base):
+    """Points a prepaid partner buys in advance. Requested at the partner's issue price in
+    force (rounded once to the minor unit of `currency`); credited to the partner's
+    prepaid balance when paid (settlement/prepaid.py `credit_paid_block`)."""
+
+    __tablename__ = "prepaid_blocks"
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        CheckConstraint("price >= 0", name="price"),
+        CheckConstraint("status IN ('awaiting_payment', 'paid', 'cancelled')", name="status"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint("(status = 'paid') = (paid_at IS NOT NULL AND amount_paid IS NOT NULL)",
+                        name="paid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partner_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("partners.id"), index=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    # What the partner pays, minor units of `currency`, and how it was priced.
+    price: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_price: Mapped[Decimal] = mapped_column(Numeric(14, 6))
+    terms_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("settlement_terms.id"))
+    fx_rate: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    fx_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20), server_default="awaiting_payment")
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    # Who or what confirmed the payment: "stripe:<invoice id>", "manual:<operator email>".
+    paid_via: Mapped[str | None] = mapped_column(String(200))
+    # A payment that did not match the price: recorded, not credited, for the operator.
+    mismatch_amount: Mapped[int | None] = mapped_column(BigInteger)
+    mismatch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PrepaidBalance(Base):
+    """A prepaid partner's points: paid blocks minus points its customers earned (its own
+    funding) plus points cancelled back. Kept by triggers on `lots` and `lot_movements`
+    (migrations/sql/0016_prepaid.sql); `available` may go below zero down to the credit
+    limit of the terms in force, never further."""
+
+    __tablename__ = "prepaid_balances"
+    __table_args__ = (
+        CheckConstraint("available = paid - drawn + credited", name="sum"),
+    )
+
+    partner_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("partners.id"),
+                                                  primary_key=True)
+    available: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    paid: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    drawn: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    credited: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Low-balance alert: set when `available` falls to or below the threshold (once per
+    # crossing), mailed by the prepaid_alerts job, cleared by the next paid block.
+    low_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    alert_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())

@@ -15,6 +15,8 @@
 | segments.view     |   ✓   |   ✓   |    ✓    |         |
 | segments.manage   |   ✓   |   ✓   |    ✓    |         |
 | payouts.manage    |   ✓   |   ✓   |         |         |
+| settlement.view   |   ✓   |   ✓   |    ✓    |         |
+| settlement.manage |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -39,6 +41,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "segments.manage": frozenset({"owner", "admin", "analyst"}),
     # Payout and billing details, and the partner's payments (web/portal/payments.py).
     "payouts.manage": frozenset({"owner", "admin"}),
+    # Rate cards (read-only), prepaid balance and blocks; requesting a block.
+    "settlement.view": frozenset({"owner", "admin", "analyst"}),
+    "settlement.manage": frozenset({"owner", "admin"}),
 }
 
 

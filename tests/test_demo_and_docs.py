@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 
 import asyncpg
@@ -52,6 +53,21 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             assert vouchers.get("redemption:used") and vouchers.get("redemption:issued")
             assert vouchers.get("coupon:issued")
             assert await verify_ledger(conn) == []
+            # Rate cards in force for every partner since before the history; the salon
+            # prepaid from now with a paid block the history did not draw.
+            cards = await conn.fetch(
+                "SELECT p.slug, t.issue_price, t.reimbursement, t.fee_percent, t.billing"
+                " FROM partners p, settlement_terms_at(p.id, now()) t")
+            assert {(r["issue_price"], r["reimbursement"], r["fee_percent"])
+                    for r in cards} == {(Decimal("1.2"), Decimal("1.0"), Decimal("2"))}
+            assert {r["slug"] for r in cards if r["billing"] == "prepaid"} == {"salon"}
+            assert await conn.fetchval(
+                "SELECT count(*) FROM partners p, settlement_terms_at(p.id,"
+                " (SELECT min(created_at) FROM journal_entries)) t WHERE t.id IS NULL") == 0
+            assert tuple(await conn.fetchrow("SELECT available, paid FROM prepaid_balances"
+                                             " b JOIN partners p ON p.id = b.partner_id"
+                                             " WHERE p.slug = 'salon'")) == (5000, 5000)
+            assert await conn.fetchval("SELECT rate FROM fx_rates WHERE quote = 'EUR'")
             await _demo_rules_earn_as_promised(conn)
             entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
             await load_demo(demo_database, extra_members=10)   # second start: nothing new

@@ -9,6 +9,8 @@ from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
 from coalition.rules.service import create_rule
 from coalition.rules.validation import RuleSpec
+from settlement import prepaid
+from settlement.terms import add_rate_card
 from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
@@ -33,7 +35,12 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     await db.execute("INSERT INTO settlement_payments (partner_id, kind, reference_type,"
                      " reference_id, amount, currency, status) VALUES ($1, 'invoice',"
                      " 'statement', 'A-SECRET-STATEMENT', 100, 'PLN', 'open')", partner.partner_id)
-    secrets = ["A-SECRET", card, voucher["code"]]
+    async with client.app.state.pool.acquire() as conn:
+        await add_rate_card(conn, partner.partner_id, {
+            "issue_price": "1.234567", "reimbursement": "1.0", "billing": "prepaid",
+            "credit_limit": 777001, "note": "A-SECRET-TERMS"}, "test")
+        await prepaid.request_block(conn, partner.partner_id, 5000, "test")
+    secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001"]
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
@@ -73,6 +80,13 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
                     continue
+                if template == "/api/v1/settlement/terms":
+                    # B's own terms: none, and none of A's.
+                    assert response.status_code == 200
+                    assert response.json() == {"partner_id": str(other_partner.partner_id),
+                                               "current": None, "history": [],
+                                               "prepaid": None}
+                    continue
                 if template in ("/api/v1/rewards", "/api/v1/settlement/payments"):
                     # B's own catalogue and payments: empty, and none of A's.
                     assert response.status_code == 200 and response.json()["items"] == []
@@ -100,7 +114,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
-                 "segment_id", "person_id"}
+                 "segment_id", "person_id", "block_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -147,7 +161,9 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/segments"): 200,
              ("POST", "/partner/segments"): 400,   # no name given
              ("GET", "/partner/payouts"): 200,
-             ("POST", "/partner/payouts"): 400}    # no payout method chosen
+             ("POST", "/partner/payouts"): 400,   # no payout method chosen
+             ("GET", "/partner/terms"): 200, ("GET", "/partner/prepaid"): 200,
+             ("POST", "/partner/prepaid"): 422}    # no points given
 
 
 
@@ -185,14 +201,21 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         "INSERT INTO coupon_offers (name, source_partner_id, reward_id, min_total)"
         " VALUES ($1, $2, $3, 100) RETURNING id", f"A-OFFER-{mark}", a_id, reward)
     a_slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", a_id)
+    async with app.state.pool.acquire() as conn:
+        await add_rate_card(conn, a_id, {"issue_price": "1.234567", "reimbursement": "1",
+                                         "billing": "prepaid", "credit_limit": 777001},
+                            "test")
+        block = await prepaid.request_block(conn, a_id, 4321, "test")
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
-           "segment_id": str(a_segment), "person_id": str(owner["id"])}
+           "segment_id": str(a_segment), "person_id": str(owner["id"]),
+           "block_id": str(block.id)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
-    secrets = [*(v for k, v in ids.items() if k != "transaction_id"), f"Alpha Portal {mark}",
+    secrets = [*(v for k, v in ids.items() if k not in ("transaction_id", "block_id")),
+               "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
                f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}",
@@ -255,3 +278,5 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     assert await db.fetchval("SELECT count(*) FROM users WHERE partner_id = $1", b_id) == 1
     assert await db.fetchval("SELECT name FROM segments WHERE id = $1",
                              a_segment) == f"A-SEGMENT-{mark}"
+    assert await db.fetchval("SELECT status FROM prepaid_blocks WHERE id = $1",
+                             block.id) == "awaiting_payment"

@@ -65,6 +65,8 @@ A_ROWS = {
     "settlement_terms": "partner_id = {partner}",
     "partner_payout_details": "partner_id = {partner}",
     "settlement_payments": "partner_id = {partner}",
+    "prepaid_blocks": "partner_id = {partner}",
+    "prepaid_balances": "partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -189,6 +191,10 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
     await db.execute("INSERT INTO settlement_payments (partner_id, kind, reference_type,"
                      " reference_id, amount, currency, status) VALUES ($1, 'invoice',"
                      " 'statement', gen_random_uuid()::text, 100, 'PLN', 'open')", partner)
+    await db.execute("INSERT INTO prepaid_balances (partner_id) VALUES ($1)", partner)
+    await db.execute("INSERT INTO prepaid_blocks (partner_id, points, price, currency,"
+                     " issue_price, terms_id, requested_by) SELECT $1, 100, 120, 'PLN', 1.2,"
+                     " id, 'a' FROM settlement_terms WHERE partner_id = $1 LIMIT 1", partner)
 
 
 @asynccontextmanager

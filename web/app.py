@@ -53,6 +53,7 @@ from web.api.payments import PaymentController
 from web.api.points import PointsController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
+from web.api.settlement import SettlementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
@@ -71,6 +72,7 @@ from web.portal.rewards import MemberRewardPages
 from web.portal.rewards_console import RewardConsolePages
 from web.portal.rules import OperatorRulePages, PartnerRulePages
 from web.portal.segments import OperatorSegmentPages, PartnerSegmentPages
+from web.portal.settlement_terms import OperatorTermsPages, PartnerTermsPages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
@@ -249,7 +251,7 @@ def create_app(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
                         EventController, CheckoutController, RewardController, TierController,
-                        PaymentController],
+                        PaymentController, SettlementController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
@@ -263,6 +265,7 @@ def create_app(
                         CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
                         OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
                         stripe_webhook,
+                        OperatorTermsPages, PartnerTermsPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

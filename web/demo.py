@@ -24,6 +24,7 @@ from coalition.members import enroll
 from coalition.rewards.demo import seed_rewards
 from coalition.rules.demo import seed_rules
 from coalition.tiers.admin import seed_tiers
+from settlement.demo import seed_terms
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -110,6 +111,9 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             await seed_tiers(conn, now)
             await seed_segments(conn, partners, now)
         await seed_rewards(pool, partners, members, now)
+        # Rate cards, the EUR rate and the prepaid hair salon (settlement/demo.py).
+        async with pool.acquire() as conn:
+            await seed_terms(conn, partners, now)
     finally:
         await pool.close()
         await engine.dispose()

@@ -14,6 +14,7 @@ Periodic jobs (times are UTC):
 | reevaluate_tiers  | daily at 01:30  | downgrades and lapsed manual tiers (upgrades are   |
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
+| prepaid_alerts    | every minute    | mail low prepaid balances (once per crossing)     |
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from coalition.config import get_settings
 from coalition.db import DatabaseUrl
 from coalition.segments.service import refresh_all
 from coalition.tiers import reevaluate_all
+from settlement.prepaid import send_low_balance_alerts
+from tenants.mail import Mailer
 from web.worker import maintenance_pass
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,18 @@ async def refresh_segments(timestamp: int) -> object:
     return await _run("refresh_segments", lambda conn: refresh_all(conn, _at(timestamp)))
 
 
+async def _prepaid_alerts(conn: asyncpg.Connection, _now: datetime) -> int:
+    """The draw trigger flags a crossing inside the posting; mailing waits for this job,
+    outside any posting's transaction."""
+    return await send_low_balance_alerts(conn, Mailer(get_settings()))
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name="prepaid_alerts", queueing_lock="prepaid_alerts")
+async def prepaid_alerts(timestamp: int) -> object:
+    return await _run("prepaid_alerts", lambda conn: _prepaid_alerts(conn, _at(timestamp)))
+
+
 @asynccontextmanager
 async def opened(url: DatabaseUrl) -> AsyncIterator[procrastinate.App]:
     """The job app connected to this database (jobs use it for their own work too)."""
@@ -106,7 +121,8 @@ PERIODIC = {"activate_pending": lifecycle.activate_pending,
             "expire_holds": lifecycle.expire_holds,
             "expire_points": lifecycle.expire_points,
             "reevaluate_tiers": reevaluate_all,
-            "refresh_segments": refresh_all}
+            "refresh_segments": refresh_all,
+            "prepaid_alerts": _prepaid_alerts}
 
 
 async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.response import Template
 
 from coalition.errors import DomainError
+from settlement.prepaid import refusal as prepaid_refusal
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "payout-not-ready": ("Payout not ready", "Only ready SEPA payouts go into a batch."),
     "payout-not-exported": ("Payout not exported", "Only an exported SEPA payout can be marked paid or failed."),
     "partner-not-found": ("Partner not found", "No partner with this id."),
+    "prepaid-balance-exhausted": ("Prepaid balance exhausted", "Your brand is billed prepaid and its paid point blocks, plus its credit limit, do not cover these points. Nothing was posted; buy a block in the partner console. `available`, `credit_limit` and `requested` are in points."),
+    "not-prepaid": ("Not a prepaid partner", "Point blocks are for partners whose rate card in force says prepaid billing."),
+    "fx-rate-missing": ("No FX rate", "No exchange rate from the coalition currency to the settlement currency is in force on that day."),
+    "block-not-found": ("Block not found", "No such prepaid point block."),
+    "block-not-open": ("Block not awaiting payment", "Only a block awaiting payment can be cancelled."),
     "method-not-allowed": ("Method not allowed", "The route exists but not for this HTTP method."),
     "service-unavailable": ("Service unavailable", "A dependency (the database) is not answering."),
     "internal-error": ("Internal error", "An unexpected error; it has been logged."),
@@ -209,6 +215,10 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # A prepaid partner's issuance refused by the ledger's draw trigger (SQLSTATE CPB01)
+    # surfaces as a database error from whichever earning path posted it.
+    if (refused := prepaid_refusal(exc)) is not None:
+        return handle_domain_error(request, refused)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if wants_html(request):
         return error_page(500)

@@ -106,8 +106,11 @@ class ConsolePages(Controller):
         recent = (await db_session.execute(text(
             "SELECT id, kind, order_id, created_at FROM journal_entries WHERE partner_id = :p"
             " ORDER BY id DESC LIMIT 20"), {"p": partner.id})).mappings().all()
+        prepaid_low = (await db_session.execute(text(
+            "SELECT available FROM prepaid_balances WHERE partner_id = :p"
+            " AND low_since IS NOT NULL"), {"p": partner.id})).mappings().first()
         return page("partner_home.html", user=user, partner=partner, figures=figures,
-                    recent=recent)
+                    recent=recent, prepaid_low=prepaid_low)
 
     @get("/clients")
     async def clients(self, request: Request, db_session: Session) -> Template:
