@@ -37,6 +37,7 @@ import asyncpg
 
 from coalition.errors import DomainError, NotFound
 
+from .payment_hooks import PaymentChange, on_payment_change
 from .terms import Invalid, convert, round_minor, settings, terms_at
 
 log = logging.getLogger(__name__)
@@ -258,3 +259,37 @@ async def send_low_balance_alerts(conn: asyncpg.Connection, mailer: Mailer) -> i
             continue
         sent += 1
     return sent
+
+
+@on_payment_change("prepaid_block")
+async def _credit_when_paid(conn: asyncpg.Connection, change: PaymentChange) -> None:
+    """A block's Stripe invoice was paid: credit the block (settlement.payment_hooks)."""
+    if change.new_status == "paid":
+        await credit_paid_block(conn, int(change.reference_id), change.amount_paid,
+                                paid_via=f"stripe:payment {change.payment_id}")
+
+
+async def invoice_block(gateway: BlockInvoicer, block: Block) -> bool:
+    """Send the block's invoice through Stripe when payments are configured (the partner
+    pays it, the webhook credits the block); without Stripe the block waits for the
+    operator to record a bank transfer. True when an invoice went out."""
+    if not gateway.configured:
+        return False
+    await gateway.invoice_partner(
+        block.partner_id, ("prepaid_block", str(block.id)),
+        [(f"Prepaid block of {block.points:,} points", block.price)], block.currency,
+        collection="send_invoice", kind="prepaid_block",
+        description=f"Coalition points, prepaid block {block.id}")
+    return True
+
+
+class BlockInvoicer(Protocol):
+    """What invoice_block needs of settlement.stripe_gateway.StripeGateway."""
+
+    @property
+    def configured(self) -> bool: ...
+
+    async def invoice_partner(self, partner_id: uuid.UUID, reference: tuple[str, str],
+                              lines: list[tuple[str, int]], currency: str, *,
+                              collection: str, kind: str, description: str | None
+                              ) -> dict: ...

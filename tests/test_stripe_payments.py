@@ -373,3 +373,36 @@ async def test_payout_page_and_payments_api_respect_the_partner(stripe_client, s
     assert listed.status_code == 200
     assert [p["id"] for p in listed.json()["items"]] == [own["id"]]
     assert listed.json()["items"][0]["amount"] == 10500
+
+
+async def test_a_prepaid_block_is_invoiced_and_credited_when_the_invoice_is_paid(
+        stripe_client, stripe_api, db):
+    from settlement import prepaid
+    from settlement.terms import add_rate_card
+
+    partner, _ = await partner_with_card(stripe_client, stripe_api)
+    app = stripe_client.app
+    async with app.state.pool.acquire() as conn:
+        await add_rate_card(conn, partner.partner_id, {
+            "issue_price": "1.2", "reimbursement": "1.0", "billing": "prepaid"}, "test")
+        block = await prepaid.request_block(conn, partner.partner_id, 5000, "test")
+    assert block.price == 6000    # 5,000 points at 1.2 grosz
+    assert await prepaid.invoice_block(app.state.stripe, block)
+    payment = await db.fetchrow("SELECT * FROM settlement_payments WHERE kind = 'prepaid_block'"
+                                " AND reference_id = $1", str(block.id))
+    assert (payment["amount"], payment["status"]) == (6000, "open")
+    invoice = await stripe_api.v1.invoices.retrieve_async(payment["stripe_object_id"])
+    assert invoice.amount_due == 6000 and invoice.collection_method == "send_invoice"
+    paid = {**invoice.to_dict(), "status": "paid", "amount_paid": 6000}
+    response = await post_event(stripe_client, event("invoice.paid", paid))
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    row = await db.fetchrow("SELECT status, amount_paid FROM prepaid_blocks WHERE id = $1",
+                            block.id)
+    assert tuple(row) == ("paid", 6000)
+    assert await db.fetchval("SELECT available FROM prepaid_balances WHERE partner_id = $1",
+                             partner.partner_id) == 5000
+    # The same event again changes nothing.
+    again = await post_event(stripe_client, event("invoice.paid", paid))
+    assert again.status_code == 200
+    assert await db.fetchval("SELECT available FROM prepaid_balances WHERE partner_id = $1",
+                             partner.partner_id) == 5000

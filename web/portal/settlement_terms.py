@@ -222,6 +222,7 @@ class PartnerTermsPages(Controller):
             async with state.pool.acquire() as conn:
                 block = await prepaid.request_block(conn, user.partner_id, form.get("points"),
                                                     user.email)
+            await prepaid.invoice_block(state.stripe, block)
         except DomainError as exc:
             return await self._prepaid_page(state, user, errors=_errors(exc), form=form,
                                             status_code=exc.status)
