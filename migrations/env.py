@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import settlement.models  # noqa: F401
+import settlement.statement_models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url
