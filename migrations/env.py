@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import settlement.models  # noqa: F401
+import settlement.models
 import settlement.statement_models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
