@@ -136,7 +136,7 @@ class SettlementLine(Base):
     terms_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_terms.id"))
     fx_rate: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
     # Exact amount in minor units of the statement currency, then rounded once.
-    amount_exact: Mapped[Decimal] = mapped_column(Numeric(38, 12))
+    amount_exact: Mapped[Decimal] = mapped_column(Numeric())  # unconstrained: exact
     amount: Mapped[int] = mapped_column(BigInteger)
     adjustment_id: Mapped[int | None] = mapped_column(BigInteger)
 

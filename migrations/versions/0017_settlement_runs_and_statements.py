@@ -126,7 +126,7 @@ def upgrade() -> None:
     sa.Column('unit_price', sa.Numeric(precision=14, scale=6), nullable=True),
     sa.Column('terms_id', sa.BigInteger(), nullable=True),
     sa.Column('fx_rate', sa.Numeric(precision=18, scale=8), nullable=True),
-    sa.Column('amount_exact', sa.Numeric(precision=38, scale=12), nullable=False),
+    sa.Column('amount_exact', sa.Numeric(), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('adjustment_id', sa.BigInteger(), nullable=True),
     sa.CheckConstraint("type IN ('issuance', 'reimbursement', 'reversal', 'coalition_funded_bonus', 'affiliate_commission', 'platform_fee_percent', 'platform_fee_fixed', 'adjustment')", name=op.f('ck_settlement_lines_type')),
