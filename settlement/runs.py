@@ -302,3 +302,19 @@ async def verify(conn: asyncpg.Connection, run_id: int) -> list[str]:
                             f" lines stored, lines sum to {row['lines_sum']} over"
                             f" {row['lines']} lines")
     return problems
+
+
+async def draft_previous_month(conn: asyncpg.Connection, now: datetime) -> str:
+    """The scheduled job: draft last month's run unless it exists (then leave it: an
+    operator may be reviewing it). Refusals (an open earlier run, a missing rate card)
+    are reported, not raised, so the job does not retry them blindly."""
+    tz = (await _settings(conn))["timezone"]
+    period = previous_period(now, tz)
+    if await conn.fetchval("SELECT 1 FROM settlement_runs WHERE cycle = 'monthly'"
+                           " AND period = $1", period):
+        return f"{period}: exists"
+    try:
+        run = await run_period(conn, period, "scheduler", now=now)
+    except DomainError as exc:
+        return f"{period}: not drafted: {exc.detail}"
+    return f"{period}: drafted ({run['status']})"

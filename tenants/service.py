@@ -25,6 +25,8 @@ PARTNER_SCOPES: dict[str, str] = {
     "points:redeem": "Redeem members' points at your brand",
     "points:adjust": "Correct members' balances with a stated reason",
     "vouchers:consume": "Check and use the reward vouchers members bring to your brand",
+    "settlement:read": "Read your settlement statements and their lines",
+    "settlement:dispute": "Dispute a line of your statement during its review",
 }
 
 

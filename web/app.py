@@ -51,6 +51,7 @@ from web.api.members import MemberController
 from web.api.points import PointsController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
+from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
@@ -238,7 +239,8 @@ def create_app(
     api = Router(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
-                        EventController, CheckoutController, RewardController, TierController],
+                        EventController, CheckoutController, RewardController, TierController,
+                        StatementController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},

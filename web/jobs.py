@@ -14,6 +14,8 @@ Periodic jobs (times are UTC):
 | reevaluate_tiers  | daily at 01:30  | downgrades and lapsed manual tiers (upgrades are   |
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
+| draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
+|                   |                 | an existing run is left as it is)                 |
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from coalition.config import get_settings
 from coalition.db import DatabaseUrl
 from coalition.segments.service import refresh_all
 from coalition.tiers import reevaluate_all
+from settlement.runs import draft_previous_month
 from web.worker import maintenance_pass
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,13 @@ async def reevaluate_tiers(timestamp: int) -> object:
 @app.task(name="refresh_segments", queueing_lock="refresh_segments")
 async def refresh_segments(timestamp: int) -> object:
     return await _run("refresh_segments", lambda conn: refresh_all(conn, _at(timestamp)))
+
+
+@app.periodic(cron="10 2 1 * *")
+@app.task(name="draft_settlement", queueing_lock="draft_settlement")
+async def draft_settlement(timestamp: int) -> object:
+    return await _run("draft_settlement",
+                      lambda conn: draft_previous_month(conn, _at(timestamp)))
 
 
 @asynccontextmanager
