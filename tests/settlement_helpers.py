@@ -93,3 +93,40 @@ class _conn:
     async def __aexit__(self, *exc) -> None:
         if self.acquired is not None:
             await self.db.release(self.acquired)
+
+
+async def settled_statement(db, partner: uuid.UUID, period: str) -> tuple[int, int, int]:
+    """A finalized monthly run `period` holding one statement of `partner` with one line,
+    a flow cell, a dispute and an adjustment, written directly (for the RLS and
+    isolation walks, which test the walls, not the computation). Returns (run,
+    statement, line)."""
+    async with _conn(db) as conn, conn.transaction():
+        run = await conn.fetchval(
+            "INSERT INTO settlement_runs (period, cycle, period_start, period_end, currency,"
+            " created_by) VALUES ($1, 'monthly', $2, $3, 'PLN', 'test') RETURNING id",
+            period, at(f"{period}-01"), at(f"{period}-02"))
+        statement = await conn.fetchval(
+            "INSERT INTO settlement_statements (run_id, partner_id, currency, total_debit,"
+            " total_credit, net, line_count) VALUES ($1, $2, 'PLN', 120, 0, 120, 1)"
+            " RETURNING id", run, partner)
+        line = await conn.fetchval(
+            "INSERT INTO settlement_lines (statement_id, run_id, partner_id, line_no, type,"
+            " description, points, unit_price, amount_exact, amount) VALUES ($1, $2, $3, 1,"
+            " 'issuance', 'Points issued to members', 100, 1.2, 120, 120) RETURNING id",
+            statement, run, partner)
+        await conn.execute("INSERT INTO settlement_flows (run_id, issuer_partner_id,"
+                           " redeemer_partner_id, funding, points, value)"
+                           " VALUES ($1, $2, NULL, 'partner', 5, 5)", run, partner)
+        adjustment = await conn.fetchval(
+            "INSERT INTO settlement_adjustments (partner_id, amount, reason, created_by)"
+            " VALUES ($1, -1, 'test', 'test') RETURNING id", partner)
+        await conn.execute(
+            "INSERT INTO settlement_disputes (run_id, statement_id, line_id, partner_id,"
+            " line_summary, comment, created_by, status, adjustment_id)"
+            " VALUES ($1, $2, $3, $4, 'line', 'why?', 'test', 'accepted', $5)",
+            run, statement, line, partner, adjustment)
+        await conn.execute("UPDATE settlement_runs SET status = 'in_review' WHERE id = $1", run)
+        await conn.execute("UPDATE settlement_runs SET status = 'finalized', finalized_at ="
+                           " now(), content_hash = settlement_content_hash(id) WHERE id = $1",
+                           run)
+    return run, statement, line

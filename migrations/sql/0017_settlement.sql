@@ -30,10 +30,10 @@ BEGIN
     END IF;
     SELECT currency, timezone INTO v_currency, v_tz FROM coalition_settings WHERE id = 1;
 
-    -- A re-run replaces everything the previous computation wrote.
+    -- A re-run replaces everything the previous computation wrote, except that a
+    -- partner's statement keeps its id (updated below; dropped if it has no line now).
     DELETE FROM settlement_flows WHERE run_id = p_run;
     DELETE FROM settlement_lines WHERE run_id = p_run;
-    DELETE FROM settlement_statements WHERE run_id = p_run;
     DELETE FROM settlement_entries WHERE run_id = p_run;
     UPDATE settlement_adjustments SET run_id = NULL WHERE run_id = p_run;
 
@@ -179,7 +179,14 @@ BEGIN
            sum(round(l.exact)), count(*), count(*) FILTER (WHERE l.late),
            CASE WHEN sum(round(l.exact)) = 0 THEN 'nothing_due' ELSE 'pending' END
       FROM st_line l JOIN st_partner sp USING (partner_id)
-     GROUP BY sp.partner_id, sp.currency, sp.fx_rate;
+     GROUP BY sp.partner_id, sp.currency, sp.fx_rate
+    ON CONFLICT (run_id, partner_id) DO UPDATE SET
+        currency = EXCLUDED.currency, fx_rate = EXCLUDED.fx_rate,
+        total_debit = EXCLUDED.total_debit, total_credit = EXCLUDED.total_credit,
+        net = EXCLUDED.net, line_count = EXCLUDED.line_count,
+        late_lines = EXCLUDED.late_lines, payment_status = EXCLUDED.payment_status;
+    DELETE FROM settlement_statements s WHERE s.run_id = p_run
+       AND NOT EXISTS (SELECT 1 FROM st_line l WHERE l.partner_id = s.partner_id);
 
     INSERT INTO settlement_lines (statement_id, run_id, partner_id, line_no, type,
                                   description, late, points, unit_price, terms_id, fx_rate,
