@@ -59,7 +59,8 @@ GENERATE = [
               CASE WHEN g % 20 = 0 THEN 'reverse' WHEN g % 20 <= 5 THEN 'redeem'
                    ELSE 'earn' END AS kind,
               (SELECT array_agg(id ORDER BY slug) FROM partners)[1 + g % $partners] AS partner,
-              (SELECT array_agg(id ORDER BY id) FROM members)[1 + (g::bigint * 7919) % $members] AS member,
+              (SELECT array_agg(id ORDER BY id) FROM members)
+                  [1 + (g::bigint * 7919) % $members] AS member,
               10 + (g * 31) % 500 AS points,
               $start::timestamptz + (g::float8 / $entries) * interval '30 days' AS at
          FROM generate_series(1, $entries) g""",

@@ -13,6 +13,7 @@ from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
 from tests.rewards_helpers import make_reward
+from tests.settlement_helpers import settled_statement
 from tests.test_lifecycle import buy
 
 
@@ -31,11 +32,13 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
     voucher = (await partner.post(f"/api/v1/rewards/{reward}/redemptions",
                                   {"member_id": member})).json()["voucher"]
     secrets = ["A-SECRET", card, voucher["code"]]
+    _, statement, line = await settled_statement(db, partner.partner_id, "1999-01")
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
            "order_id": purchase["order_id"], "authorization_id": hold["id"],
-           "reward_id": str(reward), "code": voucher["code"]}
+           "reward_id": str(reward), "code": voucher["code"],
+           "statement_id": str(statement), "line_id": str(line)}
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
@@ -54,6 +57,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                            "reference": "B-W1"},
         "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
         "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
+        "/api/v1/statements/{statement_id}/lines/{line_id}/disputes": {"comment": "B"},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -69,6 +73,11 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                                   {"card_number": card}):
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
+                    continue
+                if template == "/api/v1/statements":
+                    # B's own statements: none of A's.
+                    assert response.status_code == 200
+                    assert all(s["id"] != statement for s in response.json()["items"])
                     continue
                 if template == "/api/v1/rewards":
                     # B's own catalogue: empty, and none of A's.

@@ -25,6 +25,7 @@ from tenants.scope import tenant_connection, tenant_session
 from tenants.service import create_app_client
 from tests.helpers import new_partner
 from tests.portal import owner_browser
+from tests.settlement_helpers import settled_statement
 
 ROLE = "coalition_tenant"
 
@@ -63,6 +64,11 @@ A_ROWS = {
     "segment_members": "segment_id IN (SELECT id FROM segments WHERE partner_id = {partner})",
     "rfm_scores": "partner_id = {partner}",
     "settlement_terms": "partner_id = {partner}",
+    "settlement_statements": "partner_id = {partner}",
+    "settlement_lines": "partner_id = {partner}",
+    "settlement_adjustments": "partner_id = {partner}",
+    "settlement_disputes": "partner_id = {partner}",
+    "settlement_flows": "issuer_partner_id = {partner} OR redeemer_partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -77,7 +83,7 @@ REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings", "f
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
            "procrastinate_workers", "coupon_offers",
-           "tier_history"}
+           "tier_history", "settlement_runs", "settlement_entries"}
 
 
 class Scenario:
@@ -181,6 +187,7 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " VALUES ($1, $2, 5, 5, 5, now(), 1, 10000, now())", partner, member)
     await db.execute("INSERT INTO settlement_terms (partner_id, effective_from, issue_price,"
                      " reimbursement, created_by) VALUES ($1, now(), 1.2, 1.0, 'a')", partner)
+    await settled_statement(db, partner, "1999-02")
 
 
 @asynccontextmanager
