@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=500_000)
     parser.add_argument("--partners", type=int, default=50)
     parser.add_argument("--members", type=int, default=200_000)
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     args = parser.parse_args()
     settings = get_settings()
     url = resolve_database_url(settings.database_url, settings.data_dir).with_database(
@@ -166,7 +167,8 @@ def main() -> None:
     try:
         asyncio.run(bench(url.asyncpg_dsn, args.entries, args.partners, args.members))
     finally:
-        asyncio.run(drop_database(url))
+        if not args.keep:
+            asyncio.run(drop_database(url))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ BEGIN
            ORDER BY f.effective_from DESC LIMIT 1) fx ON true
      WHERE cur.cycle = r.cycle;
     ALTER TABLE st_partner ADD PRIMARY KEY (partner_id);
+    -- Fresh statistics for the tables this function just filled: without them the
+    -- planner takes them for empty and picks nested loops over millions of rows.
+    ANALYZE st_terms;
+    ANALYZE st_partner;
     SELECT string_agg(format('%s/%s', v_currency, currency), ', ') INTO v_problem
       FROM (SELECT DISTINCT currency FROM st_partner
              WHERE currency <> v_currency AND fx_rate IS NULL) missing;
@@ -78,6 +82,7 @@ BEGIN
        AND (e.partner_id IN (SELECT partner_id FROM st_partner)
             OR (e.partner_id IS NULL AND r.cycle = 'monthly'))
        AND NOT EXISTS (SELECT 1 FROM settlement_entries s WHERE s.entry_id = e.id);
+    ANALYZE settlement_entries;
 
     -- Partners with activity but no rate card at all are not settled (their entries
     -- stay unclaimed); the run names them.
@@ -107,6 +112,7 @@ BEGIN
        AND a.kind IN ('partner_issuance', 'partner_redemption', 'operator_promotions')
        AND coalesce(a.partner_id, e.partner_id) IN (SELECT partner_id FROM st_partner)
      GROUP BY 1, 2, 4, 5, 6;
+    ANALYZE st_val;
 
     SELECT string_agg(DISTINCT format('%s (earliest %s)', pa.slug, v.first_at), ', ')
       INTO v_problem
@@ -160,6 +166,7 @@ BEGIN
            sp.fee_fixed, NULL, NULL
       FROM st_partner sp JOIN partners pa ON pa.id = sp.partner_id
      WHERE sp.fee_fixed > 0 AND pa.status = 'active';
+    ANALYZE st_line;
 
     -- Operator adjustments waiting for a run (from dispute resolutions), claimed.
     WITH claimed AS (
