@@ -104,7 +104,8 @@ BARE = """SELECT a.partner_id, a.kind, sum(p.amount), count(*)
            GROUP BY 1, 2"""
 
 
-async def bench(dsn: str, entries: int, partners: int, members: int) -> None:
+async def bench(dsn: str, entries: int, partners: int, members: int,
+                explain: bool = False) -> None:
     conn = await asyncpg.connect(dsn, command_timeout=3600)
     try:
         started = time.perf_counter()
@@ -126,6 +127,13 @@ async def bench(dsn: str, entries: int, partners: int, members: int) -> None:
             await conn.fetch(BARE, period.start, period.end)
             bare.append(time.perf_counter() - t)
         now = datetime(2026, 11, 2, tzinfo=UTC)
+        if explain:   # the plans of the run's slow statements, printed
+            conn.add_log_listener(lambda _c, message: print(message.message))
+            for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 200",
+                            "SET auto_explain.log_nested_statements = on",
+                            "SET auto_explain.log_analyze = on",
+                            "SET auto_explain.log_level = 'notice'"):
+                await conn.execute(setting)
         t = time.perf_counter()
         run = await runs.run_period(conn, PERIOD, "bench", now=now)
         first = time.perf_counter() - t
@@ -157,6 +165,7 @@ def main() -> None:
     parser.add_argument("--partners", type=int, default=50)
     parser.add_argument("--members", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    parser.add_argument("--explain", action="store_true", help="Print slow plans.")
     args = parser.parse_args()
     settings = get_settings()
     url = resolve_database_url(settings.database_url, settings.data_dir).with_database(
@@ -165,7 +174,8 @@ def main() -> None:
     asyncio.run(ensure_database(url))
     upgrade(url)
     try:
-        asyncio.run(bench(url.asyncpg_dsn, args.entries, args.partners, args.members))
+        asyncio.run(bench(url.asyncpg_dsn, args.entries, args.partners, args.members,
+                          args.explain))
     finally:
         if not args.keep:
             asyncio.run(drop_database(url))

@@ -39,7 +39,8 @@ BEGIN
 
     -- Rate cards as [effective_from, effective_to) ranges; cards that start after the
     -- period are ignored, so a re-run gives the same lines whatever was added since.
-    DROP TABLE IF EXISTS pg_temp.st_terms, pg_temp.st_partner, pg_temp.st_val, pg_temp.st_line;
+    DROP TABLE IF EXISTS pg_temp.st_terms, pg_temp.st_partner, pg_temp.st_claim, pg_temp.st_val,
+                         pg_temp.st_line;
     CREATE TEMP TABLE st_terms ON COMMIT DROP AS
     SELECT t.id, t.partner_id, t.effective_from, t.issue_price, t.reimbursement,
            t.fee_percent, coalesce(lead(t.effective_from) OVER w, 'infinity') AS effective_to
@@ -76,12 +77,15 @@ BEGIN
     -- Claim every entry of these partners (and the coalition's own, on monthly runs)
     -- that happened before the period's end and no run has claimed: entries of earlier
     -- periods committed after their run was computed land here, marked late.
-    INSERT INTO settlement_entries (entry_id, run_id)
-    SELECT e.id, p_run FROM journal_entries e
+    -- (Selected first, inserted after: an anti-join against the table being filled
+    -- rescans its growing pages for every row.)
+    CREATE TEMP TABLE st_claim ON COMMIT DROP AS
+    SELECT e.id FROM journal_entries e
      WHERE e.occurred_at < r.period_end
        AND (e.partner_id IN (SELECT partner_id FROM st_partner)
             OR (e.partner_id IS NULL AND r.cycle = 'monthly'))
        AND NOT EXISTS (SELECT 1 FROM settlement_entries s WHERE s.entry_id = e.id);
+    INSERT INTO settlement_entries (entry_id, run_id) SELECT id, p_run FROM st_claim;
     ANALYZE settlement_entries;
 
     -- Partners with activity but no rate card at all are not settled (their entries
