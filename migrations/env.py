@@ -16,7 +16,8 @@ import coalition.rules.models
 import coalition.segments.models
 import coalition.tiers.models  # noqa: F401
 import settlement.models
-import settlement.payments  # noqa: F401
+import settlement.payments
+import settlement.statement_models  # noqa: F401
 import tenants.models  # noqa: F401
 from coalition.config import get_settings
 from coalition.db import Base, DatabaseUrl, resolve_database_url

@@ -25,7 +25,8 @@ PARTNER_SCOPES: dict[str, str] = {
     "points:redeem": "Redeem members' points at your brand",
     "points:adjust": "Correct members' balances with a stated reason",
     "vouchers:consume": "Check and use the reward vouchers members bring to your brand",
-    "settlement:read": "See your brand's rate cards, prepaid points balance and statements",
+    "settlement:read": "See your brand's rate cards, prepaid balance, statements and payments",
+    "settlement:dispute": "Dispute a line of your statement during its review",
 }
 
 

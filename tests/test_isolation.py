@@ -15,6 +15,7 @@ from tenants.service import create_server_client
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
 from tests.rewards_helpers import make_reward
+from tests.settlement_helpers import settled_statement
 from tests.test_lifecycle import buy
 
 
@@ -41,11 +42,13 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
             "credit_limit": 777001, "note": "A-SECRET-TERMS"}, "test")
         await prepaid.request_block(conn, partner.partner_id, 5000, "test")
     secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001"]
+    _, statement, line = await settled_statement(db, partner.partner_id, "1999-01")
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
            "order_id": purchase["order_id"], "authorization_id": hold["id"],
-           "reward_id": str(reward), "code": voucher["code"]}
+           "reward_id": str(reward), "code": voucher["code"],
+           "statement_id": str(statement), "line_id": str(line)}
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
@@ -64,6 +67,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                            "reference": "B-W1"},
         "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
         "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
+        "/api/v1/statements/{statement_id}/lines/{line_id}/disputes": {"comment": "B"},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -79,6 +83,11 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                                   {"card_number": card}):
                         listed = await other_partner.get(path, params=query)
                         assert listed.status_code == 200 and listed.json()["items"] == []
+                    continue
+                if template == "/api/v1/statements":
+                    # B's own statements: none of A's.
+                    assert response.status_code == 200
+                    assert all(s["id"] != statement for s in response.json()["items"])
                     continue
                 if template == "/api/v1/settlement/terms":
                     # B's own terms: none, and none of A's.

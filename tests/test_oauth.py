@@ -24,7 +24,8 @@ async def test_client_secret_basic_and_post(client):
     assert token["expires_in"] == 3600
     assert set(token["scope"].split()) == {"members:read", "members:write", "points:earn",
                                            "points:redeem", "points:adjust",
-                                           "vouchers:consume", "settlement:read"}
+                                           "vouchers:consume", "settlement:read",
+                                           "settlement:dispute"}
     assert basic.headers["cache-control"] == "no-store"
 
     post = await client.post("/oauth/token", data={

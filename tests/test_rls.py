@@ -25,6 +25,7 @@ from tenants.scope import tenant_connection, tenant_session
 from tenants.service import create_app_client
 from tests.helpers import new_partner
 from tests.portal import owner_browser
+from tests.settlement_helpers import settled_statement
 
 ROLE = "coalition_tenant"
 
@@ -67,6 +68,11 @@ A_ROWS = {
     "settlement_payments": "partner_id = {partner}",
     "prepaid_blocks": "partner_id = {partner}",
     "prepaid_balances": "partner_id = {partner}",
+    "settlement_statements": "partner_id = {partner}",
+    "settlement_lines": "partner_id = {partner}",
+    "settlement_adjustments": "partner_id = {partner}",
+    "settlement_disputes": "partner_id = {partner}",
+    "settlement_flows": "issuer_partner_id = {partner} OR redeemer_partner_id = {partner}",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -81,7 +87,8 @@ REFERENCE = {"partner_terms", "coalition_settings", "tiers", "tier_settings", "f
 PRIVATE = {"web_sessions", "login_attempts", "alembic_version", "oidc_signing_keys",
            "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
            "procrastinate_workers", "coupon_offers",
-           "tier_history", "stripe_events", "operator_notifications", "sepa_batches"}
+           "tier_history", "stripe_events", "operator_notifications", "sepa_batches",
+           "settlement_runs", "settlement_entries"}
 
 
 class Scenario:
@@ -195,6 +202,7 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
     await db.execute("INSERT INTO prepaid_blocks (partner_id, points, price, currency,"
                      " issue_price, terms_id, requested_by) SELECT $1, 100, 120, 'PLN', 1.2,"
                      " id, 'a' FROM settlement_terms WHERE partner_id = $1 LIMIT 1", partner)
+    await settled_statement(db, partner, "1999-02")
 
 
 @asynccontextmanager

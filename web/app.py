@@ -54,6 +54,7 @@ from web.api.points import PointsController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
 from web.api.settlement import SettlementController
+from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
@@ -251,7 +252,7 @@ def create_app(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
                         EventController, CheckoutController, RewardController, TierController,
-                        PaymentController, SettlementController],
+                        PaymentController, SettlementController, StatementController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},

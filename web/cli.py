@@ -334,3 +334,103 @@ def import_transactions_command(file: Path, partner_slug: str, chunk_size: int,
                f"({rows / elapsed if elapsed else 0:,.0f} rows/s)")
     if report.rejected:
         sys.exit(2)
+
+
+@main.group()
+def settle() -> None:
+    """Settlement runs: statements per partner for a period (README "Settlement")."""
+
+
+def _settle(action) -> None:
+    from coalition.errors import DomainError
+
+    async def go() -> None:
+        conn = await asyncpg.connect(database_url().asyncpg_dsn)
+        try:
+            await action(conn)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(go())
+    except DomainError as exc:
+        click.echo(f"settle: {exc.detail}", err=True)
+        sys.exit(1)
+
+
+def _print_run(run) -> None:
+    click.echo(f"{run['period']} ({run['cycle']}): {run['status']}"
+               + (f", hash {run['content_hash'][:16]}…" if run["content_hash"] else ""))
+    if run["skipped_partners"]:
+        click.echo("  not settled (no rate card): " + ", ".join(run["skipped_partners"]))
+
+
+@settle.command("run")
+@click.option("--period", required=True, help="2026-10 (monthly) or 2026-W43 (weekly).")
+@click.option("--dispute-window-days", type=int, default=None)
+def settle_run(period: str, dispute_window_days: int | None) -> None:
+    """Create the period's draft run, or re-run it, and print its statements."""
+    from settlement import runs, statements
+
+    async def action(conn) -> None:
+        run = await runs.run_period(conn, period, "cli", dispute_window_days=dispute_window_days)
+        _print_run(run)
+        for s in await statements.run_statements(conn, run["id"]):
+            click.echo(f"  {s['partner_slug']:<24} {s['line_count']:>3} lines"
+                       f" net {s['net']:>14} {s['currency']}")
+        for n in await statements.netting(conn, run["id"]):
+            click.echo(f"  operator net {n['operator_net']} {n['currency']}: partners pay"
+                       f" {n['collections']}, are paid {n['payouts']}")
+
+    _settle(action)
+
+
+def _lifecycle_command(name: str, doc: str) -> None:
+    @settle.command(name, help=doc)
+    @click.option("--period", required=True)
+    @click.option("--force", is_flag=True, help="finalize: before the dispute window ends.")
+    def command(period: str, force: bool) -> None:
+        from settlement import runs
+
+        async def action(conn) -> None:
+            if name == "review":
+                run = await runs.start_review(conn, period)
+            elif name == "reopen":
+                run = await runs.reopen(conn, period)
+            elif name == "finalize":
+                run = await runs.finalize(conn, period, "cli", force=force)
+            elif name == "close":
+                run = await runs.close(conn, period)
+            else:
+                await runs.discard(conn, period)
+                click.echo(f"{period}: draft discarded")
+                return
+            _print_run(run)
+
+        _settle(action)
+
+
+for _name, _doc in (("review", "Show the draft to partners; the dispute window opens."),
+                    ("reopen", "Back from review to draft (to re-run it)."),
+                    ("finalize", "Freeze the run and store its content hash."),
+                    ("close", "Close a finalized run once every statement is settled."),
+                    ("discard", "Delete a draft run; its entries become unclaimed again.")):
+    _lifecycle_command(_name, _doc)
+
+
+@settle.command("verify")
+@click.option("--period", required=True)
+def settle_verify(period: str) -> None:
+    """Check the run's content hash and statement totals; exit 1 on any difference."""
+    from settlement import runs
+
+    async def action(conn) -> None:
+        run = await runs.get_run(conn, period)
+        problems = await runs.verify(conn, run["id"])
+        for problem in problems:
+            click.echo(problem)
+        if problems:
+            sys.exit(1)
+        click.echo(f"{period}: statements match their lines and stored hash")
+
+    _settle(action)

@@ -15,6 +15,8 @@ Periodic jobs (times are UTC):
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
 | prepaid_alerts    | every minute    | mail low prepaid balances (once per crossing)     |
+| draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
+|                   |                 | an existing run is left as it is)                 |
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from coalition.db import DatabaseUrl
 from coalition.segments.service import refresh_all
 from coalition.tiers import reevaluate_all
 from settlement.prepaid import send_low_balance_alerts
+from settlement.runs import draft_previous_month
 from tenants.mail import Mailer
 from web.worker import maintenance_pass
 
@@ -104,6 +107,11 @@ async def _prepaid_alerts(conn: asyncpg.Connection, _now: datetime) -> int:
 @app.task(name="prepaid_alerts", queueing_lock="prepaid_alerts")
 async def prepaid_alerts(timestamp: int) -> object:
     return await _run("prepaid_alerts", lambda conn: _prepaid_alerts(conn, _at(timestamp)))
+@app.periodic(cron="10 2 1 * *")
+@app.task(name="draft_settlement", queueing_lock="draft_settlement")
+async def draft_settlement(timestamp: int) -> object:
+    return await _run("draft_settlement",
+                      lambda conn: draft_previous_month(conn, _at(timestamp)))
 
 
 @asynccontextmanager
