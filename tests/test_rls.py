@@ -170,8 +170,10 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " issuer_partner_id, source, points, entry_id)"
                      " VALUES ('AAAA-AAAA-AAAA-' || substr(md5(random()::text), 1, 4), $1, $2,"
                      " $3, $3, 'redemption', 30, $4)", reward, member, partner, redemption)
+    # The coalition's rule is archived so that it earns nothing in later tests' purchases.
     for owner, name in ((partner, "A-RULE"), (None, "COALITION-RULE")):
-        rule = await db.fetchval("INSERT INTO earning_rules (partner_id, name) VALUES ($1, $2)"
+        rule = await db.fetchval("INSERT INTO earning_rules (partner_id, name, archived_at)"
+                                 " VALUES ($1, $2, CASE WHEN $1::uuid IS NULL THEN now() END)"
                                  " RETURNING id", owner, name)
         await db.execute("INSERT INTO earning_rule_versions (rule_id, version, partner_id,"
                          " name, type, params, funding) VALUES ($1, 1, $2, $3, 'per_amount',"
