@@ -434,3 +434,39 @@ def settle_verify(period: str) -> None:
         click.echo(f"{period}: statements match their lines and stored hash")
 
     _settle(action)
+
+
+@settle.command("collect")
+@click.option("--period", required=True)
+@click.option("--send", is_flag=True,
+              help="Email the invoices instead of charging the saved payment method.")
+def settle_collect(period: str, send: bool) -> None:
+    """Invoice the partners who owe, pay (Stripe Connect or SEPA) those owed: a finalized
+    run. Safe to repeat: payments are keyed by statement and never made twice."""
+    from coalition.errors import DomainError
+    from settlement.collect import collect_run
+    from settlement.stripe_gateway import StripeConfig, StripeGateway
+    from tenants.mail import Mailer
+
+    async def go() -> None:
+        settings = get_settings()
+        pool = await asyncpg.create_pool(database_url().asyncpg_dsn, min_size=1, max_size=2)
+        try:
+            gateway = StripeGateway(StripeConfig.from_settings(settings), pool,
+                                    Mailer(settings))
+            done = await collect_run(gateway, period, collection=("send_invoice" if send
+                                                                  else "charge_automatically"))
+        finally:
+            await pool.close()
+        click.echo(f"{period}: {len(done.invoiced)} invoiced, {len(done.paid_out)} paid out,"
+                   f" {done.nothing_due} with nothing due")
+        for failure in done.failed:
+            click.echo(f"  not collected: {failure}", err=True)
+        if done.failed:
+            sys.exit(1)
+
+    try:
+        asyncio.run(go())
+    except DomainError as exc:
+        click.echo(f"settle: {exc.detail}", err=True)
+        sys.exit(1)
