@@ -14,6 +14,8 @@ from coalition.migrate import upgrade
 from coalition.rules.engine import Basket, Shopper, evaluate
 from coalition.rules.service import active_rules
 from coalition.verify import verify_ledger
+from settlement.runs import previous_period, verify
+from settlement.statements import flow_matrix, netting
 from web.demo import load_demo
 
 
@@ -24,6 +26,29 @@ def demo_database(server_url):
     upgrade(url)
     yield url
     asyncio.run(drop_database(url))
+
+
+async def _demo_history_is_settled(conn: asyncpg.Connection) -> None:
+    """Past months finalized with statements that reconcile: the partners' nets sum to
+    the operator's balancing figure and every statement to its lines; the last complete
+    month is a draft."""
+    rows = await conn.fetch("SELECT id, period, status FROM settlement_runs"
+                            " ORDER BY period_start")
+    assert rows and rows[-1]["status"] == "draft"
+    tz = await conn.fetchval("SELECT timezone FROM coalition_settings")
+    assert rows[-1]["period"] == previous_period(datetime.now(UTC), tz)
+    finalized = [r for r in rows if r["status"] == "finalized"]
+    assert len(finalized) >= 4 and len(finalized) == len(rows) - 1
+    last = finalized[-1]["id"]
+    nets = await conn.fetch("SELECT partner_id, net FROM settlement_statements"
+                            " WHERE run_id = $1", last)
+    assert len(nets) == 5 and any(r["net"] != 0 for r in nets)
+    (figure,) = await netting(conn, last)
+    assert figure["operator_net"] == sum(r["net"] for r in nets) == \
+        figure["collections"] - figure["payouts"]
+    assert await flow_matrix(conn, last)
+    for run in finalized:
+        assert await verify(conn, run["id"]) == []
 
 
 def test_demo_coalition_loads_once_with_promised_balances(demo_database):
@@ -69,9 +94,12 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
                                              " WHERE p.slug = 'salon'")) == (5000, 5000)
             assert await conn.fetchval("SELECT rate FROM fx_rates WHERE quote = 'EUR'")
             await _demo_rules_earn_as_promised(conn)
+            await _demo_history_is_settled(conn)
             entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
+            runs_before = await conn.fetchval("SELECT count(*) FROM settlement_runs")
             await load_demo(demo_database, extra_members=10)   # second start: nothing new
             assert await conn.fetchval("SELECT count(*) FROM journal_entries") == entries
+            assert await conn.fetchval("SELECT count(*) FROM settlement_runs") == runs_before
         finally:
             await conn.close()
 

@@ -76,6 +76,7 @@ from web.portal.rules import OperatorRulePages, PartnerRulePages
 from web.portal.segments import OperatorSegmentPages, PartnerSegmentPages
 from web.portal.settlement_terms import OperatorTermsPages, PartnerTermsPages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
+from web.portal.statements import OperatorSettlementPages, PartnerStatementPages
 from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
@@ -268,6 +269,7 @@ def create_app(
                         OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
+                        OperatorSettlementPages, PartnerStatementPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

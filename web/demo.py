@@ -24,7 +24,7 @@ from coalition.members import enroll
 from coalition.rewards.demo import seed_rewards
 from coalition.rules.demo import seed_rules
 from coalition.tiers.admin import seed_tiers
-from settlement.demo import seed_terms
+from settlement.demo import seed_terms, settle_demo
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -114,6 +114,8 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
         # Rate cards, the EUR rate and the prepaid hair salon (settlement/demo.py).
         async with pool.acquire() as conn:
             await seed_terms(conn, partners, now)
+            # The history settled: past months finalized, the last one a draft.
+            await settle_demo(conn, now)
     finally:
         await pool.close()
         await engine.dispose()
