@@ -127,6 +127,13 @@ async def test_operator_and_partners_settle_a_period_through_the_pages(app, clie
                            f"{detail_url}/disputes", {"line_id": str(line), "comment": "Late"})
     assert late.status_code == 409 and "Dispute window closed" in late.text
 
+    # Collecting without Stripe configured: each partner's failure is named, nothing paid.
+    collect = await _act(op, run_id, "collect")
+    assert collect.status_code == 409 and "Not every partner was paid" in collect.text
+    assert "COALITION_STRIPE_SECRET_KEY" in collect.text
+    assert await db.fetchval("SELECT count(*) FROM settlement_payments WHERE reference_id = ANY"
+                             "($1)", [str(await _statement_id(db, p, MAY))
+                                      for p in (a_id, b_id)]) == 0
     # Close: refused until the payments settled, then closed.
     unpaid = await _act(op, run_id, "close")
     assert unpaid.status_code == 409 and "Payments outstanding" in unpaid.text

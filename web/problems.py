@@ -93,6 +93,8 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "run-not-draft": ("Run not a draft", "Only a draft run is computed or re-run."),
     "run-wrong-state": ("Run not in that state", "The run's lifecycle does not allow this step now."),
     "run-not-found": ("No such run", "No settlement run for that period."),
+    "run-not-finalized": ("Run not finalized", "Only a finalized run is invoiced and paid out."),
+    "collection-incomplete": ("Not every partner was paid", "Some statements could not be invoiced or paid out (missing payout details, Stripe refusing); the detail names them. Fix them and collect again: nothing is paid twice."),
     "run-immutable": ("Finalized run cannot change", "Statements of a run out of draft are immutable."),
     "rate-card-missing": ("No rate card in force", "A partner has activity before its first rate card: add one effective earlier."),
     "disputes-open": ("Disputes open", "Resolve every disputed line before finalizing."),

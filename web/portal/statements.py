@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.errors import DomainError
 from settlement import runs
 from settlement import statements as service
+from settlement.collect import collect_run
 from tenants import accounts
 from tenants.models import User
 from tenants.scope import tenant_connection
@@ -233,7 +234,8 @@ class OperatorSettlementPages(Controller):
     @post("/{run_id:int}")
     async def lifecycle(self, request: Request, db_session: Session, state: State,
                         run_id: FromPath[int]) -> Response:
-        """One form per button; `action` is rerun, review, reopen, finalize or close."""
+        """One form per button; `action` is rerun, review, reopen, finalize, collect
+        (invoice and pay out, settlement/collect.py) or close."""
         user = await _operator(request, db_session)
         form = dict(await request.form())
         action = str(form.get("action") or "")
@@ -253,10 +255,15 @@ class OperatorSettlementPages(Controller):
                     await runs.finalize(conn, period, user.email, force=bool(form.get("force")))
                 elif action == "close":
                     await runs.close(conn, period)
-                else:
+                elif action != "collect":
                     raise DomainError("invalid-action", "Unknown action",
-                                      "Choose rerun, review, reopen, finalize or close.",
-                                      field="action")
+                                      "Choose rerun, review, reopen, finalize, collect or"
+                                      " close.", field="action")
+            if action == "collect":
+                done = await collect_run(state.stripe, period)
+                if done.failed:
+                    raise DomainError("collection-incomplete", "Not every partner was paid",
+                                      "; ".join(done.failed), status=409, field="run")
         except DomainError as exc:
             return await self._run_page(state, user, run_id, status_code=exc.status,
                                         errors={"run": f"{exc.title}: {exc.detail}"})
