@@ -16,6 +16,8 @@ from settlement import runs
 from settlement.reconcile import reconcile
 from tests.helpers import new_partner
 from tests.settlement_helpers import add_terms, earn, new_member, redeem
+from tests.test_cli import coalition
+from tests.test_rules_console import operator_browser
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -152,4 +154,35 @@ async def test_draft_run_expects_no_payment_yet(client, db):
     async with db.acquire() as conn:
         run = await runs.run_period(conn, "2017-07", "op@test", now=NOW)
         assert await reconcile(conn, run["id"]) == []
-        await runs.discard(conn, "2017-07")
+        # Finalized (not discarded, so no later run claims its entries): now it is owed.
+        await runs.start_review(conn, "2017-07", now=NOW)
+        await runs.finalize(conn, "2017-07", "op@test", now=NOW, force=True)
+        assert [d.kind for d in await reconcile(conn, run["id"])] == ["payment_missing"]
+
+
+async def test_cli_and_operator_page_list_the_discrepancies(app, client, db, database_url):
+    _, s, _ = await _finalized_run(client, db, "2017-08")
+    await _pay(db, s["a"], "invoice", 1200, paid=1150)
+    bad = coalition(database_url, "settle", "reconcile", "--period", "2017-08")
+    assert bad.returncode == 1, bad.stderr
+    assert "paid_amount_mismatch" in bad.stdout and "transfer_missing" in bad.stdout
+    assert "2 discrepancy" in bad.stdout
+    browser = await operator_browser(app)
+    async with browser:
+        page = await browser.get("/operator/reconciliation?period=2017-08")
+        assert page.status_code == 200
+        assert "paid_amount_mismatch" in page.text and "transfer_missing" in page.text
+        wrong = await browser.get("/operator/reconciliation?period=2017-13")
+        assert wrong.status_code == 422 and "period" in wrong.text
+        missing = await browser.get("/operator/reconciliation?period=2016-01")
+        assert missing.status_code == 404
+
+    await db.execute("UPDATE settlement_payments SET amount_paid = 1200 WHERE reference_id"
+                     " = $1", str(s["a"]["id"]))
+    await _pay(db, s["b"], "transfer", 330)
+    good = coalition(database_url, "settle", "reconcile", "--period", "2017-08")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "agree" in good.stdout
+    async with await operator_browser(app) as browser:
+        page = await browser.get("/operator/reconciliation?period=2017-08")
+        assert 'id="clean"' in page.text
