@@ -15,7 +15,14 @@ import pytest
 from settlement import runs
 from settlement.reconcile import reconcile
 from tests.helpers import new_partner
-from tests.settlement_helpers import add_terms, earn, new_member, redeem
+from tests.settlement_helpers import (
+    add_terms,
+    coalition_bonus,
+    earn,
+    new_member,
+    redeem,
+    reverse,
+)
 from tests.test_cli import coalition
 from tests.test_rules_console import operator_browser
 
@@ -186,3 +193,37 @@ async def test_cli_and_operator_page_list_the_discrepancies(app, client, db, dat
     async with await operator_browser(app) as browser:
         page = await browser.get("/operator/reconciliation?period=2017-08")
         assert 'id="clean"' in page.text
+
+
+async def test_fx_late_lines_reversals_and_bonus_recompute_exactly(client, db):
+    """The ledger leg over every kind of valued line: a weekly EUR partner with an FX
+    rate, a late entry of the week before, a price change, reversals of an earn and of
+    a redemption, coalition-funded points and a percent fee."""
+    await db.execute("INSERT INTO fx_rates (base, quote, effective_from, rate)"
+                     " VALUES ('PLN', 'EUR', '2017-01-01', 0.2345) ON CONFLICT DO NOTHING")
+    e = await new_partner(client, f"Recon Euro {uuid.uuid4().hex[:6]}")
+    await add_terms(db, e.partner_id, "2017-01-01", "1.234567", "0.987", currency="EUR",
+                    cycle="weekly", fee_percent="1.5")
+    await add_terms(db, e.partner_id, "2017-03-08", "1.3", "1.01", currency="EUR",
+                    cycle="weekly", fee_percent="1.5")
+    m = await new_member(db, [e.partner_id])
+    late = await earn(db, e.partner_id, m, 333, "2017-03-01")          # 2017-W09
+    await earn(db, e.partner_id, m, 777, "2017-03-09")                 # 2017-W10
+    spent = await redeem(db, e.partner_id, m, 101, "2017-03-09T13:00")
+    await reverse(db, e.partner_id, late, 33, "2017-03-10")
+    await reverse(db, e.partner_id, spent, 11, "2017-03-10T13:00")
+    await coalition_bonus(db, e.partner_id, m, 17, "2017-03-11")
+    async with db.acquire() as conn:
+        run = await runs.run_period(conn, "2017-W10", "op@test", now=NOW)
+        types = {r["type"] for r in await conn.fetch(
+            "SELECT type FROM settlement_lines WHERE run_id = $1 AND late", run["id"])}
+        assert types == {"issuance", "platform_fee_percent"}
+        assert await reconcile(conn, run["id"]) == []
+        await runs.start_review(conn, "2017-W10", now=NOW)
+        await runs.finalize(conn, "2017-W10", "op@test", now=NOW, force=True)
+        statement = await conn.fetchrow("SELECT * FROM settlement_statements"
+                                        " WHERE run_id = $1", run["id"])
+        assert statement["currency"] == "EUR" and statement["net"] > 0
+        assert [d.kind for d in await reconcile(conn, run["id"])] == ["payment_missing"]
+    await _pay(db, statement, "invoice", statement["net"])
+    assert await _kinds(db, run["id"]) == []
