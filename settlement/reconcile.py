@@ -26,6 +26,9 @@ from settlement.runs import run_by_id
 LEDGER_TYPES = ("issuance", "reversal", "reimbursement", "coalition_funded_bonus",
                 "platform_fee_percent")
 PAID = "paid"
+# Payment states in which the money has moved (a Stripe transfer is done once created).
+SETTLED = {"invoice": ("paid",), "transfer": ("paid", "created"), "sepa_credit": ("paid",)}
+STATEMENT_SETTLED = ("paid", "transferred")
 PAYOUT_KINDS = ("transfer", "sepa_credit")
 KINDS = ("hash_mismatch", "statement_total_mismatch", "ledger_changed", "payment_missing",
          "transfer_missing", "payment_wrong_kind", "payment_unexpected",
@@ -223,11 +226,8 @@ def _payment_discrepancies(rows: list[asyncpg.Record]) -> list[Discrepancy]:
                   "The partner is owed money but no transfer or SEPA credit was made.")
         for p in right:
             _check_payment(d, p, abs(net), cur)
-        settled = any(p["status"] == PAID for p in right)
-        if s["payment_status"] in ("paid", "transferred") and not settled:
-            d("payment_status_mismatch", "a paid payment", ", ".join(
-                f"{p['kind']} {p['status']}" for p in right) or "none",
-              f"The statement says {s['payment_status']} but no payment of it is paid.")
+        if right:   # (no payment at all is reported above)
+            _check_status(d, s["payment_status"], right, abs(net))
     return found
 
 
@@ -243,3 +243,22 @@ def _check_payment(d, p: asyncpg.Record, expected: int, cur: str) -> None:
     if p["kind"] == "invoice" and p["status"] == PAID and p["amount_paid"] != expected:
         d("paid_amount_mismatch", f"{expected} {cur}", f"{p['amount_paid']} {p['paid_in']}",
           f"The {what} was paid with {p['amount_paid']} instead of {expected}.")
+
+
+def _check_status(d, statement_status: str, right: list[asyncpg.Record],
+                  expected: int) -> None:
+    """The statement's payment status against its payments: settled on one side only
+    means a webhook was missed or the status was set by hand. A payment settled for the
+    wrong amount is reported by the amount checks, not here."""
+    moved = [p for p in right if p["status"] in SETTLED[p["kind"]]]
+    clean = [p for p in moved if p["amount"] == expected
+             and (p["kind"] != "invoice" or p["amount_paid"] == expected)]
+    says_settled = statement_status in STATEMENT_SETTLED
+    payments = ", ".join(f"{p['kind']} #{p['payment_id']} {p['status']}" for p in right)
+    if says_settled and not moved:
+        d("payment_status_mismatch", "a settled payment", payments,
+          f"The statement says {statement_status} but none of its payments has settled.")
+    elif clean and not says_settled:
+        d("payment_status_mismatch", "paid" if clean[0]["kind"] == "invoice"
+          else "transferred", statement_status,
+          f"The {payments} settled but the statement still says {statement_status}.")

@@ -57,13 +57,27 @@ async def _finalized_run(client, db, period: str) -> tuple[int, dict, int]:
     return run["id"], statements, entry
 
 
+# What the statement payment hook (settlement/collect.py) sets on the statement.
+_STATEMENT_STATUS = {("invoice", "open"): "invoiced", ("invoice", "paid"): "paid",
+                     ("transfer", "paid"): "transferred", ("transfer", "created"): "transferred",
+                     ("sepa_credit", "exported"): "transfer_pending"}
+
+
 async def _pay(db, statement, kind: str, amount: int, *, paid: int | None = None,
                status: str = "paid") -> int:
+    """A payment row as the Stripe integration writes it, and the statement's status as
+    its hook moves it (an invoice paid with another amount leaves it payment_failed)."""
+    paid = amount if paid is None else paid
+    state = _STATEMENT_STATUS[kind, status]
+    if state == "paid" and paid != amount:
+        state = "payment_failed"
+    async with db.acquire() as conn:
+        await runs.set_payment_status(conn, statement["id"], state)
     return await db.fetchval(
         "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
         " amount, currency, status, amount_paid) VALUES ($1, $2, 'statement', $3, $4, $5,"
         " $6, $7) RETURNING id", statement["partner_id"], kind, str(statement["id"]), amount,
-        statement["currency"], status, amount if paid is None else paid)
+        statement["currency"], status, paid)
 
 
 async def _kinds(db, run_id: int) -> list[tuple[str, int | None]]:
@@ -88,6 +102,12 @@ async def test_clean_run_reconciles_to_zero_and_missing_payments_are_reported(cl
     assert missing.expected == "payout of 330 PLN" and missing.actual == "none"
     await _pay(db, s["b"], "sepa_credit", 330, status="exported", paid=0)
     assert await _kinds(db, run_id) == []
+    # Marked transferred by hand while the bank file is only exported.
+    async with db.acquire() as conn:
+        await runs.set_payment_status(conn, s["b"]["id"], "transferred")
+        [status] = await reconcile(conn, run_id)
+    assert (status.kind, status.statement_id) == ("payment_status_mismatch", s["b"]["id"])
+    assert "sepa_credit" in status.actual and "exported" in status.actual
 
 
 async def test_invoice_paid_with_a_different_amount(client, db):
@@ -184,8 +204,14 @@ async def test_cli_and_operator_page_list_the_discrepancies(app, client, db, dat
         missing = await browser.get("/operator/reconciliation?period=2016-01")
         assert missing.status_code == 404
 
+    # Stripe's late correction: paid in full after all, but the hook never ran.
     await db.execute("UPDATE settlement_payments SET amount_paid = 1200 WHERE reference_id"
                      " = $1", str(s["a"]["id"]))
+    middle = coalition(database_url, "settle", "reconcile", "--period", "2017-08")
+    assert middle.returncode == 1 and "payment_status_mismatch" in middle.stdout
+    assert "still says payment_failed" in middle.stdout
+    async with db.acquire() as conn:
+        await runs.set_payment_status(conn, s["a"]["id"], "paid")
     await _pay(db, s["b"], "transfer", 330)
     good = coalition(database_url, "settle", "reconcile", "--period", "2017-08")
     assert good.returncode == 0, good.stdout + good.stderr
