@@ -24,7 +24,7 @@ from tests.stripe_fixtures import (  # noqa: F401  (fixtures)
 )
 from tests.test_stripe_payments import partner_with_card
 
-PERIOD = "2019-11"
+PERIOD = "2015-06"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -37,11 +37,11 @@ async def test_a_run_is_invoiced_paid_out_and_closed(stripe_client, stripe_api,
     double.accounts.add(account)
     await db.execute("INSERT INTO partner_payout_details (partner_id, method, stripe_account_id)"
                      " VALUES ($1, 'stripe_connect', $2)", payee.partner_id, account)
-    await add_terms(db, payer.partner_id, "2019-01-01", "1.2", "1.0")
-    await add_terms(db, payee.partner_id, "2019-01-01", "1.2", "1.0")
+    await add_terms(db, payer.partner_id, "2015-01-01", "1.2", "1.0")
+    await add_terms(db, payee.partner_id, "2015-01-01", "1.2", "1.0")
     member = await new_member(db, [payer.partner_id, payee.partner_id])
-    await earn(db, payer.partner_id, member, 1000, "2019-11-05")    # payer owes 1,200
-    await redeem(db, payee.partner_id, member, 700, "2019-11-10")   # payee is owed 700
+    await earn(db, payer.partner_id, member, 1000, "2015-06-05")    # payer owes 1,200
+    await redeem(db, payee.partner_id, member, 700, "2015-06-10")   # payee is owed 700
     async with db.acquire() as conn:
         run = await runs.run_period(conn, PERIOD, "op@test", now=NOW)
         await runs.start_review(conn, PERIOD, now=NOW)
@@ -85,16 +85,18 @@ async def test_a_run_not_finalized_is_not_collected(stripe_client, db):
     from coalition.errors import DomainError
 
     partner = await new_partner(stripe_client, "Draft Brand")
-    await add_terms(db, partner.partner_id, "2019-01-01", "1.2", "1.0")
+    await add_terms(db, partner.partner_id, "2015-01-01", "1.2", "1.0")
     member = await new_member(db, [partner.partner_id])
-    await earn(db, partner.partner_id, member, 10, "2019-12-05")
+    await earn(db, partner.partner_id, member, 10, "2015-09-05")
     async with db.acquire() as conn:
-        await runs.run_period(conn, "2019-12", "op@test", now=NOW)
+        await runs.run_period(conn, "2015-09", "op@test", now=NOW)
     try:
-        await collect_run(stripe_client.app.state.stripe, "2019-12")
+        await collect_run(stripe_client.app.state.stripe, "2015-09")
         raise AssertionError("a draft was collected")
     except DomainError as exc:
         assert (exc.slug, exc.field) == ("run-not-finalized", "period")
     finally:
+        # Finalized, so its entry is claimed and no later test's run picks it up as late.
         async with db.acquire() as conn:
-            await runs.discard(conn, "2019-12")
+            await runs.start_review(conn, "2015-09", now=NOW)
+            await runs.finalize(conn, "2015-09", "op@test", now=NOW, force=True)

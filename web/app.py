@@ -66,6 +66,7 @@ from web.portal.company import CompanyPages
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
 from web.portal.coupons import CouponPages
+from web.portal.finance import OperatorFinancePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.payments import OperatorPaymentPages, PartnerPayoutPages
@@ -267,6 +268,7 @@ def create_app(
                         PartnerRulePages, OperatorRulePages,
                         CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
                         OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
+                        OperatorFinancePages,
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
                         OperatorSettlementPages, PartnerStatementPages,

@@ -470,3 +470,23 @@ def settle_collect(period: str, send: bool) -> None:
     except DomainError as exc:
         click.echo(f"settle: {exc.detail}", err=True)
         sys.exit(1)
+
+
+@settle.command("reconcile")
+@click.option("--period", required=True)
+def settle_reconcile(period: str) -> None:
+    """Reconcile the run with the ledger and the payments; exit 1 on any discrepancy."""
+    from settlement import reconcile, runs
+
+    async def action(conn) -> None:
+        run = await runs.get_run(conn, period)
+        found = await reconcile.reconcile(conn, run["id"])
+        for d in found:
+            click.echo(f"{d.kind:<26} {d.partner or '-':<20} statement {d.statement_id or '-'}:"
+                       f" expected {d.expected}, actual {d.actual}. {d.cause}")
+        if found:
+            click.echo(f"{period}: {len(found)} discrepancy(ies)")
+            sys.exit(1)
+        click.echo(f"{period} ({run['status']}): ledger, statements and payments agree")
+
+    _settle(action)
