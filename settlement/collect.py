@@ -142,8 +142,8 @@ async def _statement_payment_changed(conn: asyncpg.Connection, change: PaymentCh
     the run once all its statements are settled."""
     mapping = _INVOICE if change.kind == "invoice" else _PAYOUT
     status = mapping.get(change.new_status)
-    if status is None:
-        return
+    if status is None or not change.reference_id.isdigit():
+        return   # not a state a statement shows, or no statement of ours (a foreign id)
     if change.kind == "invoice" and status == "paid" and change.amount_paid != change.amount:
         # Paid, but not the amount invoiced: reconciliation reports it; the statement is
         # not settled by it.
