@@ -44,6 +44,11 @@ def require(request: Request, user: User | None, *kinds: str) -> User:
     return user
 
 
+async def operator(request: Request, db_session: AsyncSession) -> User:
+    """The signed-in operator, or the refusal every /operator page gives anyone else."""
+    return require(request, await current_user(request, db_session), "operator")
+
+
 def login_redirect(request: Request, exc: LoginRequired) -> Response:
     return Redirect(f"/login?next={quote(exc.path)}")
 

@@ -19,7 +19,7 @@ from tenants import accounts
 from tenants.mail import Mailer
 from tenants.models import User
 from web.portal.auth import base_url
-from web.portal.common import PageForbidden, current_user, page, require
+from web.portal.common import PageForbidden, current_user, operator, page, require
 
 Session = NamedDependency[AsyncSession]
 
@@ -112,7 +112,7 @@ class CompanyPages(Controller):
     @get("/operator/companies")
     async def operator_list(self, request: Request, state: State, db_session: Session
                             ) -> Template:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         rows = await state.pool.fetch(
             "SELECT m.id, m.company_name, m.tax_id, m.email, m.card_number, a.balance,"
             " (SELECT count(*) FROM users u WHERE u.member_id = m.id AND u.disabled_at IS NULL)"
@@ -123,7 +123,7 @@ class CompanyPages(Controller):
     @post("/operator/companies")
     async def operator_create(self, request: Request, state: State, db_session: Session
                               ) -> Response:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         form = {k: (v or "").strip() for k, v in (await request.form()).items()}
         try:
             _, admin, token = await companies.create_company(

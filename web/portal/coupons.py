@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.rewards.models import describe, money
 from tenants import accounts
 from tenants.models import User
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.reward_forms import FormErrors, read_offer
 
 Session = NamedDependency[AsyncSession]
@@ -58,12 +58,12 @@ class CouponPages(Controller):
 
     @get("/")
     async def offers(self, request: Request, db_session: Session, state: State) -> Template:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         return await _page(state, user)
 
     @post("/")
     async def create(self, request: Request, db_session: Session, state: State) -> Response:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         form = await request.form()
         async with state.pool.acquire() as conn:
             zone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings"))
@@ -92,7 +92,7 @@ class CouponPages(Controller):
     @post("/{offer_id:uuid}/active")
     async def toggle(self, request: Request, db_session: Session, state: State,
                      offer_id: FromPath[uuid.UUID]) -> Response:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         active = (await request.form()).get("active") == "on"
         changed = await state.pool.fetchval(
             "UPDATE coupon_offers SET active = $2 WHERE id = $1 RETURNING id", offer_id, active)

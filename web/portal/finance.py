@@ -11,16 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
 from settlement import liability, reconcile, runs
-from tenants.models import User
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.payments import money
 
 Session = NamedDependency[AsyncSession]
 BAR_WIDTH = 300   # pixels of the widest bar in the monthly chart
-
-
-async def _operator(request: Request, db_session: AsyncSession) -> User:
-    return require(request, await current_user(request, db_session), "operator")
 
 
 class OperatorFinancePages(Controller):
@@ -30,7 +25,7 @@ class OperatorFinancePages(Controller):
     @get("/reconciliation")
     async def reconciliation(self, request: Request, db_session: Session, state: State,
                              period: str | None = None) -> Template:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         async with state.pool.acquire() as conn:
             all_runs = await runs.list_runs(conn)
             if not period:
@@ -50,7 +45,7 @@ class OperatorFinancePages(Controller):
     @get("/liability")
     async def liability_page(self, request: Request, db_session: Session, state: State
                              ) -> Template:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         async with state.pool.acquire() as conn:
             rows = await liability.outstanding(conn)
             by_month = await liability.months(conn)
@@ -69,7 +64,7 @@ class OperatorFinancePages(Controller):
     @get("/liability.csv")
     async def liability_csv(self, request: Request, db_session: Session, state: State
                             ) -> Response:
-        await _operator(request, db_session)
+        await operator(request, db_session)
         async with state.pool.acquire() as conn:
             body = liability.report_csv(await liability.coalition_currency(conn),
                                         await liability.outstanding(conn),

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.tiers import history as tier_history
 from coalition.tiers import member_status
-from web.portal.common import current_user, page, require
+from web.portal.common import current_user, operator, page, require
 
 Session = NamedDependency[AsyncSession]
 
@@ -49,7 +49,7 @@ class HomePages(Controller):
     @get("/operator")
     async def operator_home(self, request: Request, db_session: Session, state: State
                             ) -> Template:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         partners = await state.pool.fetch(
             """
             SELECT p.name, p.slug, p.status, p.created_at,

@@ -17,7 +17,7 @@ from tenants import accounts, onboarding
 from tenants.mail import Mailer
 from tenants.models import AuditEntry, Partner, TermsAcceptance
 from web.portal.auth import base_url
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 
 Session = NamedDependency[AsyncSession]
 CHOICES = {"legal_forms": onboarding.LEGAL_FORMS, "industries": onboarding.INDUSTRIES,
@@ -70,7 +70,7 @@ class OnboardingPages(Controller):
 
     @get("/operator/partners")
     async def queue(self, request: Request, db_session: Session) -> Template:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         partners = (await db_session.scalars(
             select(Partner).order_by(Partner.created_at.desc()))).all()
         waiting = [p for p in partners if p.status in ("applied", "under_review")]
@@ -80,7 +80,7 @@ class OnboardingPages(Controller):
     async def detail(self, request: Request, db_session: Session,
                      partner_id: FromPath[uuid.UUID], error: FromQuery[str | None] = None
                      ) -> Template:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         partner = await db_session.get(Partner, partner_id)
         if partner is None:
             return page("message.html", status_code=404, user=user, title="Not found",
@@ -99,7 +99,7 @@ class OnboardingPages(Controller):
     @post("/operator/partners/{partner_id:uuid}/decision")
     async def decision(self, request: Request, db_session: Session,
                        partner_id: FromPath[uuid.UUID]) -> Response:
-        user = require(request, await current_user(request, db_session), "operator")
+        user = await operator(request, db_session)
         form = await request.form()
         decision, note = form.get("decision", ""), form.get("note", "")
         partner = await db_session.get(Partner, partner_id, with_for_update=True)

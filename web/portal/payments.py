@@ -18,7 +18,7 @@ from coalition.errors import DomainError
 from settlement import payout_details, sepa
 from tenants import accounts
 from tenants.models import Partner, User
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -71,8 +71,6 @@ class OperatorPaymentPages(Controller):
     path = "/operator/payments"
     include_in_schema = False
 
-    async def _operator(self, request: Request, db_session: AsyncSession) -> User:
-        return require(request, await current_user(request, db_session), "operator")
 
     async def _page(self, state: State, user: User, status_code: int = 200, **extra
                     ) -> Template:
@@ -92,12 +90,12 @@ class OperatorPaymentPages(Controller):
 
     @get("/")
     async def show(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self._page(state, await self._operator(request, db_session))
+        return await self._page(state, await operator(request, db_session))
 
     @post("/acknowledge")
     async def acknowledge(self, request: Request, db_session: Session, state: State
                           ) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         raw = (await request.form()).get("id", "")
         if not str(raw).isdigit():
             return await self._page(state, user, status_code=400,
@@ -111,7 +109,7 @@ class OperatorPaymentPages(Controller):
     async def export_sepa(self, request: Request, db_session: Session, state: State
                           ) -> Response:
         """Every ready SEPA payout of one currency in a pain.001 file, downloaded."""
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         currency = str((await request.form()).get("currency", "")).upper()
         ids = [r["id"] for r in await state.pool.fetch(
             "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"

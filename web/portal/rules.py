@@ -48,7 +48,7 @@ from coalition.rules.models import EarningRule
 from coalition.rules.validation import TYPE_LABELS, form_of, parse_money, spec_from_form
 from tenants import accounts
 from tenants.models import User
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -85,7 +85,7 @@ async def partner_scope(request: Request, db_session: AsyncSession, manage: bool
 
 
 async def operator_scope(request: Request, db_session: AsyncSession, manage: bool) -> Scope:
-    user = require(request, await current_user(request, db_session), "operator")
+    user = await operator(request, db_session)
     tz, currency, value = await _settings(db_session)
     return Scope(user, None, "/operator/rules", True, tz, currency, value)
 

@@ -24,7 +24,7 @@ from coalition.segments import service as segments
 from tenants.models import User
 from tenants.roles import can
 from tenants.scope import tenant_connection
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -138,28 +138,26 @@ class OperatorSegmentPages(Controller, _Editor):
     base = "/operator/segments"
     include_in_schema = False
 
-    async def _operator(self, request: Request, db_session: AsyncSession) -> User:
-        return require(request, await current_user(request, db_session), "operator")
 
     @get("/")
     async def index(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self.listing(state, await self._operator(request, db_session), None, True)
+        return await self.listing(state, await operator(request, db_session), None, True)
 
     @post("/")
     async def create(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         return await self.submit(request, state, user, None, None)
 
     @get("/{segment_id:uuid}")
     async def edit(self, request: Request, db_session: Session, state: State,
                    segment_id: FromPath[uuid.UUID]) -> Template:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         return await self.editor(state, user, None, segment_id, True)
 
     @post("/{segment_id:uuid}")
     async def update(self, request: Request, db_session: Session, state: State,
                      segment_id: FromPath[uuid.UUID]) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         async with self.connection(state, None) as conn:
             await segments.owned(conn, None, segment_id)
         return await self.submit(request, state, user, None, segment_id)
@@ -167,5 +165,5 @@ class OperatorSegmentPages(Controller, _Editor):
     @post("/{segment_id:uuid}/delete")
     async def delete(self, request: Request, db_session: Session, state: State,
                      segment_id: FromPath[uuid.UUID]) -> Redirect:
-        await self._operator(request, db_session)
+        await operator(request, db_session)
         return await self.remove(state, None, segment_id)

@@ -27,7 +27,7 @@ from settlement.terms import Invalid, add_fx_rate, add_rate_card, fx_rates, term
 from tenants import accounts
 from tenants.models import User
 from tenants.scope import tenant_connection
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -39,17 +39,13 @@ def _errors(exc: DomainError) -> dict[str, str]:
     return {exc.field or "form": exc.detail}
 
 
-async def _operator(request: Request, db_session: AsyncSession) -> User:
-    return require(request, await current_user(request, db_session), "operator")
-
-
 class OperatorTermsPages(Controller):
     path = "/operator"
     include_in_schema = False
 
     @get("/rate-cards")
     async def partners(self, request: Request, db_session: Session, state: State) -> Template:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         rows = await state.pool.fetch(
             "SELECT p.id, p.name, p.status, t.issue_price, t.reimbursement, t.fee_percent,"
             " t.billing, t.currency, t.effective_from,"
@@ -79,12 +75,12 @@ class OperatorTermsPages(Controller):
     @get("/rate-cards/{partner_id:uuid}")
     async def rate_card(self, request: Request, db_session: Session, state: State,
                         partner_id: FromPath[uuid.UUID]) -> Template:
-        return await self._card_page(state, await _operator(request, db_session), partner_id)
+        return await self._card_page(state, await operator(request, db_session), partner_id)
 
     @post("/rate-cards/{partner_id:uuid}")
     async def add_card(self, request: Request, db_session: Session, state: State,
                        partner_id: FromPath[uuid.UUID]) -> Response:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         form = dict(await request.form())
         try:
             async with state.pool.acquire() as conn:
@@ -109,11 +105,11 @@ class OperatorTermsPages(Controller):
 
     @get("/fx-rates")
     async def fx(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self._fx_page(state, await _operator(request, db_session))
+        return await self._fx_page(state, await operator(request, db_session))
 
     @post("/fx-rates")
     async def add_fx(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         form = dict(await request.form())
         form.setdefault("source", f"manual:{user.email}")
         try:
@@ -142,13 +138,13 @@ class OperatorTermsPages(Controller):
     @get("/prepaid")
     async def prepaid_blocks(self, request: Request, db_session: Session,
                              state: State) -> Template:
-        return await self._prepaid_page(state, await _operator(request, db_session))
+        return await self._prepaid_page(state, await operator(request, db_session))
 
     @post("/prepaid/{block_id:int}/paid")
     async def mark_paid(self, request: Request, db_session: Session, state: State,
                         block_id: FromPath[int]) -> Response:
         """A bank transfer arrived: the same idempotent credit a Stripe payment uses."""
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         raw = str((await request.form()).get("amount_paid") or "").strip()
         if not raw.isdigit():
             return await self._prepaid_page(state, user, status_code=422, errors={
@@ -169,7 +165,7 @@ class OperatorTermsPages(Controller):
     @post("/prepaid/{block_id:int}/cancel")
     async def cancel(self, request: Request, db_session: Session, state: State,
                      block_id: FromPath[int]) -> Response:
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         try:
             async with state.pool.acquire() as conn:
                 block = await prepaid.cancel_block(conn, block_id)

@@ -32,7 +32,7 @@ from settlement.collect import collect_run
 from tenants import accounts
 from tenants.models import User
 from tenants.scope import tenant_connection
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -151,10 +151,6 @@ class PartnerStatementPages(Controller):
         return Redirect(f"/partner/statements/{statement_id}", status_code=303)
 
 
-async def _operator(request: Request, db_session: AsyncSession) -> User:
-    return require(request, await current_user(request, db_session), "operator")
-
-
 def _int_or_none(raw: object, field: str) -> int | None:
     text = str(raw or "").strip()
     if not text:
@@ -182,12 +178,12 @@ class OperatorSettlementPages(Controller):
 
     @get("/")
     async def list_(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self._runs_page(state, await _operator(request, db_session))
+        return await self._runs_page(state, await operator(request, db_session))
 
     @post("/")
     async def draft(self, request: Request, db_session: Session, state: State) -> Response:
         """Draft a period, or re-run its draft (the same call)."""
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         form = dict(await request.form())
         try:
             window = _int_or_none(form.get("dispute_window_days"), "dispute_window_days")
@@ -229,14 +225,14 @@ class OperatorSettlementPages(Controller):
     @get("/{run_id:int}")
     async def run(self, request: Request, db_session: Session, state: State,
                   run_id: FromPath[int]) -> Template:
-        return await self._run_page(state, await _operator(request, db_session), run_id)
+        return await self._run_page(state, await operator(request, db_session), run_id)
 
     @post("/{run_id:int}")
     async def lifecycle(self, request: Request, db_session: Session, state: State,
                         run_id: FromPath[int]) -> Response:
         """One form per button; `action` is rerun, review, reopen, finalize, collect
         (invoice and pay out, settlement/collect.py) or close."""
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         form = dict(await request.form())
         action = str(form.get("action") or "")
         try:
@@ -276,7 +272,7 @@ class OperatorSettlementPages(Controller):
     async def resolve(self, request: Request, db_session: Session, state: State,
                       run_id: FromPath[int]) -> Response:
         """Accept (optionally with an adjustment in minor units) or reject a dispute."""
-        user = await _operator(request, db_session)
+        user = await operator(request, db_session)
         form = dict(await request.form())
         raw_id = str(form.get("dispute_id") or "")
         key = int(raw_id) if raw_id.isdigit() else 0

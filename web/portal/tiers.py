@@ -22,7 +22,7 @@ from coalition.tiers.admin import TierInput, save_program
 from coalition.tiers.ladder import Policy
 from tenants import accounts
 from tenants.models import User
-from web.portal.common import current_user, page, require
+from web.portal.common import operator, page
 
 Session = NamedDependency[AsyncSession]
 
@@ -57,8 +57,6 @@ class OperatorTierPages(Controller):
     path = "/operator/tiers"
     include_in_schema = False
 
-    async def _operator(self, request: Request, db_session: AsyncSession) -> User:
-        return require(request, await current_user(request, db_session), "operator")
 
     async def _page(self, state: State, user: User, status_code: int = 200, **extra
                     ) -> Template:
@@ -82,11 +80,11 @@ class OperatorTierPages(Controller):
 
     @get("/")
     async def index(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self._page(state, await self._operator(request, db_session))
+        return await self._page(state, await operator(request, db_session))
 
     @post("/")
     async def save(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         form = await request.form()
         spend = form.get("qualification") == "spend"
         try:
@@ -114,7 +112,7 @@ class OperatorTierPages(Controller):
 
     @post("/assign")
     async def assign(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         form = await request.form()
         now = datetime.now(UTC)
         try:
@@ -147,7 +145,7 @@ class OperatorTierPages(Controller):
 
     @post("/end")
     async def end(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         form = await request.form()
         async with state.pool.acquire() as conn:
             member = await _member_by(conn, form.get("member", ""))
@@ -163,7 +161,7 @@ class OperatorTierPages(Controller):
     @post("/reevaluate")
     async def reevaluate(self, request: Request, db_session: Session, state: State
                          ) -> Template:
-        user = await self._operator(request, db_session)
+        user = await operator(request, db_session)
         async with state.pool.acquire() as conn:
             changed = await reevaluate_all(conn, datetime.now(UTC))
         return await self._page(state, user, saved=f"Re-evaluated; {changed} members changed"
