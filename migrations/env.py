@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import coalition.affiliates.models
 import coalition.commerce
 import coalition.models
 import coalition.rewards.models

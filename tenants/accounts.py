@@ -73,6 +73,7 @@ async def create_user(
     partner_id: uuid.UUID | None = None,
     role: str | None = None,
     member_id: uuid.UUID | None = None,
+    affiliate_id: uuid.UUID | None = None,
     verified: bool = False,
 ) -> User:
     if await find_user(session, email) is not None:
@@ -80,7 +81,7 @@ async def create_user(
     if password is not None:
         check_password_rules(password)
     user = User(email=email.strip(), name=name, kind=kind, partner_id=partner_id, role=role,
-                member_id=member_id,
+                member_id=member_id, affiliate_id=affiliate_id,
                 password_hash=HASHER.hash(password) if password is not None else None,
                 email_verified_at=datetime.now(UTC) if verified else None)
     # A partner's tenant-scoped session sees only its own staff, so find_user misses

@@ -221,12 +221,15 @@ class User(Base):
 
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("kind IN ('operator', 'partner_staff', 'member')", name="kind"),
+        CheckConstraint("kind IN ('operator', 'partner_staff', 'member', 'affiliate')",
+                        name="kind"),
         CheckConstraint(
             "(kind = 'partner_staff') = (partner_id IS NOT NULL AND role IS NOT NULL)",
             name="staff_partner",
         ),
         CheckConstraint("(kind = 'member') = (member_id IS NOT NULL)", name="member_link"),
+        CheckConstraint("(kind = 'affiliate') = (affiliate_id IS NOT NULL)",
+                        name="affiliate_link"),
         CheckConstraint(
             "role IS NULL OR role IN ('owner', 'admin', 'analyst', 'cashier')", name="role"
         ),
@@ -249,6 +252,8 @@ class User(Base):
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"), index=True)
     role: Mapped[str | None] = mapped_column(String(20))
     member_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("members.id"))
+    affiliate_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("affiliates.id"),
+                                                           unique=True)
     # For a login of a company member: buyer (spends, sees the wallet) or admin (also
     # manages the company's people).
     company_role: Mapped[str | None] = mapped_column(String(10))
@@ -311,3 +316,7 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict] = mapped_column(JSONB, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# users.affiliate_id refers to `affiliates`: its table must be known wherever users are.
+import coalition.affiliates.models  # noqa: E402, F401

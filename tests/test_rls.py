@@ -73,6 +73,16 @@ A_ROWS = {
     "settlement_adjustments": "partner_id = {partner}",
     "settlement_disputes": "partner_id = {partner}",
     "settlement_flows": "issuer_partner_id = {partner} OR redeemer_partner_id = {partner}",
+    "affiliate_programs": "partner_id = {partner}",
+    "affiliate_program_terms": "partner_id = {partner}",
+    "affiliate_enrollments": "partner_id = {partner}",
+    "affiliate_clicks": "partner_id = {partner}",
+    "affiliate_attributions": "partner_id = {partner}",
+    "affiliate_commissions": "partner_id = {partner}",
+    "affiliate_payouts": "partner_id = {partner}",
+    "affiliate_creatives": "partner_id = {partner}",
+    "affiliates": "id IN (SELECT affiliate_id FROM affiliate_enrollments"
+                  " WHERE partner_id = {partner})",
 }
 # Partner-keyed tables whose rows with partner_id NULL (the coalition's) every partner
 # reads but none may write: test_coalition_rules_are_shared_read_only.
@@ -205,6 +215,43 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
                      " issue_price, terms_id, requested_by) SELECT $1, 100, 120, 'PLN', 1.2,"
                      " id, 'a' FROM settlement_terms WHERE partner_id = $1 LIMIT 1", partner)
     await settled_statement(db, partner, "1999-02")
+    await _affiliate_rows(db, partner, member)
+
+
+async def _affiliate_rows(db, partner: uuid.UUID, member: uuid.UUID) -> None:
+    affiliate = await db.fetchval(
+        "INSERT INTO affiliates (kind, name, email) VALUES ('person', 'A affiliate',"
+        " 'aff-' || gen_random_uuid() || '@example.com') RETURNING id")
+    program = await db.fetchval(
+        "INSERT INTO affiliate_programs (partner_id, name, landing_url, currency)"
+        " VALUES ($1, 'A program', 'https://alpha.example/', 'PLN') RETURNING id", partner)
+    terms = await db.fetchval(
+        "INSERT INTO affiliate_program_terms (program_id, partner_id, version, model, rate_bp,"
+        " created_by) VALUES ($1, $2, 1, 'percent', 500, 'a') RETURNING id", program, partner)
+    enrollment = await db.fetchval(
+        "INSERT INTO affiliate_enrollments (program_id, partner_id, affiliate_id, code, status)"
+        " VALUES ($1, $2, $3, 'a-' || substr(md5(random()::text), 1, 8), 'approved')"
+        " RETURNING id", program, partner, affiliate)
+    click = uuid.uuid4()
+    await db.execute("INSERT INTO affiliate_clicks (click_id, enrollment_id, program_id,"
+                     " partner_id, clicked_at, ip_hash) VALUES ($1, $2, $3, $4, now(), 'h')",
+                     click, enrollment, program, partner)
+    await db.execute("INSERT INTO affiliate_attributions (member_id, program_id, partner_id,"
+                     " enrollment_id, click_id, source, clicked_at) VALUES ($1, $2, $3, $4, $5,"
+                     " 'click', now())", member, program, partner, enrollment, click)
+    payout = await db.fetchval(
+        "INSERT INTO affiliate_payouts (enrollment_id, affiliate_id, program_id, partner_id,"
+        " method, currency, amount_minor) VALUES ($1, $2, $3, $4, 'sepa', 'PLN', 500)"
+        " RETURNING id", enrollment, affiliate, program, partner)
+    await db.execute(
+        "INSERT INTO affiliate_commissions (program_id, partner_id, enrollment_id, affiliate_id,"
+        " terms_id, kind, order_id, member_id, currency, sale_minor, amount_minor, status,"
+        " occurred_at, payout_id) VALUES ($1, $2, $3, $4, $5, 'sale', 'A-ORDER', $6, 'PLN',"
+        " 10000, 500, 'paid', now(), $7)",
+        program, partner, enrollment, affiliate, terms, member, payout)
+    await db.execute("INSERT INTO affiliate_creatives (program_id, partner_id, title, filename,"
+                     " content_type, content) VALUES ($1, $2, 'Banner', 'b.png', 'image/png',"
+                     " '\\x89')", program, partner)
 
 
 @asynccontextmanager

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenants.models import User
 
-HOME = {"operator": "/operator", "partner_staff": "/partner", "member": "/member"}
+HOME = {"operator": "/operator", "partner_staff": "/partner", "member": "/member",
+        "affiliate": "/affiliate"}
 
 
 class LoginRequired(Exception):
