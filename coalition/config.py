@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # the signed timestamp.
     stripe_webhook_secret: str = ""
     stripe_webhook_tolerance_seconds: int = 300
+    # With no Stripe key, `coalition run` starts a local Stripe sandbox (localstripe,
+    # settlement/stripe_sandbox.py) and settles the demo through it; false: no payments.
+    stripe_sandbox: bool = True
     # The operator's account that SEPA credit-transfer batches (pain.001) pay from.
     sepa_debtor_name: str = ""
     sepa_debtor_iban: str = ""

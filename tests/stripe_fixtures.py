@@ -8,12 +8,9 @@ import hashlib
 import hmac
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,11 +19,11 @@ import stripe
 from aiohttp import web
 from asgi_lifespan import LifespanManager
 
+from settlement import stripe_sandbox
 from web.app import create_app
 
 SECRET_KEY = "sk_test_coalition"
 WEBHOOK_SECRET = "whsec_test_coalition_signing_secret"
-LAUNCHER = Path(__file__).with_name("localstripe_server.py")
 
 
 def free_port() -> int:
@@ -37,29 +34,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
-    """localstripe on a free port for the whole session, killed at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(LAUNCHER), "--port", str(port), "--from-scratch"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    """The Stripe sandbox (localstripe) on a free port for the whole session, from
+    scratch, stopped at the end."""
+    sandbox = stripe_sandbox.start(free_port(), key=SECRET_KEY)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/balance", auth=(SECRET_KEY, ""), timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("localstripe did not start: "
-                                   + (process.stderr.read().decode()[-2000:]
-                                      if process.poll() is not None else "timeout"))
-            time.sleep(0.1)
-        yield url
+        yield sandbox.url
     finally:
-        process.kill()
-        process.wait(timeout=10)
+        sandbox.stop()
 
 
 class ConnectDouble:

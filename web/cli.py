@@ -46,7 +46,8 @@ def main(log_level: str | None) -> None:
     logs.install()
     logging.basicConfig(level=(log_level or get_settings().log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for quiet in ("alembic", "httpx", "stripe"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
 
 
 @main.command()
@@ -58,10 +59,14 @@ def run(host: str | None, port: int | None) -> None:
 
     url = database_url()
     _upgrade(url)
-    credentials = asyncio.run(load_demo(url))
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    sandbox = _start_stripe_sandbox(f"http://{host}:{port}")
+    credentials = asyncio.run(load_demo(url, stripe=get_settings() if sandbox else None))
     _print_welcome(f"http://{host}:{port}", credentials)
+    if sandbox:
+        click.echo(f"Payments go to a local Stripe sandbox (localstripe) at {sandbox}; its"
+                   " webhooks come back to /webhooks/stripe.\n")
     # The background jobs (pending points, expiry, holds) run inside the server process.
     os.environ["COALITION_IN_PROCESS_WORKER"] = "1"
     get_settings.cache_clear()
@@ -135,6 +140,35 @@ def demo_load() -> None:
     url = database_url()
     credentials = asyncio.run(load_demo(url))
     _print_welcome(None, credentials)
+
+
+def _start_stripe_sandbox(address: str) -> str | None:
+    """With no Stripe key configured, start the local Stripe sandbox for this process
+    and point the settings at it; its state is kept in the data folder."""
+    import atexit
+
+    from settlement import stripe_sandbox
+
+    settings = get_settings()
+    if settings.stripe_secret_key or not settings.stripe_sandbox:
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sandbox = stripe_sandbox.start(store=settings.data_dir / "stripe-sandbox.pickle",
+                                   log=settings.data_dir / "stripe-sandbox.log")
+    atexit.register(sandbox.stop)
+    stripe_sandbox.deliver_webhooks(sandbox.url, f"{address}/webhooks/stripe")
+    defaults = {"STRIPE_SECRET_KEY": stripe_sandbox.SANDBOX_KEY,
+                "STRIPE_API_BASE": sandbox.url,
+                "STRIPE_WEBHOOK_SECRET": stripe_sandbox.SANDBOX_WEBHOOK_SECRET,
+                # The operator's (fictitious) account the demo's SEPA payouts leave from.
+                "SEPA_DEBTOR_NAME": "Coalition Operator Sp. z o.o.",
+                "SEPA_DEBTOR_IBAN": "PL61109010140000071219812874",
+                "SEPA_DEBTOR_BIC": "WBKPPLPP"}
+    for name, value in defaults.items():
+        if not os.environ.get(f"COALITION_{name}"):
+            os.environ[f"COALITION_{name}"] = value
+    get_settings.cache_clear()
+    return sandbox.url
 
 
 def _print_welcome(address: str | None, credentials: list[dict]) -> None:

@@ -18,13 +18,14 @@ from coalition.audience_demo import (
     seed_company,
     seed_segments,
 )
+from coalition.config import Settings
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker
 from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
 from coalition.rewards.demo import seed_rewards
 from coalition.rules.demo import seed_rules
 from coalition.tiers.admin import seed_tiers
-from settlement.demo import seed_terms, settle_demo
+from settlement.demo import pay_demo, seed_terms, settle_demo
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 
@@ -56,8 +57,10 @@ def demo_credentials() -> list[dict]:
 
 
 async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int = 2026,
-                    extra_members: int = 40) -> list[dict]:
-    """Load the demo coalition unless partners already exist; return the demo credentials."""
+                    extra_members: int = 40, stripe: Settings | None = None) -> list[dict]:
+    """Load the demo coalition unless partners already exist; return the demo credentials.
+    `stripe`: settings pointing at a Stripe sandbox, through which the finalized months
+    are collected, paid out and closed (settlement/demo.py `pay_demo`)."""
     now = now or datetime.now(UTC)
     engine = create_engine(url, server_settings={"timezone": "UTC"})
     pool = await asyncpg.create_pool(url.asyncpg_dsn, min_size=1, max_size=2,
@@ -115,7 +118,9 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
         async with pool.acquire() as conn:
             await seed_terms(conn, partners, now)
             # The history settled: past months finalized, the last one a draft.
-            await settle_demo(conn, now)
+            periods = await settle_demo(conn, now)
+        if stripe is not None:
+            await pay_demo(pool, stripe, periods, now)
     finally:
         await pool.close()
         await engine.dispose()
@@ -169,3 +174,18 @@ async def _history(ledger: Ledger, partners: dict, members: dict, now: datetime,
         slug = rng.choice(members[email][1])
         await post("redeem", slug, email, rng.choice([50, 100, 200]), rng.uniform(1, 60),
                    f"R-{n:05d}")
+    # Reward weekends at the salon and the accessories brand in the last two complete
+    # months: members spend more there than those brands issue, so in those months the
+    # operator owes them (paid by SEPA credit and by Connect transfer, settlement/demo.py).
+    month_start = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+    for months_back in (1, 2):
+        days_ago = (now - (month_start - timedelta(days=30 * months_back - 15))
+                    ).total_seconds() / 86400
+        for slug in ("salon", "akcesoria"):
+            spent = 0
+            for n, email in enumerate(e for e in others if slug in members[e][1]):
+                if spent >= 3600:
+                    break
+                if await post("redeem", slug, email, 300, days_ago + n / 100,
+                              f"W-{slug}-{months_back}-{n}"):
+                    spent += 300

@@ -34,13 +34,24 @@ BEGIN
             NULL;
         END;
     END IF;
-    ALTER ROLE {LOGIN_ROLE} LOGIN INHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-        NOREPLICATION;
-    BEGIN
-        GRANT coalition_tenant TO {LOGIN_ROLE};
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN
-        NULL;
-    END;
+    -- Changed only when needed: concurrent ALTERs of one role fail ("tuple concurrently
+    -- updated") when several databases are migrated at once.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN_ROLE}' AND rolcanlogin
+                   AND rolinherit AND NOT (rolsuper OR rolbypassrls OR rolcreatedb
+                                           OR rolcreaterole OR rolreplication)) THEN
+        ALTER ROLE {LOGIN_ROLE} LOGIN INHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+            NOREPLICATION;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_auth_members am
+                     JOIN pg_roles r ON r.oid = am.roleid
+                     JOIN pg_roles m ON m.oid = am.member
+                    WHERE r.rolname = 'coalition_tenant' AND m.rolname = '{LOGIN_ROLE}') THEN
+        BEGIN
+            GRANT coalition_tenant TO {LOGIN_ROLE};
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
 END $$;
 """)
     # Databases grant CONNECT to PUBLIC by default; nothing more is needed.
