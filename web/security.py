@@ -41,10 +41,12 @@ def ensure_acting_for(principal: PartnerPrincipal, member_id: uuid.UUID) -> None
                        "This token acts for another member.", field="member_id")
 
 
-def requires_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def requires_scope(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Guard: a server token must hold every scope in the handler's `opt["scopes"]`; a
     member token (an app acting for one member) every scope in `opt["member_scopes"]`,
-    and routes without member scopes are closed to member tokens."""
+    and routes without member scopes are closed to member tokens. A coroutine although
+    it awaits nothing: Litestar runs a plain-function guard in a worker thread, a thread
+    hop on every API request."""
     principal: PartnerPrincipal = connection.user
     if principal.member_id is not None:
         needed_scopes = handler.opt.get("member_scopes")
