@@ -58,6 +58,8 @@ class Purchase(Base):
     # The earn entry (NULL when no rule awarded anything).
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     breakdown: Mapped[list] = mapped_column(JSONB, server_default="[]")
+    # The referral bonuses this purchase paid (its referee's first qualifying purchase).
+    referral: Mapped[dict | None] = mapped_column(JSONB)
     returned_total: Mapped[int] = mapped_column(BigInteger, server_default="0")
     returned_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -188,6 +188,9 @@ async def test_bonuses_post_once_on_the_first_qualifying_purchase(app, partner, 
     assert bonus["rule_id"] == str(rule_id) and bonus["version"] == 1
     assert qualifying["points"] == 200 and qualifying["balance"]["available"] == 50 + 200 + 40
 
+    shown = (await partner.get(f"/api/v1/purchases/{qualifying['order_id']}")).json()
+    assert shown["referral_bonus"] == bonus
+
     later = (await partner.post("/api/v1/purchases", order(referee, total=30_000))).json()
     assert later["referral_bonus"] is None
     assert (await partner.balance(referrer))["available"] == 100

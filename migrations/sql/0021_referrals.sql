@@ -198,6 +198,7 @@ BEGIN
     IF p_referral IS NOT NULL THEN
         v_referral := referral_reward(p_partner, p_member, v_purchase, p_actor, p_occurred_at,
                                       v_now, p_referral);
+        UPDATE purchases SET referral = v_referral WHERE id = v_purchase;
     END IF;
 
     status := 201;

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 from coalition.migrate import execute_sql_file, execute_sql_script, split_sql_script
 
@@ -31,6 +32,8 @@ def upgrade() -> None:
     op.create_unique_constraint(op.f("uq_members_referral_code"), "members", ["referral_code"])
     op.create_check_constraint(op.f("ck_members_referral_code"), "members",
                                "referral_code ~ '^[2-9A-HJKMNP-Z]{8}$'")
+    op.add_column("purchases", sa.Column("referral", postgresql.JSONB(astext_type=sa.Text()),
+                                         nullable=True))
     op.add_column("member_referrals", sa.Column("welcome_entry_id", sa.BigInteger(),
                                                 nullable=True))
     op.add_column("member_referrals", sa.Column("purchase_id", sa.BigInteger(), nullable=True))
@@ -79,3 +82,4 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_members_referral_code"), "members", type_="check")
     op.drop_constraint(op.f("uq_members_referral_code"), "members", type_="unique")
     op.drop_column("members", "referral_code")
+    op.drop_column("purchases", "referral")
