@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from coalition import referrals
+from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
 from coalition.rules.engine import RuleVersion, Shopper, describe, referral_bonus
 from coalition.rules.service import archive_rule, create_rule, get_rule
 from coalition.rules.validation import RuleSpec
@@ -26,6 +27,7 @@ from tests.portal import Browser, csrf_of, owner_browser, submit
 from tests.test_lifecycle import assert_verified
 from tests.test_purchases_api import BASE, order, rules
 from tests.test_rules_console import create, operator_browser
+from web import earning
 
 CODE = re.compile(r"^[2-9A-HJKMNP-Z]{8}$")
 
@@ -227,6 +229,45 @@ async def test_concurrent_duplicate_purchases_pay_the_bonuses_once(app, partner,
     assert len(paid) == 1 and paid[0]["points"] == 100
     assert (await partner.balance(referrer))["available"] == 100
     assert (await partner.balance(referee))["available"] == 8 * 150 + 40
+    await assert_verified(db)
+
+
+async def test_the_fast_path_sees_a_closed_referral_and_the_locked_path_decides(
+        app, partner, db):
+    _, rule_id = await rules(app, partner, BASE, MGM)
+    referrer = await partner.enroll()
+    referee = await partner.enroll(referral_code=await code_of(db, referrer))
+    ref = MemberRef(id=uuid.UUID(referee))
+    async with db.acquire() as conn:
+        settings = await earning.program(conn)
+        day, month, _ = earning.periods(datetime.now(UTC), settings.timezone)
+        facts = await read_facts(conn, partner_id=partner.partner_id, member=ref,
+                                 capped_rules=[], day_start=day, month_start=month)
+    assert facts is not None and facts.referrer == uuid.UUID(referrer)
+    # The qualifying purchase posts between the read and the commit.
+    first = (await partner.post("/api/v1/purchases", order(referee, total=20_000))).json()
+    assert first["referral_bonus"]["points"] == 100
+    stale = Order(order_id=new_key(), occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+                  currency="PLN", total=20_000, channel="store", store_id=None, lines=[])
+    referral = {"rule_id": str(rule_id), "version": 1, "name": "Refer a friend",
+                "funding": "partner", "points": 100, "welcome_points": 40,
+                "monthly_limit": None, "explanation": "stale"}
+    key = new_key()
+    async with db.acquire() as conn:
+        result = await commit_purchase(
+            conn, partner_id=partner.partner_id, actor="test", member=ref, order=stale,
+            situation=facts, decision=Decision([], [], referral), capped_rules=[],
+            day_start=day, month_start=month, idempotency_key=key, request_hash=key,
+            tier=None)
+        assert result is None
+        assert await conn.fetchval("SELECT count(*) FROM purchases WHERE order_id = $1",
+                                   stale.order_id) == 0
+        # The whole path: decided afresh under the lock, no second bonus.
+        posted = await earning.purchase(conn, partner_id=partner.partner_id, actor="test",
+                                        member=ref, order=stale, idempotency_key=key,
+                                        request_hash=key)
+    assert posted.status == 201 and json.loads(posted.body)["referral_bonus"] is None
+    assert (await partner.balance(referrer))["available"] == 100
     await assert_verified(db)
 
 
