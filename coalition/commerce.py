@@ -58,6 +58,8 @@ class Purchase(Base):
     # The earn entry (NULL when no rule awarded anything).
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     breakdown: Mapped[list] = mapped_column(JSONB, server_default="[]")
+    # The referral bonuses this purchase paid (its referee's first qualifying purchase).
+    referral: Mapped[dict | None] = mapped_column(JSONB)
     returned_total: Mapped[int] = mapped_column(BigInteger, server_default="0")
     returned_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -164,14 +166,26 @@ class MemberEvent(Base):
 
 
 class MemberReferral(Base):
-    """Who brought a member in: the referrer earns the referral bonus when the referee's
-    first purchase in the coalition posts (`rewarded_entry_id`)."""
+    """Who brought a member in (member-get-member). The referral stays open until the
+    referee's first qualifying purchase (coalition/referrals.py says what qualifies);
+    that purchase closes it once: `outcome` rewarded (the referrer's bonus is
+    `rewarded_entry_id`) or limit (the referrer had reached the rule's monthly limit),
+    and the referee's welcome bonus is `welcome_entry_id` either way. `partner_id`: the
+    partner whose enrolment recorded it (None: the member portal)."""
 
     __tablename__ = "member_referrals"
-    __table_args__ = (CheckConstraint("referee_id <> referrer_id", name="not_self"),)
+    __table_args__ = (
+        CheckConstraint("referee_id <> referrer_id", name="not_self"),
+        CheckConstraint("outcome IN ('rewarded', 'limit')", name="outcome"),
+        CheckConstraint("(qualified_at IS NULL) = (outcome IS NULL)", name="closed"),
+    )
 
     referee_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), primary_key=True)
     referrer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), index=True)
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
     rewarded_entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    welcome_entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"))
+    qualified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -107,6 +107,7 @@ class Member(Base):
         CheckConstraint("(kind = 'company') = (company_name IS NOT NULL AND tax_id IS NOT NULL)",
                         name="company"),
         Index("uq_members_email_lower", func.lower(text("email")), unique=True),
+        CheckConstraint("referral_code ~ '^[2-9A-HJKMNP-Z]{8}$'", name="referral_code"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -122,6 +123,8 @@ class Member(Base):
     tax_id: Mapped[str | None] = mapped_column(String(20))  # PL NIP or EU VAT id, compact
     # For birthday segments and offers; optional.
     birth_date: Mapped[date | None] = mapped_column(Date)
+    # The member-get-member code (coalition/referrals.py), drawn the first time it is shown.
+    referral_code: Mapped[str | None] = mapped_column(String(8), unique=True)
 
 
 class MemberLink(Base):

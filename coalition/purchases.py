@@ -5,10 +5,11 @@ one transaction.
 
 1. `purchase_begin` (SQL): idempotency claim, member lookup, order-id check, the member's
    wallet lock, and what rules need to know about the member (first purchase, usage of
-   capped rules, an unrewarded referrer).
+   capped rules, the referrer of an open referral).
 2. The rules decide the points (pure Python, `Decide`).
 3. `purchase_post` (SQL): entries, lots (pending during the partner's return window),
-   rule hits, campaign budgets, the referral bonus, the stored response.
+   rule hits, campaign budgets, the referral bonuses (coalition/referrals.py), the
+   stored response.
 
 Holding the wallet lock from step 1 to step 3 makes per-member caps and "first purchase"
 exact under concurrency; a failure anywhere rolls the whole transaction back, so a
@@ -72,7 +73,9 @@ class Situation:
 @dataclass
 class Decision:
     """The rules' answer: hits are dicts with rule_id, version, points, funding, budget
-    and explanation fields; `referral` is {rule_id, version, points} or None."""
+    and explanation fields; `referral` (the referee's purchase qualifies under a referral
+    rule) is {rule_id, version, name, funding, points, welcome_points, monthly_limit,
+    explanation} or None."""
 
     hits: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -124,7 +127,7 @@ async def post_purchase(
                               begun)
         decision = await decide(situation)
         referral = None
-        if decision.referral and situation.referrer and situation.coalition_first:
+        if decision.referral and situation.referrer:
             referral = {**decision.referral, "referrer": str(situation.referrer)}
         row = await conn.fetchrow(
             _POST, partner_id, situation.member_id, idempotency_key, actor, order.order_id,
@@ -198,7 +201,7 @@ async def commit_purchase(
                 "referrer": str(situation.referrer) if situation.referrer else None,
                 "usage": json.loads(situation.begun["usage"])}
     referral = None
-    if decision.referral and situation.referrer and situation.coalition_first:
+    if decision.referral and situation.referrer:
         referral = {**decision.referral, "referrer": str(situation.referrer)}
     try:
         row = await conn.fetchrow(

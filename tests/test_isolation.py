@@ -128,6 +128,7 @@ NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
     "/schema/{path:str}": "the OpenAPI document",
+    "/join/{code:str}": "a member's public referral link (tests/test_referrals.py)",
 }
 # Form fields sent with each POST (the CSRF token is added), so that a refusal cannot be
 # a mere validation error.

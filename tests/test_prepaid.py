@@ -147,7 +147,7 @@ async def test_the_importer_reports_a_refused_chunk_and_posts_none_of_it(db, par
     assert await available(db, partner.partner_id) == 50
 
 
-async def test_coalition_funded_points_and_referral_bonuses_never_touch_the_block(
+async def test_coalition_funded_points_never_touch_the_block_partner_funded_referrals_do(
         app, db, partner):
     await make_prepaid(db, partner.partner_id, block=100)
     member = await partner.enroll()
@@ -156,12 +156,16 @@ async def test_coalition_funded_points_and_referral_bonuses_never_touch_the_bloc
     assert await available(db, partner.partner_id) == 70
     await give_back(db, partner, bought["order_id"])
     assert await available(db, partner.partner_id) == 100
-    await rules(app, partner, BASE, RuleSpec("Refer a friend", "referral", {"points": 100}))
+    # A partner's own referral rule is partner-funded: both bonuses draw the block
+    # (coalition-funded referral bonuses: tests/test_referrals.py).
+    await rules(app, partner, BASE, RuleSpec("Refer a friend", "referral",
+                                             {"points": 20, "welcome_points": 10}))
     card = (await partner.get(f"/api/v1/members/{member}")).json()["card_number"]
     referee = await partner.enroll(referrer_card_number=card)
     first = (await partner.post("/api/v1/purchases", order(referee, total=5000))).json()
-    assert first["referral_bonus"]["points"] == 100
-    assert await available(db, partner.partner_id) == 100 - 50
+    assert first["referral_bonus"]["points"] == 20
+    assert first["referral_bonus"]["welcome_points"] == 10
+    assert await available(db, partner.partner_id) == 100 - 50 - 20 - 10
     await assert_verified(db)
 
 

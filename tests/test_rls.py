@@ -466,12 +466,14 @@ async def test_every_table_is_classified_and_walled(db):
         for kind in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
             assert not await db.fetchval(privilege, ROLE, table, kind), (table, kind)
     # The only doors through the wall, each reviewed: enrolment finds a coalition member
-    # by email; a referral names another member by card number (revealing nothing).
+    # by email; a referral names another member by card number or code (revealing
+    # nothing); the referral figures answer counts for the partner in scope only.
     definers = await db.fetch(
         "SELECT proname FROM pg_proc WHERE prosecdef"
         " AND pronamespace = 'public'::regnamespace ORDER BY proname")
     assert [r["proname"] for r in definers] == ["member_find_or_create",
-                                                 "member_referral_record"]
+                                                 "member_referral_bind",
+                                                 "referral_figures_mine"]
 
 
 async def test_the_tenant_session_helper_scopes_every_transaction(app, scenario):

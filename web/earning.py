@@ -130,6 +130,27 @@ async def _evaluate(conn: asyncpg.Connection, rules: list[RuleVersion], order: O
                     point_value=settings.point_value)
 
 
+async def _referral(conn: asyncpg.Connection, rules: list[RuleVersion], order: Order,
+                    referrer: uuid.UUID, settings: Program
+                    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Whether this purchase of a referee with an open referral qualifies, under which
+    rule version and for what (coalition/referrals.py); the skips say why not."""
+    context = await member_context(conn, referrer)
+    bonus = referral_bonus(rules, order.occurred_at,
+                           Shopper(context.tier, context.segments, False),
+                           budget_left=await budget_left(conn, rules), total=order.total,
+                           currency=order.currency, coalition_currency=settings.currency)
+    if not bonus.hits:
+        return None, skip_rows(bonus)
+    hit = bonus.hits[0]
+    params = next(rule.params for rule in rules if rule.rule_id == hit.rule_id)
+    return {"rule_id": str(hit.rule_id), "version": hit.version, "name": hit.name,
+            "funding": hit.funding, "points": hit.points,
+            "welcome_points": params.get("welcome_points") or 0,
+            "monthly_limit": params.get("monthly_limit"),
+            "explanation": hit.explanation}, []
+
+
 # Read with the posting's first step (coalition.purchases `begin_join`), so the hot path
 # pays no round trip for them: the member's targeting context, the tier ladder, and the
 # member's tier lock, which the re-evaluation after posting needs (taken after the
@@ -162,17 +183,12 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
         evaluation = await _evaluate(conn, rules, order,
                                      context_of(situation.begun, situation.member_id),
                                      situation.first_purchase, usage, settings)
-        referral = None
-        if situation.referrer is not None and situation.coalition_first:
-            context = await member_context(conn, situation.referrer)
-            bonus = referral_bonus(rules, order.occurred_at,
-                                   Shopper(context.tier, context.segments, False),
-                                   budget_left=await budget_left(conn, rules))
-            if bonus.hits:
-                first = bonus.hits[0]
-                referral = {"rule_id": str(first.rule_id), "version": first.version,
-                            "points": first.points}
-        return Decision(hit_rows(evaluation, rules), skip_rows(evaluation), referral)
+        referral, skipped = None, skip_rows(evaluation)
+        if situation.referrer is not None:
+            referral, not_qualifying = await _referral(conn, rules, order, situation.referrer,
+                                                       settings)
+            skipped += not_qualifying
+        return Decision(hit_rows(evaluation, rules), skipped, referral)
 
     async def after(member_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
         """Only what happened goes into the response: `tier_change`, `coupons`."""
@@ -232,7 +248,8 @@ async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,
     decision = await decide(situation)
     tier = None
     if ladder.ladder:
-        gained = (sum(hit["points"] for hit in decision.hits)
+        welcome = decision.referral["welcome_points"] if decision.referral else 0
+        gained = (sum(hit["points"] for hit in decision.hits) + welcome
                   if ladder.policy.qualification == "points"
                   else order.total if order.currency == ladder.currency else 0)
         tier = tiers.predict(ladder, situation.begun, gained, order.occurred_at)

@@ -43,8 +43,12 @@ Types and their ``params``:
   ``unlimited`` (every distinct reference; the caller de-duplicates references),
   ``once`` (ever), ``daily``, ``monthly``, ``yearly``: judged on ``EventHistory``, the
   member's earlier events of this type that earned points, counted by the caller.
-- ``referral`` {points}: evaluated by ``referral_bonus`` for the referrer when the
-  referee's first purchase posts.
+- ``referral`` {points, welcome_points?, min_amount?, monthly_limit?}: evaluated by
+  ``referral_bonus`` (targeting is the referrer's) for a purchase of a referee whose
+  referral is open; the first rule that applies decides: ``points`` to the referrer,
+  ``welcome_points`` to the referee, when the total is at least ``min_amount`` (minor
+  units of the coalition currency); ``monthly_limit`` rewarded referrals per referrer
+  per calendar month is enforced where the bonus posts (coalition/referrals.py).
 """
 
 from __future__ import annotations
@@ -428,11 +432,24 @@ def evaluate_event(rules: Iterable[RuleVersion], event_type: str, occurred_at: d
 
 
 def referral_bonus(rules: Iterable[RuleVersion], at: datetime, referrer: Shopper, *,
-                   budget_left: Mapping[uuid.UUID, int]) -> Evaluation:
-    """What the referrer earns when the referee's first purchase posts (``at``)."""
+                   budget_left: Mapping[uuid.UUID, int], total: int = 0,
+                   currency: str = "PLN", coalition_currency: str | None = None
+                   ) -> Evaluation:
+    """The referral rule a referee's purchase (``total`` in ``currency``, at ``at``)
+    qualifies under: its first hit (``points`` for the referrer); skips say why a purchase
+    does not qualify (the referral then stays open)."""
+    home = coalition_currency or currency
+
     def award(rule: RuleVersion, run: _Run) -> tuple[int | None, str]:
-        return rule.params["points"], ("referred member's first purchase: "
-                                       f"+{pts(rule.params['points'])}")
+        p = rule.params
+        minimum = p.get("min_amount") or 0
+        if minimum and (currency != home or total < minimum):
+            return None, (f"order {money(total, currency)} is below the referral minimum of "
+                          f"{money(minimum, home)}: the referral stays open")
+        welcome = p.get("welcome_points") or 0
+        return p["points"], ("referred member's first qualifying purchase: "
+                             f"+{pts(p['points'])} to the referrer"
+                             + (f", +{pts(welcome)} welcome bonus" if welcome else ""))
 
     return _run((r for r in rules if r.type == "referral"), at, None, referrer, budget_left,
                 award)
@@ -463,5 +480,11 @@ def describe(rule: RuleVersion, currency: str = "PLN") -> str:
         "cashback": lambda: f"{decimal(Fraction(p['basis_points'], 100))}% cashback in points",
         "multiplier": lambda: f"x{decimal(multiplier_of(p))} on earlier rules' points",
         "event": lambda: f"+{pts(p['points'])} per {p['event_type']} ({p['frequency']})",
-        "referral": lambda: f"+{pts(p['points'])} to the referrer",
+        "referral": lambda: f"+{pts(p['points'])} to the referrer" + "".join((
+            f", +{pts(p['welcome_points'])} to the new member" if p.get("welcome_points")
+            else "",
+            f", on a first purchase from {money(p['min_amount'], currency)}"
+            if p.get("min_amount") else "",
+            f", at most {p['monthly_limit']} a month per referrer"
+            if p.get("monthly_limit") else "")),
     }[rule.type]()

@@ -109,6 +109,24 @@ def _multiplier(params: Mapping[str, Any]) -> None:
         raise bad("multiplier", "The multiplier must be above 1 and at most 100.")
 
 
+def _referral(params: Mapping[str, Any]) -> None:
+    """Referrer points; optional welcome bonus, minimum qualifying purchase, monthly
+    limit of rewarded referrals per referrer (absent or None: none)."""
+    _points(params, "points")
+    if params.get("welcome_points") is not None:
+        _points(params, "welcome_points", "welcome_points")
+    if params.get("min_amount") is not None:
+        _amount(params, "min_amount", minimum=0)
+    limit = params.get("monthly_limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                              or not 0 < limit <= 10_000):
+        raise bad("monthly_limit", "The monthly limit is a whole number of referrals from 1"
+                                   " to 10000, or empty for none.")
+    unknown = set(params) - {"points", "welcome_points", "min_amount", "monthly_limit"}
+    if unknown:
+        raise bad("type", f"Unknown referral parameter(s): {', '.join(sorted(unknown))}.")
+
+
 def check_params(type_: str, params: Mapping[str, Any]) -> None:
     if type_ == "per_amount":
         _points(params, "points")
@@ -118,8 +136,10 @@ def check_params(type_: str, params: Mapping[str, Any]) -> None:
     elif type_ == "threshold_bonus":
         _amount(params, "above", minimum=0)
         _points(params, "points")
-    elif type_ in ("first_purchase", "referral"):
+    elif type_ == "first_purchase":
         _points(params, "points")
+    elif type_ == "referral":
+        _referral(params)
     elif type_ == "product":
         if not (params.get("skus") or params.get("categories")):
             raise bad("skus", "Name at least one SKU or category.")
@@ -223,6 +243,12 @@ def spec_from_form(form: Mapping[str, Any], tz: ZoneInfo) -> RuleSpec:
                                       if raw else None)
     elif type_ == "multiplier":
         params["multiplier"] = _get(form, "multiplier")
+    elif type_ == "referral":
+        params["welcome_points"] = _int(form, "welcome_points")
+        params["min_amount"] = _money(form, "min_amount")
+        params["monthly_limit"] = _int(form, "monthly_limit")
+        params = {key: value for key, value in params.items()
+                  if value is not None or key == "points"}
     elif type_ == "event":
         params["event_type"] = _get(form, "event_type").lower()
         params["frequency"] = _get(form, "frequency") or "unlimited"
@@ -275,4 +301,6 @@ def form_of(version: Any, tz: ZoneInfo) -> dict[str, Any]:
         "cashback_percent": f"{Decimal(p['basis_points']) / 100}" if "basis_points" in p
         else "",
         "event_type": p.get("event_type", ""), "frequency": p.get("frequency", "unlimited"),
+        "welcome_points": p.get("welcome_points", ""), "min_amount": money(p.get("min_amount")),
+        "monthly_limit": p.get("monthly_limit", ""),
     }

@@ -13,7 +13,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import members
+from coalition import members, referrals
 from coalition.companies import company_profile
 from coalition.errors import DomainError, NotFound
 from coalition.ledger import Ledger
@@ -65,6 +65,36 @@ async def require_visible(
     return linked
 
 
+_REFERRAL_REFUSALS = {
+    "unknown_card": ("referrer_card_number", "No other active member has this card number."),
+    "unknown_code": ("referral_code", "No active member has this referral code."),
+    "mismatch": ("referral_code", "The referral code and referrer_card_number name"
+                                  " different members."),
+}
+
+
+async def _bind_referral(session: AsyncSession, member_id: uuid.UUID, data: EnrollMember,
+                         partner_id: uuid.UUID) -> None:
+    """Binds the new member to its referrer; a refusal is a 422 naming the field, and
+    the enrolment rolls back with it."""
+    code = data.referral_code
+    if code is not None:
+        code = referrals.normalized(code)
+        if code is None:
+            raise DomainError("validation-error", "Invalid request",
+                              "A referral code is 8 letters and digits.", status=422,
+                              field="referral_code")
+    outcome = await session.scalar(text("SELECT member_referral_bind(:m, :c, :r, :p)"),
+                                   {"m": member_id, "c": data.referrer_card_number,
+                                    "r": code, "p": partner_id})
+    if outcome == "ok":
+        return
+    field, detail = _REFERRAL_REFUSALS.get(outcome, (
+        "referral_code" if code else "referrer_card_number",
+        "A member cannot refer themselves."))
+    raise DomainError("validation-error", "Invalid request", detail, status=422, field=field)
+
+
 class MemberController(Controller):
     path = "/members"
     tags = ["Members"]
@@ -109,17 +139,8 @@ class MemberController(Controller):
                 db_session, principal.partner_id, data.email.strip(), data.name,
                 data.partner_customer_id, profile,
             )
-            if created and data.referrer_card_number is not None:
-                outcome = await db_session.scalar(
-                    text("SELECT member_referral_record(:m, :c, :p)"),
-                    {"m": linked.member.id, "c": data.referrer_card_number,
-                     "p": principal.partner_id})
-                if outcome != "ok":
-                    raise DomainError(
-                        "validation-error", "Invalid request",
-                        "No other active member has this card number." if outcome == "unknown"
-                        else "A member cannot refer themselves.", status=422,
-                        field="referrer_card_number")
+            if created and (data.referrer_card_number or data.referral_code) is not None:
+                await _bind_referral(db_session, linked.member.id, data, principal.partner_id)
             return (201 if created else 200), member_out(linked)
 
         return await run_idempotent(

@@ -42,7 +42,8 @@ SELECT jsonb_build_object(
     'id', p.id, 'order_id', p.order_id, 'member_id', p.member_id,
     'occurred_at', p.occurred_at, 'total', p.total, 'currency', p.currency,
     'channel', p.channel, 'store_id', p.store_id, 'lines', p.lines, 'points', p.points,
-    'entry_id', p.entry_id, 'rules', p.breakdown, 'returned_total', p.returned_total,
+    'entry_id', p.entry_id, 'rules', p.breakdown, 'referral_bonus', p.referral,
+    'returned_total', p.returned_total,
     'returned_points', p.returned_points,
     'returns', coalesce((SELECT jsonb_agg(jsonb_build_object(
                     'id', r.id, 'amount', r.amount, 'lines', r.lines, 'points', r.points,

@@ -48,9 +48,11 @@ class EnrollMember(Request):
     kind: Literal["person", "company"] = "person"
     company_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     tax_id: Annotated[str, Meta(min_length=1, max_length=30)] | None = None
-    # The card number of the member who recommended this one (member-get-member): the
-    # referrer earns the coalition's referral bonus at the new member's first purchase.
+    # Who recommended this member (member-get-member), by card number or referral code
+    # (both: they must name the same member). Binds a newly created member only; the
+    # bonuses follow at its first qualifying purchase (coalition/referrals.py).
     referrer_card_number: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+    referral_code: Annotated[str, Meta(min_length=1, max_length=20)] | None = None
 
 
 class EarnPoints(Request):

@@ -9,9 +9,10 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import members
+from coalition import members, referrals
 from coalition.errors import DomainError
 from tenants import accounts
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
@@ -36,6 +37,13 @@ async def send_verification(request: Request, session: AsyncSession, user: User,
                       f"address to activate your account:\n\n"
                       f"{base_url(request)}/verify-email?token={token}\n\n"
                       "The link works once and expires in 2 days.\n")
+
+
+async def _referrer_known(session: AsyncSession, raw: str) -> bool:
+    code = referrals.normalized(raw)
+    return code is not None and bool(await session.scalar(
+        text("SELECT EXISTS (SELECT 1 FROM members WHERE referral_code = :c"
+             " AND status = 'active')"), {"c": code}))
 
 
 class AuthPages(Controller):
@@ -83,6 +91,14 @@ class AuthPages(Controller):
     async def register_form(self) -> Template:
         return page("register.html")
 
+    @get("/join/{code:str}")
+    async def join(self, db_session: Session, code: str) -> Template:
+        """A member's referral link: the sign-up form carrying the code. An unknown code
+        still shows the form, saying the invitation is not valid, and binds nothing."""
+        known = await _referrer_known(db_session, code)
+        return page("register.html", referral_code=referrals.normalized(code) if known else "",
+                    referral_invalid=not known)
+
     @post("/register")
     async def register(self, request: Request, db_session: Session) -> Template:
         form = await request.form()
@@ -95,9 +111,19 @@ class AuthPages(Controller):
             errors["password"] = f"Use at least {accounts.MIN_PASSWORD_LENGTH} characters."
         if not errors and await accounts.find_user(db_session, email) is not None:
             errors["email"] = "An account with this email exists: log in or reset the password."
+        raw_code = form.get("referral_code", "").strip()
+        code = referrals.normalized(raw_code) if raw_code else None
+        if raw_code and not await _referrer_known(db_session, raw_code):
+            errors["referral_code"] = ("No member has this referral code: check it, or leave"
+                                       " the field empty.")
         if errors:
-            return page("register.html", status_code=400, errors=errors, email=email, name=name)
-        member, _ = await members.find_or_create(db_session, email, name)
+            return page("register.html", status_code=400, errors=errors, email=email, name=name,
+                        referral_code=raw_code)
+        member, created = await members.find_or_create(db_session, email, name)
+        if created and code is not None:
+            # An existing member (say, enrolled by a shop) is never re-bound.
+            await db_session.execute(text("SELECT member_referral_bind(:m, NULL, :c, NULL)"),
+                                     {"m": member.id, "c": code})
         user = await accounts.create_user(db_session, email, "member", name=name,
                                           password=password, member_id=member.id)
         await send_verification(request, db_session, user)

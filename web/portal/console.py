@@ -18,6 +18,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import referrals
 from coalition.errors import DomainError
 from tenants import accounts
 from tenants.mail import Mailer
@@ -109,8 +110,15 @@ class ConsolePages(Controller):
         prepaid_low = (await db_session.execute(text(
             "SELECT available FROM prepaid_balances WHERE partner_id = :p"
             " AND low_since IS NOT NULL"), {"p": partner.id})).mappings().first()
+        timezone = (await db_session.execute(text(
+            "SELECT timezone FROM coalition_settings"))).scalar_one()
+        referral_figures = [referrals.figures_of(label, (await db_session.execute(text(
+            "SELECT * FROM referral_figures_mine(:s, :e)"), {"s": start, "e": end}))
+            .mappings().one())
+            for label, start, end in referrals.report_periods(datetime.now(UTC), timezone)]
         return page("partner_home.html", user=user, partner=partner, figures=figures,
-                    recent=recent, prepaid_low=prepaid_low)
+                    recent=recent, prepaid_low=prepaid_low,
+                    referral_figures=referral_figures)
 
     @get("/clients")
     async def clients(self, request: Request, db_session: Session) -> Template:

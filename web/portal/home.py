@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import referrals
 from coalition.tiers import history as tier_history
 from coalition.tiers import member_status
 from web.portal.common import current_user, operator, page, require
@@ -42,9 +43,11 @@ class HomePages(Controller):
         async with state.pool.acquire() as conn:
             tier = await member_status(conn, user.member_id, datetime.now(UTC))
             tiers = await tier_history(conn, user.member_id, 10)
+            code = await referrals.ensure_code(conn, user.member_id)
         return page("member_home.html", user=user, balance=balance, history=history,
                     brands=brands, card=me["card_number"], member=me, tier=tier,
-                    tier_history=tiers)
+                    tier_history=tiers, referral_code=code,
+                    referral_link=f"{str(request.base_url).rstrip('/')}/join/{code}")
 
     @get("/operator")
     async def operator_home(self, request: Request, db_session: Session, state: State
@@ -61,4 +64,8 @@ class HomePages(Controller):
             " (SELECT coalesce(sum(balance), 0) FROM accounts WHERE kind = 'member_wallet')"
             " AS outstanding, (SELECT point_face_value FROM coalition_settings) AS face_value,"
             " (SELECT currency FROM coalition_settings) AS currency")
-        return page("operator_home.html", user=user, partners=partners, totals=totals)
+        timezone = await state.pool.fetchval("SELECT timezone FROM coalition_settings")
+        figures = await referrals.figures(
+            state.pool, referrals.report_periods(datetime.now(UTC), timezone))
+        return page("operator_home.html", user=user, partners=partners, totals=totals,
+                    referral_figures=figures)
