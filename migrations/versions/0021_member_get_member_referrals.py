@@ -1,7 +1,7 @@
 """member-get-member referrals: codes, configurable bonuses, qualification, figures
 
 Revision ID: 0021
-Revises: 0017
+Revises: 0020
 
 Members get a referral code (drawn lazily, coalition/referrals.py). A referral stays
 open until the referee's first qualifying purchase, which closes it once (qualified_at,
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 from coalition.migrate import execute_sql_file, execute_sql_script, split_sql_script
 
 revision = "0021"
-down_revision = "0017"
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 
