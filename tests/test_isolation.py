@@ -40,15 +40,17 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         await add_rate_card(conn, partner.partner_id, {
             "issue_price": "1.234567", "reimbursement": "1.0", "billing": "prepaid",
             "credit_limit": 777001, "note": "A-SECRET-TERMS"}, "test")
-        await prepaid.request_block(conn, partner.partner_id, 5000, "test")
-    secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001"]
+        a_block = await prepaid.request_block(conn, partner.partner_id, 5000, "test")
+    secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001", "6173"]
     _, statement, line = await settled_statement(db, partner.partner_id, "1999-01")
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
            "order_id": purchase["order_id"], "authorization_id": hold["id"],
            "reward_id": str(reward), "code": voucher["code"],
-           "statement_id": str(statement), "line_id": str(line)}
+           "statement_id": str(statement), "line_id": str(line),
+           "block_id": str(a_block.id)}
+    assert a_block.price == 6173     # 5,000 points at 1.234567: a figure B must not see
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
@@ -68,6 +70,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
         "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
         "/api/v1/statements/{statement_id}/lines/{line_id}/disputes": {"comment": "B"},
+        "/api/v1/settlement/prepaid-blocks": {"points": 5000},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -96,6 +99,11 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                                                "current": None, "history": [],
                                                "prepaid": None}
                     continue
+                if template == "/api/v1/settlement/prepaid-blocks":
+                    # B's own blocks and balance: none, and none of A's.
+                    assert response.status_code == 200
+                    assert response.json() == {"balance": None, "items": []}
+                    continue
                 if template in ("/api/v1/rewards", "/api/v1/settlement/payments"):
                     # B's own catalogue and payments: empty, and none of A's.
                     assert response.status_code == 200 and response.json()["items"] == []
@@ -109,6 +117,12 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                     # member, never A's.
                     assert response.status_code == 201
                     assert response.json()["id"] != member
+                    continue
+                if template == "/api/v1/settlement/prepaid-blocks":
+                    # B may only ask for its own block; it is not billed prepaid.
+                    assert response.status_code == 422, response.text
+                    assert response.json()["type"].endswith("/not-prepaid")
+                    assert not any(secret in response.text for secret in secrets)
                     continue
             assert response.status_code in (403, 404), (method, template, response.text)
             assert not any(secret in response.text for secret in secrets), (method, template)
