@@ -137,7 +137,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
-                 "segment_id", "person_id", "block_id", "statement_id", "run_id"}
+                 "segment_id", "person_id", "block_id", "statement_id", "run_id",
+                 "payment_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -148,6 +149,7 @@ NO_TENANT_PARAMS = {
 FORMS = {
     "/partner/staff/{staff_id:uuid}/role": {"role": "analyst"},
     "/operator/settlement/{run_id:int}": {"action": "reopen"},
+    "/operator/payments/{payment_id:int}/mark": {"status": "paid", "confirm": "yes"},
     "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
                                                       "note": "isolation walk"},
     "/partner/clients": {"name": "B server", "scope": "members:read"},
@@ -232,17 +234,22 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                             "test")
         block = await prepaid.request_block(conn, a_id, 4321, "test")
     a_run, a_statement, a_line = await settled_statement(db, a_id, "1999-03")
+    a_payout = await db.fetchval(
+        "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
+        " amount, currency, status) VALUES ($1, 'sepa_credit', 'statement', $2, 100, 'PLN',"
+        " 'exported') RETURNING id", a_id, str(a_statement))
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
-           "run_id": str(a_run)}
+           "run_id": str(a_run), "payment_id": str(a_payout)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
-                 if k not in ("transaction_id", "block_id", "statement_id", "run_id")),
+                 if k not in ("transaction_id", "block_id", "statement_id", "run_id",
+                              "payment_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
@@ -296,6 +303,8 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     assert {f"{m} {p}" for m, p in OWN_PAGES} <= walked
     assert {"GET /operator", "GET /operator/partners", "GET /member"} <= walked
     # Nothing of A's changed.
+    assert await db.fetchval("SELECT status FROM settlement_payments WHERE id = $1",
+                             a_payout) == "exported"
     client_row = await db.fetchrow("SELECT revoked_at, previous_secret_hash FROM oauth_clients"
                                    " WHERE id = $1", a_client.id)
     assert tuple(client_row) == (None, None)

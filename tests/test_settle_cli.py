@@ -158,12 +158,14 @@ async def test_collect_command_invoices_pays_out_and_reports_what_it_could_not(
 
     async with db.acquire() as conn:
         await runs.run_period(conn, period, "op@test", now=NOW)
-    code, _, err = await _coalition_async(database_url, settings, env,
-                                          "settle", "collect", "--period", period)
-    assert code == 1 and "only a finalized run is collected" in err       # a draft
-    async with db.acquire() as conn:
-        await runs.start_review(conn, period, now=NOW)
-        run = await runs.finalize(conn, period, "op@test", now=NOW, force=True)
+    try:
+        code, _, err = await _coalition_async(database_url, settings, env,
+                                              "settle", "collect", "--period", period)
+        assert code == 1 and "only a finalized run is collected" in err       # a draft
+    finally:   # finalized whatever happens: an open run would block later tests' runs
+        async with db.acquire() as conn:
+            await runs.start_review(conn, period, now=NOW)
+            run = await runs.finalize(conn, period, "op@test", now=NOW, force=True)
 
     code, out, err = await _coalition_async(database_url, settings, env,
                                             "settle", "collect", "--period", period)
