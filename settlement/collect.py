@@ -13,10 +13,13 @@ its payment route, and the payments' state changes move the statements and the r
 Every payment is keyed by ('statement', statement id), so collecting a run again (after
 an interrupted attempt) reuses the payments already made and never charges twice. When
 a payment changes state (a webhook, the bank file), the hook below moves its statement;
-when every statement of the run is settled the run becomes `paid`."""
+the run follows its statements: `paid` when every one is settled, back to `invoiced`
+when one of a paid run stops being settled (a reversed transfer, a late failure). Both
+moves are written to the audit log (actor `payments`)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -133,6 +136,29 @@ async def _maybe_paid(conn: asyncpg.Connection, run_id: int) -> None:
         " WHERE r.id = $1 GROUP BY r.period, r.status", run_id, list(runs.SETTLED_PAYMENTS))
     if row and row["settled"] and row["status"] == "invoiced":
         await runs.advance(conn, row["period"], "paid")
+        await _record(conn, run_id, "settlement_run.paid",
+                      {"period": row["period"], "from": "invoiced"})
+
+
+async def _maybe_unpaid(conn: asyncpg.Connection, run_id: int, statement_id: int,
+                        change: PaymentChange, status: str) -> None:
+    """A paid run one of whose statements is no longer settled goes back to invoiced."""
+    run = await runs.run_by_id(conn, run_id)
+    if run["status"] == "paid" and status not in runs.SETTLED_PAYMENTS:
+        await runs.payment_undone(conn, run["period"])
+        await _record(conn, run_id, "settlement_run.payment_undone", {
+            "period": run["period"], "from": "paid", "to": "invoiced",
+            "statement_id": statement_id, "payment_id": change.payment_id,
+            "payment_kind": change.kind, "payment_status": change.new_status,
+            "statement_status": status})
+
+
+async def _record(conn: asyncpg.Connection, run_id: int, action: str,
+                  details: dict[str, Any]) -> None:
+    """The run's history: the audit log the consoles' actions write to as well."""
+    await conn.execute("INSERT INTO audit_log (actor, action, target, details)"
+                       " VALUES ('payments', $1, $2, $3::jsonb)", action, str(run_id),
+                       json.dumps(details))
 
 
 @on_payment_change("statement")
@@ -153,4 +179,5 @@ async def _statement_payment_changed(conn: asyncpg.Connection, change: PaymentCh
     if run_id is None:
         return
     await runs.set_payment_status(conn, int(change.reference_id), status)
+    await _maybe_unpaid(conn, run_id, int(change.reference_id), change, status)
     await _maybe_paid(conn, run_id)

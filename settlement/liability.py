@@ -12,16 +12,26 @@ margin"). Money is in minor units of the coalition currency, integers.
   expired = points moved to breakage (lot_movements expire). Breakage rate =
   expired / (expired + redeemed), 4 decimals half up; None when both are 0.
   Breakage value = expired x face value, rounded once per month.
-* Margin per month, from the lines of finalized (and later) runs whose period starts
-  in that month, each line's exact amount taken back to the coalition currency
-  (divided by its statement's FX rate, exactly), summed per component, rounded once:
-  issuance = issuance lines and the issuance credits among reversals (negative);
-  reimbursements = reimbursement lines and the redemption reversals (as a cost, > 0);
-  fees = percent and fixed platform fees. Adjustment lines (dispute corrections) are
-  not part of the margin.
-  margin = issuance - reimbursements + breakage value + fees. Breakage here is the
-  liability released by expiry at face value (the issue's definition), shown as its
-  own term although the issuance value already contains what partners paid for them.
+* Margin per month: what the operator keeps of the money partners paid for points.
+    margin = redemption spread + breakage + platform fees
+  - redemption spread = redeemed value - reimbursements: for the points redeemed in the
+    month (the same signed lot movements as `redeemed`), their value at the issue price
+    of the lot they came from (the issuing partner's rate card in force when the lot was
+    earned) minus the reimbursement the redeeming partner gets for them (its rate card
+    in force at the redemption; a reversal at the original redemption's);
+  - breakage = the points expired in the month valued at their lot's issue price;
+  - fees = the platform fee lines (percent and fixed) of finalized (and later) runs
+    whose period starts in the month, back in the coalition currency (each line's exact
+    amount divided by its statement's FX rate).
+  Coalition-funded lots were issued at no price (the operator funds them), so their
+  redemptions are a cost at the reimbursement and their expiry is worth nothing; a lot
+  or redemption with no rate card in force counts at price 0. Each component is summed
+  exactly per month and rounded once (half away from zero); the margin is the sum of
+  the rounded components. Issuance is deliberately not a term: the issue price of a
+  point is earned when the point is redeemed (the spread) or expires (breakage), and
+  until then it is liability, so an expired point is counted once, as breakage.
+  `breakage_value` (expired x face value) is the liability that expiry released, shown
+  for the breakage table, not part of the margin.
 """
 
 from __future__ import annotations
@@ -55,8 +65,9 @@ class Month:
     expired: int
     breakage_rate: Decimal | None
     breakage_value: int
-    issuance: int
+    redeemed_value: int            # redeemed points at their lots' issue prices
     reimbursements: int
+    breakage_margin: int           # expired points at their lots' issue prices
     fees: int
 
     @property
@@ -64,8 +75,12 @@ class Month:
         return "-" if self.breakage_rate is None else f"{self.breakage_rate * 100:.2f} %"
 
     @property
+    def spread(self) -> int:
+        return self.redeemed_value - self.reimbursements
+
+    @property
     def margin(self) -> int:
-        return self.issuance - self.reimbursements + self.breakage_value + self.fees
+        return self.spread + self.breakage_margin + self.fees
 
 
 async def _face(conn: asyncpg.Connection) -> tuple[str, Decimal, str]:
@@ -88,34 +103,53 @@ async def outstanding(conn: asyncpg.Connection) -> list[Outstanding]:
 
 
 _MONTHS_SQL = """
-WITH moves AS (
-    SELECT to_char(e.occurred_at AT TIME ZONE $2, 'YYYY-MM') AS month,
-           coalesce(sum(m.points) FILTER (WHERE m.kind IN ('spend', 'unspend', 'hold',
-                                                           'release')), 0) AS redeemed,
-           coalesce(sum(m.points) FILTER (WHERE m.kind = 'expire'), 0) AS expired
-      FROM lot_movements m JOIN journal_entries e ON e.id = m.entry_id
-     WHERE m.kind IN ('spend', 'unspend', 'hold', 'release', 'expire')
-     GROUP BY 1),
-lines AS (
+WITH terms AS (
+    SELECT partner_id, effective_from, issue_price, reimbursement,
+           coalesce(lead(effective_from) OVER (PARTITION BY partner_id
+                                               ORDER BY effective_from),
+                    'infinity') AS effective_to
+      FROM settlement_terms),
+moved AS (
+    SELECT to_char(e.occurred_at AT TIME ZONE $2, 'YYYY-MM') AS month, m.kind, m.points,
+           CASE WHEN l.funding = 'partner' THEN coalesce(ti.issue_price, 0) ELSE 0 END
+               AS issue_price,
+           coalesce(tr.reimbursement, 0) AS reimbursement
+      FROM lot_movements m
+      JOIN journal_entries e ON e.id = m.entry_id
+      JOIN lots l ON l.id = m.lot_id
+      JOIN journal_entries le ON le.id = l.entry_id
+      LEFT JOIN journal_entries o ON o.id = e.reverses_entry_id
+      LEFT JOIN terms ti ON ti.partner_id = l.partner_id
+           AND le.occurred_at >= ti.effective_from AND le.occurred_at < ti.effective_to
+      LEFT JOIN terms tr ON m.kind <> 'expire' AND tr.partner_id = e.partner_id
+           AND coalesce(o.occurred_at, e.occurred_at) >= tr.effective_from
+           AND coalesce(o.occurred_at, e.occurred_at) < tr.effective_to
+     WHERE m.kind IN ('spend', 'unspend', 'hold', 'release', 'expire')),
+moves AS (
+    SELECT month,
+           coalesce(sum(points) FILTER (WHERE kind <> 'expire'), 0) AS redeemed,
+           coalesce(sum(points) FILTER (WHERE kind = 'expire'), 0) AS expired,
+           round(coalesce(sum(points * issue_price) FILTER (WHERE kind <> 'expire'), 0))
+               AS redeemed_value,
+           round(coalesce(sum(points * reimbursement) FILTER (WHERE kind <> 'expire'), 0))
+               AS reimbursements,
+           round(coalesce(sum(points * issue_price) FILTER (WHERE kind = 'expire'), 0))
+               AS breakage_margin
+      FROM moved GROUP BY month),
+fees AS (
     SELECT to_char(r.period_start AT TIME ZONE $2, 'YYYY-MM') AS month,
-           l.type, l.amount_exact / coalesce(s.fx_rate, 1) AS value
+           round(sum(l.amount_exact / coalesce(s.fx_rate, 1))) AS fees
       FROM settlement_runs r JOIN settlement_statements s ON s.run_id = r.id
       JOIN settlement_lines l ON l.statement_id = s.id
-     WHERE r.status = ANY($3::text[])),
-money AS (
-    SELECT month,
-           round(coalesce(sum(value) FILTER (WHERE type = 'issuance'
-                     OR (type = 'reversal' AND value < 0)), 0)) AS issuance,
-           round(-coalesce(sum(value) FILTER (WHERE type = 'reimbursement'
-                     OR (type = 'reversal' AND value > 0)), 0)) AS reimbursements,
-           round(coalesce(sum(value) FILTER (WHERE type IN ('platform_fee_percent',
-                     'platform_fee_fixed')), 0)) AS fees
-      FROM lines GROUP BY month)
+     WHERE r.status = ANY($3::text[])
+       AND l.type IN ('platform_fee_percent', 'platform_fee_fixed')
+     GROUP BY 1)
 SELECT month, coalesce(mv.redeemed, 0) AS redeemed, coalesce(mv.expired, 0) AS expired,
        round(coalesce(mv.expired, 0) * $1::numeric) AS breakage_value,
-       coalesce(mo.issuance, 0) AS issuance, coalesce(mo.reimbursements, 0) AS reimbursements,
-       coalesce(mo.fees, 0) AS fees
-  FROM moves mv FULL JOIN money mo USING (month)
+       coalesce(mv.redeemed_value, 0) AS redeemed_value,
+       coalesce(mv.reimbursements, 0) AS reimbursements,
+       coalesce(mv.breakage_margin, 0) AS breakage_margin, coalesce(f.fees, 0) AS fees
+  FROM moves mv FULL JOIN fees f USING (month)
  ORDER BY month
 """
 
@@ -130,13 +164,14 @@ async def months(conn: asyncpg.Connection) -> list[Month]:
             rate = (Decimal(expired) / Decimal(expired + redeemed)).quantize(
                 Decimal("0.0001"), rounding=ROUND_HALF_UP)
         out.append(Month(r["month"], redeemed, expired, rate, int(r["breakage_value"]),
-                         int(r["issuance"]), int(r["reimbursements"]), int(r["fees"])))
+                         int(r["redeemed_value"]), int(r["reimbursements"]),
+                         int(r["breakage_margin"]), int(r["fees"])))
     return out
 
 
 MONTH_COLUMNS = ("month", "redeemed_points", "expired_points", "breakage_rate",
-                 "breakage_value", "issuance_value", "reimbursements", "platform_fees",
-                 "margin")
+                 "breakage_value", "redeemed_issue_value", "reimbursements",
+                 "redemption_spread", "breakage_at_issue_price", "platform_fees", "margin")
 
 
 def report_csv(currency: str, rows: list[Outstanding], by_month: list[Month]) -> str:
@@ -153,7 +188,8 @@ def report_csv(currency: str, rows: list[Outstanding], by_month: list[Month]) ->
     for m in by_month:
         w.writerow([m.month, m.redeemed, m.expired,
                     "" if m.breakage_rate is None else m.breakage_rate, m.breakage_value,
-                    m.issuance, m.reimbursements, m.fees, m.margin])
+                    m.redeemed_value, m.reimbursements, m.spread, m.breakage_margin, m.fees,
+                    m.margin])
     return out.getvalue()
 
 

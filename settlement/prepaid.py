@@ -144,6 +144,14 @@ async def blocks(conn: asyncpg.Connection, partner_id: uuid.UUID | None = None
         " ORDER BY b.created_at DESC, b.id DESC", partner_id)
 
 
+async def get_block(conn: asyncpg.Connection, block_id: int, partner_id: uuid.UUID
+                    ) -> Block | None:
+    """One block of the partner's (None for another partner's)."""
+    row = await conn.fetchrow("SELECT * FROM prepaid_blocks WHERE id = $1 AND partner_id = $2",
+                              block_id, partner_id)
+    return _block(row) if row else None
+
+
 async def request_block(conn: asyncpg.Connection, partner_id: uuid.UUID, points: object,
                         requested_by: str, now: datetime | None = None) -> Block:
     """A block awaiting payment, priced at the issue price in force now (module doc)."""

@@ -4,6 +4,7 @@ Lifecycle (a database trigger refuses any other transition):
 
     draft -> in_review -> finalized -> invoiced -> paid -> closed
       ^---------'  (reopen)       `--> paid / closed   invoiced -> closed
+                                               ^---------'  (a payment undone)
 
 * draft: `run_period` (re)computes every statement with `settlement_compute` (SQL,
   set-based); a re-run replaces the draft's lines, claims and flows.
@@ -11,8 +12,9 @@ Lifecycle (a database trigger refuses any other transition):
   `dispute_deadline` (review start + `dispute_window_days`, default 7).
 * finalized: no open dispute and the window over (or `force`); the content hash of the
   statements, lines and flows is stored and every later read compares it.
-* invoiced / paid: moved by the payments integration (`advance`); closed: every
-  statement's payment settled.
+* invoiced / paid: moved by the payments integration (`advance`); a paid run whose
+  statement's payment fails or is reversed afterwards goes back to invoiced
+  (`payment_undone`); closed: every statement's payment settled.
 
 At most one run per cycle is open (draft or in review) at a time: its claims on journal
 entries must not overlap another open run's.
@@ -239,6 +241,14 @@ async def advance(conn: asyncpg.Connection, period: str, status: str) -> asyncpg
     return await _transition(conn, period, expected,
                              "UPDATE settlement_runs SET status = $2 WHERE id = $1"
                              " RETURNING *", status)
+
+
+async def payment_undone(conn: asyncpg.Connection, period: str) -> asyncpg.Record:
+    """paid -> invoiced: a statement's payment failed or was reversed after the run was
+    paid, so the run waits for it again (and `close` refuses until then)."""
+    return await _transition(conn, period, ("paid",),
+                             "UPDATE settlement_runs SET status = 'invoiced' WHERE id = $1"
+                             " RETURNING *")
 
 
 async def close(conn: asyncpg.Connection, period: str, *,

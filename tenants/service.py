@@ -27,6 +27,7 @@ PARTNER_SCOPES: dict[str, str] = {
     "vouchers:consume": "Check and use the reward vouchers members bring to your brand",
     "settlement:read": "See your brand's rate cards, prepaid balance, statements and payments",
     "settlement:dispute": "Dispute a line of your statement during its review",
+    "settlement:write": "Request prepaid point blocks, invoiced to your brand",
 }
 
 

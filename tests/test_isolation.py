@@ -40,15 +40,17 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         await add_rate_card(conn, partner.partner_id, {
             "issue_price": "1.234567", "reimbursement": "1.0", "billing": "prepaid",
             "credit_limit": 777001, "note": "A-SECRET-TERMS"}, "test")
-        await prepaid.request_block(conn, partner.partner_id, 5000, "test")
-    secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001"]
+        a_block = await prepaid.request_block(conn, partner.partner_id, 5000, "test")
+    secrets = ["A-SECRET", card, voucher["code"], "1.234567", "777001", "6173"]
     _, statement, line = await settled_statement(db, partner.partner_id, "1999-01")
 
     schema = (await client.get("/schema/openapi.json")).json()
     ids = {"member_id": member, "transaction_id": str(earn["id"]),
            "order_id": purchase["order_id"], "authorization_id": hold["id"],
            "reward_id": str(reward), "code": voucher["code"],
-           "statement_id": str(statement), "line_id": str(line)}
+           "statement_id": str(statement), "line_id": str(line),
+           "block_id": str(a_block.id)}
+    assert a_block.price == 6173     # 5,000 points at 1.234567: a figure B must not see
     bodies = {
         "/api/v1/members": {"email": "isolation-b@example.com",
                             "partner_customer_id": "A-SECRET-CUSTOMER"},
@@ -68,6 +70,7 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
         "/api/v1/rewards/{reward_id}/redemptions": {"member_id": member},
         "/api/v1/vouchers/{code}/consume": {"order_id": "B-TILL"},
         "/api/v1/statements/{statement_id}/lines/{line_id}/disputes": {"comment": "B"},
+        "/api/v1/settlement/prepaid-blocks": {"points": 5000},
     }
     tried = 0
     for template, operations in schema["paths"].items():
@@ -96,6 +99,11 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                                                "current": None, "history": [],
                                                "prepaid": None}
                     continue
+                if template == "/api/v1/settlement/prepaid-blocks":
+                    # B's own blocks and balance: none, and none of A's.
+                    assert response.status_code == 200
+                    assert response.json() == {"balance": None, "items": []}
+                    continue
                 if template in ("/api/v1/rewards", "/api/v1/settlement/payments"):
                     # B's own catalogue and payments: empty, and none of A's.
                     assert response.status_code == 200 and response.json()["items"] == []
@@ -110,6 +118,12 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                     assert response.status_code == 201
                     assert response.json()["id"] != member
                     continue
+                if template == "/api/v1/settlement/prepaid-blocks":
+                    # B may only ask for its own block; it is not billed prepaid.
+                    assert response.status_code == 422, response.text
+                    assert response.json()["type"].endswith("/not-prepaid")
+                    assert not any(secret in response.text for secret in secrets)
+                    continue
             assert response.status_code in (403, 404), (method, template, response.text)
             assert not any(secret in response.text for secret in secrets), (method, template)
     assert tried >= 11
@@ -123,7 +137,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
-                 "segment_id", "person_id", "block_id", "statement_id", "run_id"}
+                 "segment_id", "person_id", "block_id", "statement_id", "run_id",
+                 "payment_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -135,6 +150,7 @@ NO_TENANT_PARAMS = {
 FORMS = {
     "/partner/staff/{staff_id:uuid}/role": {"role": "analyst"},
     "/operator/settlement/{run_id:int}": {"action": "reopen"},
+    "/operator/payments/{payment_id:int}/mark": {"status": "paid", "confirm": "yes"},
     "/operator/partners/{partner_id:uuid}/decision": {"decision": "suspend",
                                                       "note": "isolation walk"},
     "/partner/clients": {"name": "B server", "scope": "members:read"},
@@ -219,17 +235,22 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                             "test")
         block = await prepaid.request_block(conn, a_id, 4321, "test")
     a_run, a_statement, a_line = await settled_statement(db, a_id, "1999-03")
+    a_payout = await db.fetchval(
+        "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
+        " amount, currency, status) VALUES ($1, 'sepa_credit', 'statement', $2, 100, 'PLN',"
+        " 'exported') RETURNING id", a_id, str(a_statement))
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
-           "run_id": str(a_run)}
+           "run_id": str(a_run), "payment_id": str(a_payout)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
-                 if k not in ("transaction_id", "block_id", "statement_id", "run_id")),
+                 if k not in ("transaction_id", "block_id", "statement_id", "run_id",
+                              "payment_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
@@ -283,6 +304,8 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
     assert {f"{m} {p}" for m, p in OWN_PAGES} <= walked
     assert {"GET /operator", "GET /operator/partners", "GET /member"} <= walked
     # Nothing of A's changed.
+    assert await db.fetchval("SELECT status FROM settlement_payments WHERE id = $1",
+                             a_payout) == "exported"
     client_row = await db.fetchrow("SELECT revoked_at, previous_secret_hash FROM oauth_clients"
                                    " WHERE id = $1", a_client.id)
     assert tuple(client_row) == (None, None)

@@ -36,7 +36,7 @@ async def test_liability_breakage_and_margin_hand_computed(app, client, db):
     tag = uuid.uuid4().hex[:6]
     issuer = await new_partner(client, f"Liability L {tag}")
     redeemer = await new_partner(client, f"Liability M {tag}")
-    await add_terms(db, issuer.partner_id, "2016-01-01", "1.25", "0.8", fee_percent="2")
+    await add_terms(db, issuer.partner_id, "2016-01-01", "1.255", "0.8", fee_percent="2")
     await add_terms(db, redeemer.partner_id, "2016-01-01", "1.5", "0.9")
     m = await new_member(db, [issuer.partner_id, redeemer.partner_id])
     await earn(db, issuer.partner_id, m, 1000, "2016-02-03")
@@ -57,15 +57,24 @@ async def test_liability_breakage_and_margin_hand_computed(app, client, db):
                 if o.partner_id in (issuer.partner_id, redeemer.partner_id)]
 
     feb, mar = by_month["2016-02"], by_month["2016-03"]
-    # February: L issues 1000 x 1.25 = 1250 gr, fee 2 % = 25; M reimburses 300 x 0.9 = 270.
+    # Margin = redemption spread + breakage at issue price + fees; issuance is no term.
+    # February: 300 of L's points (issued at 1.255) redeemed at M (reimbursed at 0.9):
+    # 376.5 -> 377 at issue price, 270 reimbursed, spread 107; L's fee 2 % of
+    # 1000 x 1.255 = 25.1 -> 25. Margin 107 + 0 + 25 = 132.
     assert (feb.redeemed, feb.expired, feb.breakage_rate, feb.breakage_value) == (
         300, 0, Decimal("0.0000"), 0)
-    assert (feb.issuance, feb.reimbursements, feb.fees, feb.margin) == (1250, 270, 25, 1005)
-    # March: M issues 100 x 1.5 = 150, reimburses 100 x 0.9 = 90; 600 points expire
-    # (600 gr at face value): rate 600 / (600 + 100) = 0.857142… -> 0.8571.
+    assert (feb.redeemed_value, feb.reimbursements, feb.spread, feb.breakage_margin,
+            feb.fees, feb.margin) == (377, 270, 107, 0, 25, 132)
+    # March: 100 more of L's points redeemed at M: 125.5 -> 126 - 90 = 36. 600 of L's
+    # points expire: 600 gr at face value (liability released; rate 600 / 700 =
+    # 0.857142… -> 0.8571) and 600 x 1.255 = 753 of breakage at the price L paid. M's
+    # own 100 points (issued at 1.5) are neither redeemed nor expired: still liability,
+    # no margin yet. Margin 36 + 753 + 0 = 789: the expired points count once (the old
+    # formula added their issuance, 1250 in February, and their breakage again).
     assert (mar.redeemed, mar.expired, mar.breakage_rate, mar.breakage_value) == (
         100, 600, Decimal("0.8571"), 600)
-    assert (mar.issuance, mar.reimbursements, mar.fees, mar.margin) == (150, 90, 0, 660)
+    assert (mar.redeemed_value, mar.reimbursements, mar.spread, mar.breakage_margin,
+            mar.fees, mar.margin) == (126, 90, 36, 753, 0, 789)
     assert mar.breakage_percent == "85.71 %"
     # Outstanding: only M's 100 points are left (L's lot is spent and expired).
     assert [(o.partner_id, o.funding, o.points, o.value) for o in rows] == [
@@ -81,7 +90,7 @@ async def test_liability_breakage_and_margin_hand_computed(app, client, db):
                         if o.partner_id == redeemer.partner_id]
                 assert [(o.points, o.value) for o in rows] == [(100, 13)]
                 mar = {x.month: x for x in await liability.months(conn)}["2016-03"]
-                assert (mar.breakage_value, mar.margin) == (75, 150 - 90 + 75)
+                assert (mar.breakage_value, mar.margin) == (75, 789)   # margin: no face
                 raise _Undo
 
     browser = await operator_browser(app)
@@ -89,10 +98,13 @@ async def test_liability_breakage_and_margin_hand_computed(app, client, db):
         page = await browser.get("/operator/liability")
         assert page.status_code == 200
         assert "2016-03" in page.text and "85.71 %" in page.text and "<svg" in page.text
+        assert "Margin = redemption spread + breakage + platform fees" in page.text
         assert f"Liability M {tag}" in page.text
         exported = await browser.get("/operator/liability.csv")
         assert exported.headers["content-type"].startswith("text/csv")
         table = list(csv.reader(io.StringIO(exported.text)))
-        assert ["2016-03", "100", "600", "0.8571", "600", "150", "90", "0", "660"] in table
+        assert list(liability.MONTH_COLUMNS) in table
+        assert ["2016-03", "100", "600", "0.8571", "600", "126", "90", "36", "753", "0",
+                "789"] in table
         assert [f"Liability M {tag}", "partner", "100", "100"] in table
         assert (await client.get("/operator/liability")).status_code in (302, 303, 401)

@@ -25,7 +25,7 @@ async def test_client_secret_basic_and_post(client):
     assert set(token["scope"].split()) == {"members:read", "members:write", "points:earn",
                                            "points:redeem", "points:adjust",
                                            "vouchers:consume", "settlement:read",
-                                           "settlement:dispute"}
+                                           "settlement:dispute", "settlement:write"}
     assert basic.headers["cache-control"] == "no-store"
 
     post = await client.post("/oauth/token", data={

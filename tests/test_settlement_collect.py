@@ -6,9 +6,13 @@ nothing twice."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
+from coalition.errors import Conflict
 from settlement import runs
 from settlement.collect import collect_run
 from tests.helpers import new_partner
@@ -100,3 +104,57 @@ async def test_a_run_not_finalized_is_not_collected(stripe_client, db):
         async with db.acquire() as conn:
             await runs.start_review(conn, "2015-09", now=NOW)
             await runs.finalize(conn, "2015-09", "op@test", now=NOW, force=True)
+
+
+async def test_a_paid_run_goes_back_to_invoiced_when_a_payout_is_reversed(
+        stripe_client, stripe_api, connect_double, db):
+    period = "2013-02"
+    _, double = connect_double
+    payer, _ = await partner_with_card(stripe_client, stripe_api)
+    payee = await new_partner(stripe_client, "Reversed Brand")
+    account = f"acct_{uuid.uuid4().hex[:16]}"
+    double.accounts.add(account)
+    await db.execute("INSERT INTO partner_payout_details (partner_id, method, stripe_account_id)"
+                     " VALUES ($1, 'stripe_connect', $2)", payee.partner_id, account)
+    for p in (payer, payee):
+        await add_terms(db, p.partner_id, "2013-01-01", "1.2", "1.0")
+    member = await new_member(db, [payer.partner_id, payee.partner_id])
+    await earn(db, payer.partner_id, member, 500, "2013-02-05")
+    await redeem(db, payee.partner_id, member, 300, "2013-02-10")
+    async with db.acquire() as conn:
+        run = await runs.run_period(conn, period, "op@test", now=NOW)
+        await runs.start_review(conn, period, now=NOW)
+        await runs.finalize(conn, period, "op@test", now=NOW, force=True)
+    done = await collect_run(stripe_client.app.state.stripe, period)
+    assert done.failed == [] and (await _run_status(db, run["id"])) == "paid"
+    transfer = double.transfers[done.paid_out[0]["stripe_object_id"]]
+    payee_statement = await db.fetchval("SELECT id FROM settlement_statements WHERE run_id = $1"
+                                        " AND partner_id = $2", run["id"], payee.partner_id)
+
+    reversed_ = {**transfer, "amount_reversed": 300, "reversed": True}
+    answer = await post_event(stripe_client, event("transfer.reversed", reversed_))
+    assert answer.json()["outcome"] == "applied"
+    assert await db.fetchval("SELECT payment_status FROM settlement_statements WHERE id = $1",
+                             payee_statement) == "payment_failed"
+    assert await _run_status(db, run["id"]) == "invoiced"
+    history = await db.fetch("SELECT actor, action, details FROM audit_log WHERE target = $1"
+                             " AND action LIKE 'settlement_run.%' ORDER BY id", str(run["id"]))
+    assert [(h["actor"], h["action"]) for h in history] == [
+        ("payments", "settlement_run.paid"), ("payments", "settlement_run.payment_undone")]
+    undone = json.loads(history[-1]["details"])
+    assert (undone["statement_id"], undone["payment_status"], undone["to"]) == (
+        payee_statement, "reversed", "invoiced")
+
+    slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", payee.partner_id)
+    async with db.acquire() as conn:
+        with pytest.raises(Conflict, match=f"{slug} \\(payment_failed\\)"):
+            await runs.close(conn, period)
+    # The same event delivered again changes nothing (and records nothing).
+    again = await post_event(stripe_client, event("transfer.reversed", reversed_))
+    assert again.status_code == 200 and await _run_status(db, run["id"]) == "invoiced"
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE target = $1 AND action ="
+                             " 'settlement_run.payment_undone'", str(run["id"])) == 1
+
+
+async def _run_status(db, run_id: int) -> str:
+    return await db.fetchval("SELECT status FROM settlement_runs WHERE id = $1", run_id)

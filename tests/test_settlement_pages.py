@@ -180,3 +180,56 @@ async def test_analyst_reads_statements_but_cannot_dispute(app, client):
         refused = await analyst.post("/partner/statements/1/disputes", data={
             "_csrf_token": csrf_of(page), "line_id": "1", "comment": "x"})
         assert refused.status_code == 403
+
+
+async def test_partner_flow_grid_shows_its_own_row_and_column_only(app, client, db):
+    """2012-08: P's points spent at A, B and P; A's at P; A's at B (not P's to see)."""
+    period, mark = "2012-08", uuid.uuid4().hex[:6]
+    viewer, p_id = await owner_browser(app, client, name=f"Grid Own {mark}")
+    _, a_id = await owner_browser(app, client, name=f"Grid Alpha {mark}")
+    _, b_id = await owner_browser(app, client, name=f"Grid Beta {mark}")
+    for partner in (p_id, a_id, b_id):
+        await add_terms(db, partner, "2012-01-01", "1.2", "1.0")
+    everyone = [p_id, a_id, b_id]
+    m1, m2, m3, m4 = [await new_member(db, everyone) for _ in range(4)]
+    await earn(db, p_id, m1, 1000, "2012-08-02")
+    await redeem(db, a_id, m1, 300, "2012-08-03")       # P -> A 300
+    await redeem(db, b_id, m1, 200, "2012-08-04")       # P -> B 200
+    await earn(db, a_id, m2, 700, "2012-08-02")
+    await redeem(db, p_id, m2, 70, "2012-08-05")        # A -> P 70
+    await earn(db, a_id, m3, 5000, "2012-08-02")
+    await redeem(db, b_id, m3, 4447, "2012-08-06")      # A -> B: another pair
+    await earn(db, p_id, m4, 50, "2012-08-02")
+    await redeem(db, p_id, m4, 11, "2012-08-07")        # P -> P 11
+    async with db.acquire() as conn:
+        run = await runs.run_period(conn, period, "op@test")
+        await runs.start_review(conn, period)
+    try:
+        assert await db.fetchval("SELECT points FROM settlement_flows WHERE run_id = $1 AND"
+                                 " issuer_partner_id = $2 AND redeemer_partner_id = $3",
+                                 run["id"], a_id, b_id) == 4447    # in the operator's matrix
+        async with viewer:
+            page = await viewer.get(f"/partner/statements/{await _statement_id(db, p_id, period)}")
+        assert page.status_code == 200
+        grid = page.text.split('class="flow-matrix own-flows"')[1].split("</table>")[0]
+        rows = re.findall(r"<tr[^>]*>(.*?)</tr>", grid, re.S)
+        header = re.findall(r"<th[^>]*>(.*?)</th>", rows[0])
+        assert header == ["Issued by \\ spent at", f"Grid Own {mark} (you)",
+                          f"Grid Alpha {mark}", f"Grid Beta {mark}", "Total"]
+
+        def cells(row: str) -> list[str]:
+            return [" ".join(re.sub(r"<[^>]+>", " ", c).split())
+                    for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+        assert re.search(rf"<th>Grid Own {mark} \(you\)</th>", rows[1])
+        assert cells(rows[1]) == ["11 pts 0.11 PLN", "300 pts 3.00 PLN", "200 pts 2.00 PLN",
+                                  "511 pts 5.11 PLN"]
+        assert re.search(rf"<th>Grid Alpha {mark}</th>", rows[2])
+        assert cells(rows[2]) == ["70 pts 0.70 PLN", "", "", ""]   # A -> A, A -> B blank
+        assert rows[2].count('class="blank"') == 2
+        assert cells(rows[3]) == ["81 pts 0.81 PLN", "", "", ""]   # P's column total
+        assert len(rows) == 4
+        assert "4447" not in page.text and "44.47" not in page.text
+    finally:
+        async with db.acquire() as conn:
+            await runs.finalize(conn, period, "op@test", force=True)

@@ -1,22 +1,37 @@
 """The partner's own commercial terms over the API: its rate cards (the one in force and
-the history) and, when it is billed prepaid, its prepaid points balance and blocks. Read
-in a tenant-scoped connection: row-level security shows the partner its own rows only."""
+the history) and, when it is billed prepaid, its prepaid points balance and blocks, and
+requesting a block. Reads go through a tenant-scoped connection: row-level security
+shows the partner its own rows only.
+
+A requested block is priced and stored in the Idempotency-Key's transaction; its Stripe
+invoice (when Stripe is configured) is sent after that commits, keyed by the block, so a
+retry with the same key replays the block and sends the invoice if the first attempt
+could not."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated
 
-from litestar import Controller, Request, get
+import msgspec
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody
 from msgspec import Struct
 
+from coalition.errors import NotFound
 from settlement import prepaid
 from settlement.terms import Terms, terms_at, terms_history
 from tenants.auth import PartnerPrincipal
 from tenants.scope import tenant_connection
+from web.api.schemas import IdempotencyKey, strict_body
+from web.idempotency import request_hash, run_idempotent_on
 from web.security import requires_scope
+
+IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 
 
 class RateCardOut(Struct):
@@ -60,6 +75,32 @@ class PrepaidOut(Struct):
     blocks: list[BlockOut]
 
 
+class BlockRequest(Struct, forbid_unknown_fields=True):
+    points: int                 # whole points, 1 to 10^12
+
+
+class RequestedBlockOut(BlockOut, kw_only=True):
+    payment: str                # stripe_invoice (sent by Stripe) | bank_transfer
+
+
+class BlockList(Struct):
+    balance: PrepaidOut | None  # None: not billed prepaid (blocks listed all the same)
+    items: list[BlockOut]       # newest first
+
+
+def _block_out(b) -> BlockOut:
+    return BlockOut(b["id"], b["points"], b["price"], b["currency"], b["issue_price"],
+                    b["fx_rate"], b["fx_date"], b["status"], b["created_at"], b["paid_at"],
+                    b["amount_paid"])
+
+
+def _prepaid_out(balance: prepaid.Balance, blocks: list) -> PrepaidOut:
+    return PrepaidOut(balance.available, balance.credit_limit, balance.can_issue,
+                      balance.paid, balance.drawn, balance.credited,
+                      balance.low_since is not None, balance.low_balance_alert,
+                      [_block_out(b) for b in blocks])
+
+
 class TermsOut(Struct):
     partner_id: uuid.UUID
     current: RateCardOut | None
@@ -97,11 +138,63 @@ class SettlementController(Controller):
         return TermsOut(
             partner_id=partner_id, current=_card(current) if current else None,
             history=[_card(t) for t in history],
-            prepaid=PrepaidOut(
-                balance.available, balance.credit_limit, balance.can_issue, balance.paid,
-                balance.drawn, balance.credited, balance.low_since is not None,
-                balance.low_balance_alert,
-                [BlockOut(b["id"], b["points"], b["price"], b["currency"], b["issue_price"],
-                          b["fx_rate"], b["fx_date"], b["status"], b["created_at"],
-                          b["paid_at"], b["amount_paid"]) for b in blocks])
-            if balance else None)
+            prepaid=_prepaid_out(balance, blocks) if balance else None)
+
+    @get("/prepaid-blocks", opt={"scopes": ["settlement:read"]},
+         summary="Your prepaid point blocks and balance",
+         description="Every block your brand requested, newest first, and, if you are "
+         "billed prepaid, the balance (points left of paid blocks, credit limit, what you "
+         "may still issue). Prices are integers in minor units of the block's currency.")
+    async def blocks(self, request: Request, state: State) -> BlockList:
+        partner_id = request.user.partner_id
+        async with tenant_connection(state.pool, partner_id) as conn:
+            balance = await prepaid.balance(conn, partner_id)
+            rows = await conn.fetch("SELECT * FROM prepaid_blocks WHERE partner_id = $1"
+                                    " ORDER BY id DESC", partner_id)
+        return BlockList(balance=_prepaid_out(balance, []) if balance else None,
+                         items=[_block_out(b) for b in rows])
+
+    @get("/prepaid-blocks/{block_id:int}", opt={"scopes": ["settlement:read"]},
+         summary="One of your prepaid point blocks")
+    async def block(self, request: Request, state: State, block_id: int) -> BlockOut:
+        partner_id = request.user.partner_id
+        async with tenant_connection(state.pool, partner_id) as conn:
+            row = await conn.fetchrow("SELECT * FROM prepaid_blocks WHERE id = $1"
+                                      " AND partner_id = $2", block_id, partner_id)
+        if row is None:
+            raise NotFound("block-not-found", "No such block", f"No prepaid block {block_id}.")
+        return _block_out(row)
+
+    @post("/prepaid-blocks", opt={"scopes": ["settlement:write"]}, status_code=201,
+          responses={201: ResponseSpec(data_container=RequestedBlockOut,
+                                       description="Requested, awaiting payment")},
+          summary="Request a prepaid point block",
+          description="A block of `points` priced at the issue price of your rate card in "
+          "force now (converted at today's FX rate if you settle in another currency, "
+          "rounded once to the minor unit). With Stripe configured its invoice is emailed "
+          "(`payment: stripe_invoice`) and the block is credited when the invoice is paid; "
+          "otherwise the operator records your bank transfer (`payment: bank_transfer`). "
+          "Refusals: 422 validation-error (points), 422 not-prepaid.")
+    async def request_block(self, request: Request, state: State,
+                            data: JSONBody[BlockRequest], idempotency_key: IdempotencyHeader
+                            ) -> Response:
+        principal: PartnerPrincipal = request.user
+        data = await strict_body(request, BlockRequest)
+        payment = "stripe_invoice" if state.stripe.configured else "bank_transfer"
+        async with state.pool.acquire() as conn:
+            async def action() -> tuple[int, object]:
+                block = await prepaid.request_block(conn, principal.partner_id, data.points,
+                                                    principal.actor)
+                return 201, msgspec.to_builtins(RequestedBlockOut(
+                    block.id, block.points, block.price, block.currency, block.issue_price,
+                    block.fx_rate, block.fx_date, block.status, block.created_at,
+                    block.paid_at, block.amount_paid, payment=payment))
+            response = await run_idempotent_on(conn, principal, idempotency_key,
+                                               request_hash(request, data), action)
+            if response.status_code != 201:
+                return response
+            block = await prepaid.get_block(conn, msgspec.json.decode(response.content)["id"],
+                                            principal.partner_id)
+        if block is not None and block.status == "awaiting_payment":
+            await prepaid.invoice_block(state.stripe, block)
+        return response

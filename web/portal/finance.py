@@ -53,7 +53,7 @@ class OperatorFinancePages(Controller):
         # Bars scaled to the largest absolute monthly figure (integers, no float money:
         # only the pixel width is a ratio).
         peak = max([abs(v) for m in by_month
-                    for v in (m.issuance, m.reimbursements, m.margin, m.breakage_value)]
+                    for v in (m.spread, m.breakage_margin, m.fees, m.margin)]
                    or [0]) or 1
         return page("settlement/operator_liability.html", user=user, rows=rows,
                     months=by_month, currency=currency, money=money,

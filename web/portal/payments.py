@@ -1,7 +1,9 @@
 """Payment pages. Partner console: payout and billing details (bank account or Stripe
 connected account), validated field by field, and the partner's own payments. Operator
-console: every payment, the failed-payment notifications to acknowledge, and the SEPA
-export of ready bank payouts."""
+console: every payment, the failed-payment notifications to acknowledge, the SEPA
+export of ready bank payouts, and marking an exported payout paid or failed once the
+bank statement shows it (a confirmation page first: the mark moves the partner's
+statement and cannot be taken back)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
 from settlement import payout_details, sepa
+from settlement.payment_state import email_operators
 from tenants import accounts
 from tenants.models import Partner, User
 from web.portal.common import operator, page
@@ -67,10 +70,13 @@ class PartnerPayoutPages(Controller):
         return Redirect("/partner/payouts")
 
 
+MARKS = {"paid": "paid (the bank statement shows the credit)",
+         "failed": "failed (the credit bounced or was rejected)"}
+
+
 class OperatorPaymentPages(Controller):
     path = "/operator/payments"
     include_in_schema = False
-
 
     async def _page(self, state: State, user: User, status_code: int = 200, **extra
                     ) -> Template:
@@ -123,3 +129,42 @@ class OperatorPaymentPages(Controller):
                                     else 400, error=f"{exc.field}: {exc.detail}")
         return Response(batch.xml, media_type="application/xml", headers={
             "Content-Disposition": f'attachment; filename="{batch.message_id}.xml"'})
+
+    @get("/{payment_id:int}/mark")
+    async def confirm_mark(self, request: Request, db_session: Session, state: State,
+                           payment_id: int, status: str = "") -> Template:
+        """The confirmation page for marking an exported SEPA payout."""
+        user = await operator(request, db_session)
+        payment = await state.pool.fetchrow(
+            "SELECT p.*, pr.name AS partner_name FROM settlement_payments p"
+            " JOIN partners pr ON pr.id = p.partner_id WHERE p.id = $1"
+            " AND p.kind = 'sepa_credit'", payment_id)
+        error = None
+        if status not in MARKS:
+            error = "Choose paid or failed."
+        elif payment is None or payment["status"] != "exported":
+            error = "Only an exported SEPA payout can be marked."
+        return page("operator_payment_mark.html", status_code=409 if error else 200,
+                    user=user, payment=payment, status=status, marks=MARKS, money=money,
+                    error=error)
+
+    @post("/{payment_id:int}/mark")
+    async def mark(self, request: Request, db_session: Session, state: State,
+                   payment_id: int) -> Response:
+        user = await operator(request, db_session)
+        form = await request.form()
+        status, reason = str(form.get("status", "")), str(form.get("reason", "")).strip()
+        if form.get("confirm") != "yes":
+            return Redirect(f"/operator/payments/{payment_id}/mark?status={status}")
+        try:
+            outcome, notification = await sepa.mark(state.pool, payment_id, status,
+                                                    reason[:500] or None)
+        except DomainError as exc:
+            return await self._page(state, user, status_code=exc.status,
+                                    error=f"Payout {payment_id}: {exc.detail}")
+        await accounts.audit(db_session, user, f"sepa_payout.{status}",
+                             target=str(payment_id), outcome=outcome, reason=reason or None)
+        await db_session.commit()
+        await email_operators(state.pool, state.mailer,
+                              [notification] if notification else [])
+        return Redirect("/operator/payments", status_code=303)

@@ -53,6 +53,41 @@ async def _integrity(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> dict[int
     return found
 
 
+def own_flow_grid(flows: list[asyncpg.Record], partner_id) -> dict:
+    """The partner's own row and column of the flow matrix as a grid: its row (its
+    points spent at each brand) first, then one row per brand whose points were spent at
+    it, with values in its own column only; every other cell is another pair of brands
+    and stays blank (`flows` holds only the partner's row and column anyway). Cells sum
+    the fundings, as the operator's matrix does. Keys are partner ids (None: the
+    coalition), names are for display."""
+    names: dict = {}
+    cells: dict[tuple, dict[str, int]] = {}
+    for f in flows:
+        names[f["issuer_partner_id"]] = f["issuer"]
+        names[f["redeemer_partner_id"]] = f["redeemer"]
+        cell = cells.setdefault((f["issuer_partner_id"], f["redeemer_partner_id"]),
+                                {"points": 0, "value": 0})
+        cell["points"] += f["points"]
+        cell["value"] += f["value"]
+    def by_name(key) -> tuple[str, str]:
+        return names[key], str(key)
+
+    spent_at = {r for i, r in cells if i == partner_id and r != partner_id}
+    issued_by = {i for i, r in cells if r == partner_id and i != partner_id}
+    columns = [partner_id, *sorted(spent_at, key=by_name)]
+    rows = [partner_id, *sorted(issued_by, key=by_name)]
+
+    def total(keys: list[tuple]) -> dict[str, int]:
+        found = [cells[k] for k in keys if k in cells]
+        return {"points": sum(c["points"] for c in found),
+                "value": sum(c["value"] for c in found)}
+
+    return {"own": partner_id, "names": names, "rows": rows, "columns": columns,
+            "cells": cells,
+            "row_total": total([(partner_id, c) for c in columns]),
+            "column_total": total([(r, partner_id) for r in rows])}
+
+
 class PartnerStatementPages(Controller):
     path = "/partner/statements"
     include_in_schema = False
@@ -93,6 +128,7 @@ class PartnerStatementPages(Controller):
         return page("settlement/partner_statement.html", status_code=status_code, user=user,
                     s=s, lines=found["lines"], disputes=found["disputes"],
                     integrity=found["integrity"], flows=found["flows"],
+                    grid=own_flow_grid(found["flows"], user.partner_id),
                     open_lines=open_lines, can_dispute=can_dispute,
                     errors=errors or {}, form=form or {})
 
