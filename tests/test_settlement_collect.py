@@ -108,7 +108,7 @@ async def test_a_run_not_finalized_is_not_collected(stripe_client, db):
 
 async def test_a_paid_run_goes_back_to_invoiced_when_a_payout_is_reversed(
         stripe_client, stripe_api, connect_double, db):
-    period = "2013-02"
+    period = "2013-06"
     _, double = connect_double
     payer, _ = await partner_with_card(stripe_client, stripe_api)
     payee = await new_partner(stripe_client, "Reversed Brand")
@@ -119,8 +119,8 @@ async def test_a_paid_run_goes_back_to_invoiced_when_a_payout_is_reversed(
     for p in (payer, payee):
         await add_terms(db, p.partner_id, "2013-01-01", "1.2", "1.0")
     member = await new_member(db, [payer.partner_id, payee.partner_id])
-    await earn(db, payer.partner_id, member, 500, "2013-02-05")
-    await redeem(db, payee.partner_id, member, 300, "2013-02-10")
+    await earn(db, payer.partner_id, member, 500, "2013-06-05")
+    await redeem(db, payee.partner_id, member, 300, "2013-06-10")
     async with db.acquire() as conn:
         run = await runs.run_period(conn, period, "op@test", now=NOW)
         await runs.start_review(conn, period, now=NOW)

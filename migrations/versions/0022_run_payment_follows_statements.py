@@ -1,7 +1,7 @@
 """a paid settlement run goes back to invoiced
 
 Revision ID: 0022
-Revises: 0017
+Revises: 0021
 
 A statement of a paid run whose payment fails or is reversed afterwards (a reversed
 transfer, a late payment failure) sends the run back to `invoiced`, so the run's state
@@ -12,7 +12,7 @@ it changes.
 from alembic import op
 
 revision = '0022'
-down_revision = '0017'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
