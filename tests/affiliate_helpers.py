@@ -130,3 +130,16 @@ async def click(client, code: str, **headers: str) -> uuid.UUID:
     response = await client.get(f"/r/{code}", headers=headers or None)
     assert response.status_code == 302, response.text
     return uuid.UUID(response.headers["location"].split("click_id=")[1][:36])
+
+
+async def staff_browser(app, partner_id: uuid.UUID, role: str) -> Browser:
+    """A logged-in browser for a new staff member of this partner with this role."""
+    email = f"{role}-{uuid.uuid4().hex[:8]}@brand.example"
+    async with app.state.sessionmaker() as session:
+        await accounts.create_user(session, email, "partner_staff", partner_id=partner_id,
+                                   role=role, password="staff secret 12", verified=True)
+        await session.commit()
+    browser = Browser(app)
+    login = await submit(browser, "/login", "/login", email=email, password="staff secret 12")
+    assert login.status_code == 302
+    return browser
