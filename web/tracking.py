@@ -10,44 +10,64 @@ cache hit it does no I/O at all.
 
 from __future__ import annotations
 
-from litestar import Request, Response, get
-from litestar.datastructures import Cookie, State
+from litestar import Request, get
+from litestar.datastructures import State
+from litestar.types import Receive, Scope, Send
 
 from coalition.affiliates.tracking import CODES, ClickRecorder
 
 COOKIE = "coalition_click"
 
 
-def _redirect(location: str, cookie: Cookie | None = None) -> Response:
-    return Response(content=b"", status_code=302, headers={"Location": location},
-                    cookies=[cookie] if cookie else None, media_type="text/plain")
+class TrackingRedirect:
+    """A bare ASGI 302. Litestar passes an async-callable return value through as is;
+    its Response and Cookie classes would cost more than the rest of the request
+    together (dataclass and SimpleCookie round trips, header re-scans)."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, location: str, cookie: str | None = None) -> None:
+        self.headers = [(b"location", location.encode()), (b"content-length", b"0")]
+        if cookie is not None:
+            self.headers.append((b"set-cookie", cookie.encode()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 302, "headers": self.headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _track(request: Request, state: State, code: str, sub_id: str | None) -> Response:
+async def _track(request: Request, state: State, code: str, sub_id: str | None
+                 ) -> TrackingRedirect:
     target = await CODES.resolve(state.pool, code)
     if target is None:
-        return _redirect("/")
+        return TrackingRedirect("/")
     if not target.trackable:
-        return _redirect(target.landing_url)
+        return TrackingRedirect(target.landing_url)
     recorder: ClickRecorder = state.click_recorder
-    headers = request.headers
-    click_id = recorder.record(target, request.client.host if request.client else "",
-                               headers.get("user-agent", ""), headers.get("referer", ""),
+    user_agent = referrer = b""
+    for name, value in request.scope["headers"]:   # raw: cheaper than request.headers
+        if name == b"user-agent":
+            user_agent = value
+        elif name == b"referer":
+            referrer = value
+    client = request.scope.get("client")
+    click_id = recorder.record(target, client[0] if client else "",
+                               user_agent.decode("latin-1"), referrer.decode("latin-1"),
                                sub_id or request.query_params.get("sub") or None)
-    cookie = Cookie(key=COOKIE, value=str(click_id), max_age=target.window_days * 86400,
-                    path="/", httponly=True, samesite="lax",
-                    secure=request.url.scheme == "https")
-    return _redirect(target.url_with_click(click_id), cookie)
+    # A UUID needs no quoting.
+    cookie = (f"{COOKIE}={click_id}; Max-Age={target.window_days * 86400}; Path=/; HttpOnly;"
+              f" SameSite=Lax{'; Secure' if request.scope['scheme'] == 'https' else ''}")
+    return TrackingRedirect(target.url_with_click(click_id), cookie)
 
 
 @get("/r/{code:str}", include_in_schema=False)
-async def track(request: Request, state: State, code: str) -> Response:
+async def track(request: Request, state: State, code: str) -> TrackingRedirect:
     return await _track(request, state, code, None)
 
 
 @get("/r/{code:str}/{sub_id:str}", include_in_schema=False)
 async def track_with_sub_id(request: Request, state: State, code: str, sub_id: str
-                            ) -> Response:
+                            ) -> TrackingRedirect:
     return await _track(request, state, code, sub_id)
 
 
