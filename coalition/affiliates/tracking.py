@@ -207,7 +207,12 @@ class ClickRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:
+            # The rest of the shutdown must still run; say what could not be kept.
+            log.exception("shutting down with %d clicks that could not be written",
+                          len(self._buffer))
 
 
 # What domain code (attribution) takes to make sure buffered clicks are written.
