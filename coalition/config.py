@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     sepa_debtor_name: str = ""
     sepa_debtor_iban: str = ""
     sepa_debtor_bic: str = ""
+    # How often buffered affiliate clicks are written (coalition/affiliates/tracking.py).
+    click_flush_seconds: float = 0.2
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

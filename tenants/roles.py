@@ -17,6 +17,8 @@
 | payouts.manage    |   ✓   |   ✓   |         |         |
 | settlement.view   |   ✓   |   ✓   |    ✓    |         |
 | settlement.manage |   ✓   |   ✓   |         |         |
+| affiliates.view   |   ✓   |   ✓   |    ✓    |         |
+| affiliates.manage |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -44,6 +46,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Rate cards (read-only), prepaid balance and blocks; requesting a block.
     "settlement.view": frozenset({"owner", "admin", "analyst"}),
     "settlement.manage": frozenset({"owner", "admin"}),
+    # Affiliate programs, terms, affiliates and creatives (web/portal/affiliate_console.py).
+    "affiliates.view": frozenset({"owner", "admin", "analyst"}),
+    "affiliates.manage": frozenset({"owner", "admin"}),
 }
 
 

@@ -12,6 +12,7 @@ from coalition.rules.validation import RuleSpec
 from settlement import prepaid
 from settlement.terms import add_rate_card
 from tenants.service import create_server_client
+from tests.affiliate_helpers import make_affiliate, make_enrollment, make_program
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
 from tests.rewards_helpers import make_reward
@@ -138,12 +139,14 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
                  "segment_id", "person_id", "block_id", "statement_id", "run_id",
-                 "payment_id"}
+                 "payment_id", "program_id", "enrollment_id", "creative_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
     "/schema/{path:str}": "the OpenAPI document",
     "/join/{code:str}": "a member's public referral link (tests/test_referrals.py)",
+    "/r/{code:str}": "public affiliate tracking links",
+    "/r/{code:str}/{sub_id:str}": "public affiliate tracking links",
 }
 # Form fields sent with each POST (the CSRF token is added), so that a refusal cannot be
 # a mere validation error.
@@ -163,6 +166,12 @@ FORMS = {
                                       "points": "9", "per": "1.00"},
     "/operator/rules/{rule_id:uuid}": {"name": "B took it", "type": "per_amount",
                                        "points": "9", "per": "1.00"},
+    "/partner/affiliates/programs/{program_id:uuid}": {
+        "name": "Stolen", "landing_url": "https://evil.example", "currency": "PLN"},
+    "/partner/affiliates/programs/{program_id:uuid}/terms": {"model": "percent", "rate": "99"},
+    "/partner/affiliates/programs/{program_id:uuid}/creatives": {"title": "B", "text": "B"},
+    "/partner/affiliates/enrollments/{enrollment_id:uuid}": {"action": "ban", "reason": "B"},
+    "/affiliate/programs/{program_id:uuid}/join": {"note": "B"},
     "/partner/segments/{segment_id:uuid}": {"action": "save", "name": "Stolen",
                                             "definition": '{"conditions": [{"type": '
                                             '"birthday_month", "current": true}]}'},
@@ -191,7 +200,9 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("POST", "/partner/payouts"): 400,   # no payout method chosen
              ("GET", "/partner/terms"): 200, ("GET", "/partner/prepaid"): 200,
              ("POST", "/partner/prepaid"): 422,    # no points given
-             ("GET", "/partner/statements"): 200}
+             ("GET", "/partner/statements"): 200,
+             ("GET", "/partner/affiliates"): 200,
+             ("POST", "/partner/affiliates"): 422}  # an empty program: the name is missing
 
 
 
@@ -239,23 +250,33 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
         " amount, currency, status) VALUES ($1, 'sepa_credit', 'statement', $2, 100, 'PLN',"
         " 'exported') RETURNING id", a_id, str(a_statement))
+    a_program = await make_program(app, a_id, name=f"A-PROGRAM-{mark}")
+    a_affiliate = await make_affiliate(app, name=f"A-AFFILIATE-{mark}")
+    a_enrollment = await make_enrollment(app, a_affiliate.id, a_program)
+    a_creative = await db.fetchval(
+        "INSERT INTO affiliate_creatives (program_id, partner_id, title, filename, content_type,"
+        " content) VALUES ($1, $2, $3, 'a.txt', 'text/plain', 'A') RETURNING id",
+        a_program.id, a_id, f"A-CREATIVE-{mark}")
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
-           "run_id": str(a_run), "payment_id": str(a_payout)}
+           "run_id": str(a_run), "payment_id": str(a_payout),
+           "program_id": str(a_program.id),
+           "enrollment_id": str(a_enrollment.id), "creative_id": str(a_creative)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
                  if k not in ("transaction_id", "block_id", "statement_id", "run_id",
-                              "payment_id")),
+                              "payment_id", "creative_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
                f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}",
-               f"A-SEGMENT-{mark}"]
+               f"A-SEGMENT-{mark}", f"A-PROGRAM-{mark}", f"A-AFFILIATE-{mark}",
+               f"A-CREATIVE-{mark}", a_affiliate.email, a_enrollment.code]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"},
              "/partner/statements/{statement_id:int}/disputes": {
                  "line_id": str(a_line), "comment": "B disputes A's line"}}
@@ -324,3 +345,14 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                              " = $1", a_statement) == 1      # settled_statement's own
     assert await db.fetchval("SELECT status FROM settlement_runs WHERE id = $1",
                              a_run) == "finalized"
+    assert tuple(await db.fetchrow("SELECT name, landing_url FROM affiliate_programs"
+                                   " WHERE id = $1", a_program.id)) == (
+        f"A-PROGRAM-{mark}", a_program.landing_url)
+    assert await db.fetchval("SELECT count(*) FROM affiliate_program_terms WHERE"
+                             " program_id = $1", a_program.id) == 1
+    assert await db.fetchval("SELECT count(*) FROM affiliate_creatives WHERE"
+                             " program_id = $1", a_program.id) == 1
+    assert await db.fetchval("SELECT status FROM affiliate_enrollments WHERE id = $1",
+                             a_enrollment.id) == "approved"
+    assert await db.fetchval("SELECT count(*) FROM affiliate_enrollments WHERE"
+                             " program_id = $1", a_program.id) == 1

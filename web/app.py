@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import sessionmaker
 
 import settlement.collect  # noqa: F401  (registers the statement payment hook)
+from coalition.affiliates.tracking import ClickRecorder
 from coalition.config import Settings, get_settings
 from coalition.db import (
     DatabaseUrl,
@@ -59,6 +60,8 @@ from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
+from web.portal.affiliate_console import AffiliateConsolePages
+from web.portal.affiliates import AffiliatePages
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
@@ -82,6 +85,7 @@ from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
 from web.security import BearerTokenMiddleware
 from web.sessions import PostgresSessionStore
+from web.tracking import TRACKING_HANDLERS
 from web.webhooks import stripe_webhook
 
 log = logging.getLogger(__name__)
@@ -197,6 +201,10 @@ def create_app(
         app.state.stripe = StripeGateway(StripeConfig.from_settings(settings), pool,
                                          app.state.mailer)
         app.state.ledger = Ledger(pool)
+        # Tracking-link clicks, written in batches (coalition/affiliates/tracking.py).
+        app.state.click_recorder = ClickRecorder(pool, settings.resolved_secret_key(),
+                                                 interval=settings.click_flush_seconds)
+        app.state.click_recorder.start()
         app.state.token_verifier = TokenVerifier(pool, settings.token_cache_seconds)
         await app.state.token_verifier.listen(url.asyncpg_dsn)
         # Earning-rule edits reach every process's rule cache (coalition/rules/service.py).
@@ -230,6 +238,8 @@ def create_app(
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            # No click is lost on a clean stop: what is buffered is written now.
+            await app.state.click_recorder.close()
             await app.state.token_verifier.close()
             if owns_rules_listener:
                 await RULES_CACHE.close()
@@ -243,8 +253,9 @@ def create_app(
     # /oauth/authorize is a portal page (login, consent); the other /oauth/ endpoints are
     # called by servers and apps.
     # /webhooks/ authenticate by signature (Stripe's), never by a cookie.
+    # /r/ tracking links are public redirects: no session look-up, no CSRF cookie.
     cookie_free = ["^/api/", "^/oauth/(?!authorize)", "^/health", "^/schema", "^/static/",
-                   "^/problems/", "^/.well-known/", "^/webhooks/"]
+                   "^/problems/", "^/.well-known/", "^/webhooks/", "^/r/"]
     sessions = ServerSideSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
                                        samesite="lax", max_age=8 * 3600, exclude=cookie_free)
     csrf = CSRFConfig(secret=settings.resolved_secret_key(), cookie_secure=secure_cookies,
@@ -272,6 +283,7 @@ def create_app(
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
                         OperatorSettlementPages, PartnerStatementPages,
+                        *TRACKING_HANDLERS, AffiliatePages, AffiliateConsolePages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
