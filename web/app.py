@@ -29,6 +29,7 @@ from litestar.template import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import sessionmaker
 
+import coalition.affiliates.payouts  # noqa: F401  (registers the affiliate payout hook)
 import settlement.collect  # noqa: F401  (registers the statement payment hook)
 from coalition.config import Settings, get_settings
 from coalition.db import (
