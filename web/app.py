@@ -60,6 +60,8 @@ from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
+from web.portal.affiliate import AffiliatePages
+from web.portal.affiliate_operator import OperatorAffiliatePayoutPages
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
@@ -273,6 +275,7 @@ def create_app(
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
                         OperatorSettlementPages, PartnerStatementPages,
+                        AffiliatePages, OperatorAffiliatePayoutPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
