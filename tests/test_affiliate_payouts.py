@@ -33,6 +33,7 @@ from tests.stripe_fixtures import (  # noqa: F401  (fixtures)
     stripe_app,
     stripe_client,
 )
+from tests.test_cli import coalition
 
 
 def mine(run, enrollment):
@@ -294,3 +295,23 @@ async def test_no_payout_without_a_method_or_for_a_banned_enrollment(stripe_clie
     await commission(db, enrollment, 9000)
     outcome = mine(await run_payouts(stripe_client.app.state.stripe), enrollment)
     assert outcome.status == "carried" and outcome.payout_id is None
+
+
+async def test_cli_dry_run_shows_what_would_be_paid_and_writes_nothing(client, db,
+                                                                       database_url):
+    partner = await new_partner(client, "Cli Payout Brand")
+    affiliate = await new_affiliate(db, "sepa", iban="DE89370400440532013000",
+                                    account_holder="Cli Blog", name=f"Cli {uuid.uuid4().hex[:6]}")
+    program, _ = await new_program(db, partner.partner_id)
+    enrollment, _ = await enroll(db, program, affiliate)
+    await commission(db, enrollment, 5000)
+    await commission(db, enrollment, 1234)
+    name = await db.fetchval("SELECT name FROM affiliates WHERE id = $1", affiliate)
+    result = await asyncio.to_thread(coalition, database_url, "affiliates", "payout",
+                                     "--dry-run")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith(name))
+    assert "net 6234 PLN" in line and "would_pay" in line
+    assert "dry run:" in result.stdout
+    assert await db.fetchval("SELECT count(*) FROM affiliate_payouts WHERE enrollment_id"
+                             " = $1", enrollment) == 0
