@@ -104,3 +104,21 @@ async def wallet_member(db: asyncpg.Pool) -> uuid.UUID:
         " INSERT INTO accounts (code, kind, member_id, balance, lower_bound)"
         " SELECT 'member:' || id, 'member_wallet', id, 0, 0 FROM m RETURNING member_id",
         f"{uuid.uuid4().hex}@wallet.example", new_card_number())
+
+
+async def affiliate_payout_and_creative(db: asyncpg.Pool, partner_id: uuid.UUID
+                                        ) -> tuple[int, int]:
+    """A paid payout and an active creative in a program of the partner (for the
+    isolation walk)."""
+    affiliate = await new_affiliate(db, "sepa")
+    program, _ = await new_program(db, partner_id)
+    enrollment, _ = await enroll(db, program, affiliate)
+    payout = await db.fetchval(
+        "INSERT INTO affiliate_payouts (enrollment_id, affiliate_id, program_id, partner_id,"
+        " method, currency, amount_minor, status) VALUES ($1, $2, $3, $4, 'sepa', 'PLN',"
+        " 5000, 'paid') RETURNING id", enrollment, affiliate, program, partner_id)
+    creative = await db.fetchval(
+        "INSERT INTO affiliate_creatives (program_id, partner_id, title, filename,"
+        " content_type, content) VALUES ($1, $2, 'Banner', 'b.png', 'image/png', '\\x00')"
+        " RETURNING id", program, partner_id)
+    return payout, creative

@@ -12,6 +12,7 @@ from coalition.rules.validation import RuleSpec
 from settlement import prepaid
 from settlement.terms import add_rate_card
 from tenants.service import create_server_client
+from tests.affiliate_c_helpers import affiliate_payout_and_creative
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
 from tests.rewards_helpers import make_reward
@@ -124,6 +125,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
                  "segment_id", "person_id", "block_id", "statement_id", "run_id"}
+# An affiliate's payout and a program's creative (affiliate pages: partner staff get 403).
+TENANT_PARAMS |= {"payout_id", "creative_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -218,17 +221,20 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                             "test")
         block = await prepaid.request_block(conn, a_id, 4321, "test")
     a_run, a_statement, a_line = await settled_statement(db, a_id, "1999-03")
+    a_payout, a_creative = await affiliate_payout_and_creative(db, a_id)
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
-           "run_id": str(a_run)}
+           "run_id": str(a_run), "payout_id": str(a_payout),
+           "creative_id": str(a_creative)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
-                 if k not in ("transaction_id", "block_id", "statement_id", "run_id")),
+                 if k not in ("transaction_id", "block_id", "statement_id", "run_id",
+                              "payout_id", "creative_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
