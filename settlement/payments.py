@@ -113,6 +113,11 @@ class SettlementPayment(Base):
     stripe_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sepa_message_id: Mapped[str | None] = mapped_column(String(35),
                                                          ForeignKey("sepa_batches.message_id"))
+    # A SEPA credit paid to someone other than the partner on the partner's behalf (an
+    # affiliate): the account, checked and copied when queued. NULL: the partner's own.
+    creditor_name: Mapped[str | None] = mapped_column(String(140))
+    creditor_iban: Mapped[str | None] = mapped_column(String(34))
+    creditor_bic: Mapped[str | None] = mapped_column(String(11))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),

@@ -2,11 +2,12 @@
 (sepaxml, validated against the XSD) for the operator to upload to its bank.
 
 A payout is queued as a `sepa_credit` payment in status ready; a batch takes ready
-payouts of one currency, checks the operator's debtor account and each partner's IBAN
-and BIC again (schwifty), writes the XML, stores it in `sepa_batches` and marks the
-payouts exported, all in one transaction. The operator marks them paid or failed from
-the bank statement (`mark`). Amounts are integer minor units; sepaxml writes them as
-decimal strings (12345 -> 123.45), never through a float.
+payouts of one currency, checks the operator's debtor account and each creditor's IBAN
+and BIC again (schwifty: the partner's own account, or the affiliate's copied onto the
+payment when it was queued on the partner's behalf), writes the XML, stores it in
+`sepa_batches` and marks the payouts exported, all in one transaction. The operator
+marks them paid or failed from the bank statement (`mark`). Amounts are integer minor
+units; sepaxml writes them as decimal strings (12345 -> 123.45), never through a float.
 """
 
 from __future__ import annotations
@@ -52,12 +53,22 @@ async def queue_payout(pool: asyncpg.Pool, partner_id: uuid.UUID, reference: tup
                        amount: int, currency: str) -> dict[str, Any]:
     """A ready SEPA credit to the partner's bank account (its payout method must be
     sepa). Queuing the same reference again returns the first payout."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await queue_credit(conn, partner_id, reference, amount, currency)
+
+
+async def queue_credit(conn: asyncpg.Connection, partner_id: uuid.UUID,
+                       reference: tuple[str, str], amount: int, currency: str,
+                       creditor: BankAccount | None = None) -> dict[str, Any]:
+    """`queue_payout` in the caller's transaction. With `creditor`, the credit pays that
+    account on the partner's behalf (an affiliate the partner owes) instead of the
+    partner's own; the account is checked again and copied onto the payment."""
     reference = check_reference(reference)
     currency = check_currency(currency)
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise DomainError("validation-error", "Invalid payment", "A payout is a positive"
                           " integer in minor units.", status=400, field="amount")
-    async with pool.acquire() as conn, conn.transaction():
+    if creditor is None:
         details = await conn.fetchrow("SELECT * FROM partner_payout_details WHERE"
                                       " partner_id = $1 AND method = 'sepa'", partner_id)
         if details is None:
@@ -65,21 +76,26 @@ async def queue_payout(pool: asyncpg.Pool, partner_id: uuid.UUID, reference: tup
                               "The partner has no bank account as its payout method.",
                               status=409, field="iban")
         check_account(details["account_holder"], details["iban"], details["bic"] or "")
+    else:
+        creditor = check_account(creditor.holder, creditor.iban, creditor.bic)
+    row = await conn.fetchrow(
+        "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
+        " amount, currency, status, creditor_name, creditor_iban, creditor_bic)"
+        " VALUES ($1, 'sepa_credit', $2, $3, $4, $5, 'ready', $6, $7, $8)"
+        " ON CONFLICT (kind, reference_type, reference_id) DO NOTHING RETURNING *",
+        partner_id, reference[0], reference[1], amount, currency,
+        creditor and creditor.holder, creditor and creditor.iban,
+        creditor and (creditor.bic or None))
+    if row is None:
         row = await conn.fetchrow(
-            "INSERT INTO settlement_payments (partner_id, kind, reference_type, reference_id,"
-            " amount, currency, status) VALUES ($1, 'sepa_credit', $2, $3, $4, $5, 'ready')"
-            " ON CONFLICT (kind, reference_type, reference_id) DO NOTHING RETURNING *",
-            partner_id, reference[0], reference[1], amount, currency)
-        if row is None:
-            row = await conn.fetchrow(
-                "SELECT * FROM settlement_payments WHERE kind = 'sepa_credit' AND"
-                " reference_type = $1 AND reference_id = $2", *reference)
-            if (row["partner_id"], row["amount"], row["currency"]) != (partner_id, amount,
-                                                                       currency):
-                raise Conflict("payment-reference-taken", "Reference already paid differently",
-                               f"{reference[0]} {reference[1]} already has a payout of"
-                               f" {row['amount']} {row['currency']}.", field="reference")
-        return dict(row)
+            "SELECT * FROM settlement_payments WHERE kind = 'sepa_credit' AND"
+            " reference_type = $1 AND reference_id = $2", *reference)
+        if (row["partner_id"], row["amount"], row["currency"]) != (partner_id, amount,
+                                                                   currency):
+            raise Conflict("payment-reference-taken", "Reference already paid differently",
+                           f"{reference[0]} {reference[1]} already has a payout of"
+                           f" {row['amount']} {row['currency']}.", field="reference")
+    return dict(row)
 
 
 async def export_batch(pool: asyncpg.Pool, settings: Settings, payment_ids: list[int],
@@ -91,7 +107,10 @@ async def export_batch(pool: asyncpg.Pool, settings: Settings, payment_ids: list
                           " SEPA payout.", status=400, field="payment_ids")
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT p.*, d.account_holder, d.iban, d.bic, pr.name AS partner_name"
+            "SELECT p.*, coalesce(p.creditor_name, d.account_holder) AS account_holder,"
+            " coalesce(p.creditor_iban, d.iban) AS iban,"
+            " CASE WHEN p.creditor_iban IS NULL THEN d.bic ELSE p.creditor_bic END AS bic,"
+            " pr.name AS partner_name"
             " FROM settlement_payments p JOIN partners pr ON pr.id = p.partner_id"
             " LEFT JOIN partner_payout_details d ON d.partner_id = p.partner_id"
             " WHERE p.id = ANY($1::bigint[]) ORDER BY p.id FOR UPDATE OF p",

@@ -12,7 +12,9 @@ on the customer), an invoice that takes them (`pending_invoice_items_behavior=in
 `auto_advance=false` so nothing happens behind our back), finalize, then `pay` (charge
 the default payment method) or `send` (Stripe emails it, due in `days_until_due`).
 
-Connect transfers go to `COALITION_STRIPE_CONNECT_BASE` (Stripe itself unless set). The
+A Connect transfer goes to the partner's own connected account, or, on the partner's
+behalf, to someone it owes (an affiliate: `transfer_for_partner`). Connect transfers go
+to `COALITION_STRIPE_CONNECT_BASE` (Stripe itself unless set). The
 test suite points it at a small local HTTP double, because localstripe has no Connect.
 
 Amounts are integers in minor units; currencies go to Stripe in lower case.
@@ -266,10 +268,7 @@ class StripeGateway:
     async def transfer_to_partner(self, partner_id: uuid.UUID, reference: Reference,
                                   amount: int, currency: str) -> dict[str, Any]:
         """A Stripe Connect transfer to the partner's connected account."""
-        reference = check_reference(reference)
-        currency = check_currency(currency)
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise invalid("amount", "A transfer is a positive integer in minor units.")
+        reference, currency = _check_transfer(reference, amount, currency)
         client = self.client("Paying a partner by Stripe Connect", connect=True)
         async with self.pool.acquire() as conn, conn.transaction():
             account = await conn.fetchval(
@@ -279,30 +278,59 @@ class StripeGateway:
                 raise DomainError("payout-details-missing", "No connected account",
                                   "The partner has no Stripe connected account as its payout"
                                   " method.", status=409, field="stripe_account_id")
-            payment, new = await self._reserve(conn, partner_id, "transfer", reference,
-                                               amount, currency, "created")
-            if not new:
-                return dict(payment)
-            try:
-                transfer = await client.v1.transfers.create_async(
-                    {"amount": amount, "currency": currency.lower(), "destination": account,
-                     "transfer_group": f"{reference[0]}:{reference[1]}",
-                     "metadata": {"coalition_kind": "transfer",
-                                  "reference_type": reference[0],
-                                  "reference_id": reference[1],
-                                  "payment_id": str(payment["id"])}},
-                    {"idempotency_key": key("transfer", reference, "transfer")})
-            except stripe.StripeError as exc:
-                raise stripe_failure(exc) from exc
-            await _lock_object(conn, transfer.id)
-            paid = amount - int(transfer.to_dict().get("amount_reversed") or 0)
-            payment = await conn.fetchrow(
-                "UPDATE settlement_payments SET stripe_object_id = $2, amount_paid = $3,"
-                " updated_at = now() WHERE id = $1 RETURNING *", payment["id"], transfer.id,
-                paid)
-            await run_hooks(conn, change_of(payment, None))
-            notifications = await replay_waiting_events(conn, transfer.id)
-            result = dict(await conn.fetchrow("SELECT * FROM settlement_payments WHERE id = $1",
-                                              payment["id"]))
+            result, notifications = await self._transfer(conn, client, partner_id, reference,
+                                                         amount, currency, account)
         await self._announce(notifications)
         return result
+
+    async def transfer_for_partner(self, partner_id: uuid.UUID, reference: Reference,
+                                   amount: int, currency: str, destination: str
+                                   ) -> dict[str, Any]:
+        """A Stripe Connect transfer to someone the partner owes (an affiliate's connected
+        account `destination`); the payment is recorded under the funding partner."""
+        reference, currency = _check_transfer(reference, amount, currency)
+        if not isinstance(destination, str) or not destination.startswith("acct_"):
+            raise invalid("stripe_account_id", "A connected account id starts with acct_.")
+        client = self.client("Paying an affiliate by Stripe Connect", connect=True)
+        async with self.pool.acquire() as conn, conn.transaction():
+            result, notifications = await self._transfer(conn, client, partner_id, reference,
+                                                         amount, currency, destination)
+        await self._announce(notifications)
+        return result
+
+    async def _transfer(self, conn: asyncpg.Connection, client: stripe.StripeClient,
+                        partner_id: uuid.UUID, reference: Reference, amount: int,
+                        currency: str, account: str) -> tuple[dict[str, Any], list[int]]:
+        payment, new = await self._reserve(conn, partner_id, "transfer", reference,
+                                           amount, currency, "created")
+        if not new:
+            return dict(payment), []
+        try:
+            transfer = await client.v1.transfers.create_async(
+                {"amount": amount, "currency": currency.lower(), "destination": account,
+                 "transfer_group": f"{reference[0]}:{reference[1]}",
+                 "metadata": {"coalition_kind": "transfer",
+                              "reference_type": reference[0],
+                              "reference_id": reference[1],
+                              "payment_id": str(payment["id"])}},
+                {"idempotency_key": key("transfer", reference, "transfer")})
+        except stripe.StripeError as exc:
+            raise stripe_failure(exc) from exc
+        await _lock_object(conn, transfer.id)
+        paid = amount - int(transfer.to_dict().get("amount_reversed") or 0)
+        payment = await conn.fetchrow(
+            "UPDATE settlement_payments SET stripe_object_id = $2, amount_paid = $3,"
+            " updated_at = now() WHERE id = $1 RETURNING *", payment["id"], transfer.id,
+            paid)
+        await run_hooks(conn, change_of(payment, None))
+        notifications = await replay_waiting_events(conn, transfer.id)
+        result = dict(await conn.fetchrow("SELECT * FROM settlement_payments WHERE id = $1",
+                                          payment["id"]))
+        return result, notifications
+
+
+def _check_transfer(reference: Reference, amount: int, currency: str) -> tuple[Reference, str]:
+    reference, currency = check_reference(reference), check_currency(currency)
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise invalid("amount", "A transfer is a positive integer in minor units.")
+    return reference, currency

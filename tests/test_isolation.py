@@ -12,6 +12,7 @@ from coalition.rules.validation import RuleSpec
 from settlement import prepaid
 from settlement.terms import add_rate_card
 from tenants.service import create_server_client
+from tests.affiliate_c_helpers import affiliate_payout_and_creative
 from tests.affiliate_helpers import make_affiliate, make_enrollment, make_program
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
@@ -140,6 +141,8 @@ TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transactio
                  "reward_id", "offer_id", "rule_id",
                  "segment_id", "person_id", "block_id", "statement_id", "run_id",
                  "payment_id", "program_id", "enrollment_id", "creative_id"}
+# An affiliate's payout (affiliate pages: partner staff get 403).
+TENANT_PARAMS |= {"payout_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -257,6 +260,7 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         "INSERT INTO affiliate_creatives (program_id, partner_id, title, filename, content_type,"
         " content) VALUES ($1, $2, $3, 'a.txt', 'text/plain', 'A') RETURNING id",
         a_program.id, a_id, f"A-CREATIVE-{mark}")
+    a_affiliate_payout, _ = await affiliate_payout_and_creative(db, a_id)
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
@@ -264,13 +268,13 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
            "run_id": str(a_run), "payment_id": str(a_payout),
-           "program_id": str(a_program.id),
+           "program_id": str(a_program.id), "payout_id": str(a_affiliate_payout),
            "enrollment_id": str(a_enrollment.id), "creative_id": str(a_creative)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
                  if k not in ("transaction_id", "block_id", "statement_id", "run_id",
-                              "payment_id", "creative_id")),
+                              "payment_id", "payout_id", "creative_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",

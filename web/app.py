@@ -29,6 +29,7 @@ from litestar.template import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import sessionmaker
 
+import coalition.affiliates.payouts  # noqa: F401  (registers the affiliate payout hook)
 import settlement.collect  # noqa: F401  (registers the statement payment hook)
 from coalition.affiliates.tracking import ClickRecorder
 from coalition.config import Settings, get_settings
@@ -60,7 +61,9 @@ from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
+from web.portal.affiliate import AffiliateDashboardPages
 from web.portal.affiliate_console import AffiliateConsolePages
+from web.portal.affiliate_operator import OperatorAffiliatePayoutPages
 from web.portal.affiliates import AffiliatePages
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
@@ -284,6 +287,7 @@ def create_app(
                         OperatorTermsPages, PartnerTermsPages,
                         OperatorSettlementPages, PartnerStatementPages,
                         *TRACKING_HANDLERS, AffiliatePages, AffiliateConsolePages,
+                        AffiliateDashboardPages, OperatorAffiliatePayoutPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

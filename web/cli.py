@@ -524,3 +524,41 @@ def settle_reconcile(period: str) -> None:
         click.echo(f"{period} ({run['status']}): ledger, statements and payments agree")
 
     _settle(action)
+
+
+@main.group()
+def affiliates() -> None:
+    """Affiliate programs: payouts of approved commissions."""
+
+
+@affiliates.command("payout")
+@click.option("--dry-run", is_flag=True, help="Show what would be paid; change nothing.")
+def affiliates_payout(dry_run: bool) -> None:
+    """Pay every enrollment whose approved commissions, net of clawbacks, reach the
+    program's minimum payout (Stripe Connect, SEPA credit or points). Safe to repeat."""
+    from coalition.affiliates.payouts import run_payouts
+    from settlement.stripe_gateway import StripeConfig, StripeGateway
+    from tenants.mail import Mailer
+
+    async def go():
+        settings = get_settings()
+        pool = await asyncpg.create_pool(database_url().asyncpg_dsn, min_size=1, max_size=2,
+                                         server_settings={"timezone": "UTC"})
+        try:
+            gateway = StripeGateway(StripeConfig.from_settings(settings), pool,
+                                    Mailer(settings))
+            return await run_payouts(gateway, dry_run=dry_run)
+        finally:
+            await pool.close()
+
+    done = asyncio.run(go())
+    for o in done.outcomes:
+        what = f"payout #{o.payout_id}" if o.payout_id else o.status
+        click.echo(f"{o.affiliate or o.enrollment_id} / {o.program}: net {o.net} {o.currency}"
+                   f" -> {what} ({o.status}{', ' + o.reason if o.reason else ''})")
+    counts = {s: len(done.by_status(s)) for s in ("would_pay", "paid", "pending", "carried",
+                                                   "failed")}
+    click.echo(("dry run: " if dry_run else "") + ", ".join(
+        f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n or s != "would_pay"))
+    if counts["failed"]:
+        sys.exit(1)

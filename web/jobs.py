@@ -17,6 +17,8 @@ Periodic jobs (times are UTC):
 | prepaid_alerts    | every minute    | mail low prepaid balances (once per crossing)     |
 | draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
 |                   |                 | an existing run is left as it is)                 |
+| pay_affiliates    | daily at 03:40  | affiliate payouts whose approved net reached the  |
+|                   |                 | program's minimum (coalition/affiliates/payouts)  |
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ import asyncpg
 import procrastinate
 
 from coalition import lifecycle
+from coalition.affiliates.payouts import run_payouts
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl
 from coalition.segments.service import refresh_all
 from coalition.tiers import reevaluate_all
 from settlement.prepaid import send_low_balance_alerts
 from settlement.runs import draft_previous_month
+from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants.mail import Mailer
 from web.worker import maintenance_pass
 
@@ -114,6 +118,25 @@ async def draft_settlement(timestamp: int) -> object:
                       lambda conn: draft_previous_month(conn, _at(timestamp)))
 
 
+async def _pay_affiliates(conn: asyncpg.Connection, now: datetime) -> dict[str, int]:
+    """Payouts need the Stripe gateway, which works on a pool of its own."""
+    settings = get_settings()
+    pool = await asyncpg.create_pool(_database["dsn"], min_size=1, max_size=2,
+                                     server_settings={"timezone": "UTC"})
+    try:
+        gateway = StripeGateway(StripeConfig.from_settings(settings), pool, Mailer(settings))
+        run = await run_payouts(gateway, now=now)
+    finally:
+        await pool.close()
+    return {s: len(run.by_status(s)) for s in ("paid", "pending", "carried", "failed")}
+
+
+@app.periodic(cron="40 3 * * *")
+@app.task(name="pay_affiliates", queueing_lock="pay_affiliates")
+async def pay_affiliates(timestamp: int) -> object:
+    return await _run("pay_affiliates", lambda conn: _pay_affiliates(conn, _at(timestamp)))
+
+
 @asynccontextmanager
 async def opened(url: DatabaseUrl) -> AsyncIterator[procrastinate.App]:
     """The job app connected to this database (jobs use it for their own work too)."""
@@ -130,7 +153,8 @@ PERIODIC = {"activate_pending": lifecycle.activate_pending,
             "expire_points": lifecycle.expire_points,
             "reevaluate_tiers": reevaluate_all,
             "refresh_segments": refresh_all,
-            "prepaid_alerts": _prepaid_alerts}
+            "prepaid_alerts": _prepaid_alerts,
+            "pay_affiliates": _pay_affiliates}
 
 
 async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:

@@ -294,7 +294,9 @@ class Payout(Base):
     points: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(10), server_default="pending")
     stripe_transfer_id: Mapped[str | None] = mapped_column(String(100))
-    sepa_batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The settlement payment carrying the money (a Connect transfer or a SEPA credit,
+    # reference ('affiliate_payout', id)); its SEPA file is payment.sepa_message_id.
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("settlement_payments.id"))
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
