@@ -34,6 +34,12 @@ IdempotencyKey = Annotated[
 ]
 
 
+ClickId = Annotated[uuid.UUID, Meta(description="The click id an affiliate link added to"
+                                             " your landing URL")]
+AffiliateCode = Annotated[str, Meta(min_length=1, max_length=40,
+                                    description="An affiliate's tracking code")]
+
+
 class Request(Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
@@ -51,6 +57,9 @@ class EnrollMember(Request):
     # The card number of the member who recommended this one (member-get-member): the
     # referrer earns the coalition's referral bonus at the new member's first purchase.
     referrer_card_number: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+    # The affiliate that brought the sign-up (a lead): click id or affiliate code.
+    click_id: ClickId | None = None
+    affiliate_code: AffiliateCode | None = None
 
 
 class EarnPoints(Request):
@@ -128,6 +137,10 @@ class PostPurchase(Request):
     channel: Channel
     lines: Annotated[list[PurchaseLine], Meta(max_length=500)] = []
     store_id: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    # The affiliate that brought the sale, if you know it: the click id your landing
+    # page received (`click_id` query parameter) or an affiliate's code.
+    click_id: ClickId | None = None
+    affiliate_code: AffiliateCode | None = None
 
 
 class SimulatePurchase(Request):

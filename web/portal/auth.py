@@ -17,6 +17,7 @@ from tenants import accounts
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
+from web.conversions import CLICK_COOKIE, cookie_click, signup_lead
 from web.portal.authorize import login_policy
 from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
 
@@ -84,7 +85,8 @@ class AuthPages(Controller):
         return page("register.html")
 
     @post("/register")
-    async def register(self, request: Request, db_session: Session) -> Template:
+    async def register(self, request: Request, db_session: Session, state: State
+                       ) -> Template:
         form = await request.form()
         email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
         password = form.get("password", "")
@@ -100,6 +102,9 @@ class AuthPages(Controller):
         member, _ = await members.find_or_create(db_session, email, name)
         user = await accounts.create_user(db_session, email, "member", name=name,
                                           password=password, member_id=member.id)
+        # Arrived through an affiliate's link: the sign-up is that affiliate's lead.
+        await signup_lead(db_session, state, member.id,
+                          cookie_click(request.cookies.get(CLICK_COOKIE)))
         await send_verification(request, db_session, user)
         await db_session.commit()
         return page("message.html", title="Check your email",
