@@ -17,6 +17,7 @@
 | payouts.manage    |   ✓   |   ✓   |         |         |
 | settlement.view   |   ✓   |   ✓   |    ✓    |         |
 | settlement.manage |   ✓   |   ✓   |         |         |
+| affiliates.review |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -44,6 +45,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Rate cards (read-only), prepaid balance and blocks; requesting a block.
     "settlement.view": frozenset({"owner", "admin", "analyst"}),
     "settlement.manage": frozenset({"owner", "admin"}),
+    # Affiliate commissions: the list, releasing or rejecting fraud holds.
+    "affiliates.review": frozenset({"owner", "admin"}),
 }
 
 

@@ -59,6 +59,7 @@ from web.api.statements import StatementController
 from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
+from web.portal.affiliate_commissions import OperatorCommissionPages, PartnerCommissionPages
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect
@@ -272,6 +273,7 @@ def create_app(
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
                         OperatorSettlementPages, PartnerStatementPages,
+                        PartnerCommissionPages, OperatorCommissionPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],
