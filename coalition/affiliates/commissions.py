@@ -95,9 +95,9 @@ _INSERT = """
 INSERT INTO affiliate_commissions (program_id, partner_id, enrollment_id, affiliate_id,
     terms_id, kind, order_id, member_id, click_id, currency, sale_minor, amount_minor,
     status, explanation, fraud_reasons, hold_until, occurred_at, decided_at, decided_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17,
-        CASE WHEN $13 = 'approved' THEN now() END,
-        CASE WHEN $13 = 'approved' THEN 'system' END)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text, $14::jsonb, $15, $16,
+        $17, CASE WHEN $13::text = 'approved' THEN now() END,
+        CASE WHEN $13::text = 'approved' THEN 'system' END)
 ON CONFLICT DO NOTHING
 RETURNING id, kind, amount_minor, currency, status, fraud_reasons, hold_until, explanation
 """

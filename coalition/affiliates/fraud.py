@@ -55,8 +55,8 @@ SELECT m.id = a.member_id AS own_account, m.id = a.payout_member_id AS payout_ca
 
 _FLOOD = """
 SELECT count(*) FROM affiliate_clicks c
- WHERE c.enrollment_id = $1 AND c.clicked_at > $3 - make_interval(mins => $4)
-   AND c.clicked_at <= $3
+ WHERE c.enrollment_id = $1 AND c.clicked_at > $3::timestamptz - make_interval(mins => $4)
+   AND c.clicked_at <= $3::timestamptz
    AND c.ip_hash = (SELECT ip_hash FROM affiliate_clicks WHERE click_id = $2)
 """
 
@@ -64,7 +64,8 @@ _DUPLICATE = """
 SELECT order_id FROM affiliate_commissions
  WHERE affiliate_id = $1 AND partner_id = $2 AND member_id = $3 AND kind = 'sale'
    AND sale_minor = $4 AND order_id <> $5
-   AND occurred_at BETWEEN $6 - make_interval(mins => $7) AND $6 + make_interval(mins => $7)
+   AND occurred_at BETWEEN $6::timestamptz - make_interval(mins => $7)
+                       AND $6::timestamptz + make_interval(mins => $7)
  LIMIT 1
 """
 
@@ -72,7 +73,8 @@ _REFUNDS = """
 SELECT count(*) AS sales, coalesce(sum(sale_minor), 0) AS sold,
        coalesce(sum(refunded_minor), 0) AS refunded
   FROM affiliate_commissions
- WHERE enrollment_id = $1 AND kind = 'sale' AND occurred_at >= $2 - make_interval(days => $3)
+ WHERE enrollment_id = $1 AND kind = 'sale'
+   AND occurred_at >= $2::timestamptz - make_interval(days => $3)
 """
 
 
