@@ -140,7 +140,7 @@ async def record_sale(conn: asyncpg.Connection, a: Attributed, *, member_id: uui
     """The sale commission of an attributed purchase (None and why when it earns none,
     or when this order already has one in the program)."""
     terms = a.terms
-    if a.first_conversion_at is not None and a.first_conversion_at < at:
+    if a.first_conversion_at is not None:
         if terms["recurring_months"] is None:
             return None, ("first purchase only: the member's first attributed purchase"
                           f" was on {a.first_conversion_at:%Y-%m-%d}")
