@@ -15,8 +15,8 @@ Periodic jobs (times are UTC):
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
 | prepaid_alerts    | every minute    | mail low prepaid balances (once per crossing)     |
-| approve_commissions | every 10 min  | affiliate commissions past their hold period      |
-|                   |                 | become approved (held ones wait for a person)     |
+| approve_commis-   | every 10 min    | affiliate commissions past their hold period      |
+|   sions           |                 | become approved (held ones wait for a person)     |
 | draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
 |                   |                 | an existing run is left as it is)                 |
 """
