@@ -12,6 +12,8 @@ from coalition.rules.validation import RuleSpec
 from settlement import prepaid
 from settlement.terms import add_rate_card
 from tenants.service import create_server_client
+from tests.affiliate_b_helpers import commission_row
+from tests.affiliate_b_helpers import setup as affiliate_setup
 from tests.helpers import new_key
 from tests.portal import csrf_of, owner_browser
 from tests.rewards_helpers import make_reward
@@ -123,7 +125,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 # Path parameters that name a tenant's resource, and routes whose parameters do not.
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
-                 "segment_id", "person_id", "block_id", "statement_id", "run_id"}
+                 "segment_id", "person_id", "block_id", "statement_id", "run_id",
+                 "commission_id"}
 NO_TENANT_PARAMS = {
     "/problems/{slug:str}": "problem type documentation",
     "/static/{file_path:path}": "style sheets",
@@ -174,7 +177,8 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("POST", "/partner/payouts"): 400,   # no payout method chosen
              ("GET", "/partner/terms"): 200, ("GET", "/partner/prepaid"): 200,
              ("POST", "/partner/prepaid"): 422,    # no points given
-             ("GET", "/partner/statements"): 200}
+             ("GET", "/partner/statements"): 200,
+             ("GET", "/partner/affiliates/commissions"): 200}
 
 
 
@@ -218,22 +222,26 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                             "test")
         block = await prepaid.request_block(conn, a_id, 4321, "test")
     a_run, a_statement, a_line = await settled_statement(db, a_id, "1999-03")
+    _, _, a_enrollment, _ = await affiliate_setup(db, a_id)
+    a_commission = await commission_row(db, a_enrollment, status="hold",
+                                        fraud_reasons=[f"A-FRAUD-{mark}"])
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
            "offer_id": str(offer), "rule_id": str(a_rule.id),
            "segment_id": str(a_segment), "person_id": str(owner["id"]),
            "block_id": str(block.id), "statement_id": str(a_statement),
-           "run_id": str(a_run)}
+           "run_id": str(a_run), "commission_id": str(a_commission)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
-                 if k not in ("transaction_id", "block_id", "statement_id", "run_id")),
+                 if k not in ("transaction_id", "block_id", "statement_id", "run_id",
+                              "commission_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
                f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}",
-               f"A-SEGMENT-{mark}"]
+               f"A-SEGMENT-{mark}", f"A-FRAUD-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"},
              "/partner/statements/{statement_id:int}/disputes": {
                  "line_id": str(a_line), "comment": "B disputes A's line"}}
@@ -296,6 +304,8 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                              a_segment) == f"A-SEGMENT-{mark}"
     assert await db.fetchval("SELECT status FROM prepaid_blocks WHERE id = $1",
                              block.id) == "awaiting_payment"
+    assert await db.fetchval("SELECT status FROM affiliate_commissions WHERE id = $1",
+                             a_commission) == "hold"
     assert await db.fetchval("SELECT count(*) FROM settlement_disputes WHERE statement_id"
                              " = $1", a_statement) == 1      # settled_statement's own
     assert await db.fetchval("SELECT status FROM settlement_runs WHERE id = $1",
