@@ -150,7 +150,20 @@ class Ledger:
                               idempotency_key: str | None = None,
                               request_hash: str | None = None,
                               posted_at: datetime | None = None) -> PostingResult:
-        row = await self.pool.fetchrow(
+        return await self.purchase_return_on(
+            self.pool, partner_id=partner_id, order_id=order_id, amount=amount, lines=lines,
+            actor=actor, idempotency_key=idempotency_key, request_hash=request_hash,
+            posted_at=posted_at)
+
+    @staticmethod
+    async def purchase_return_on(conn: asyncpg.Connection | asyncpg.Pool, *,
+                                 partner_id: uuid.UUID, order_id: str, amount: int | None,
+                                 lines: list[dict] | None, actor: str,
+                                 idempotency_key: str | None = None,
+                                 request_hash: str | None = None,
+                                 posted_at: datetime | None = None) -> PostingResult:
+        """The same return on the caller's connection (and transaction)."""
+        row = await conn.fetchrow(
             _RETURN, partner_id, order_id, amount,
             json.dumps(lines) if lines is not None else None, idempotency_key, request_hash,
             actor, posted_at)

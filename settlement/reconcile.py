@@ -4,7 +4,8 @@ For one run it compares, set-based in SQL:
 
 (a) the ledger, now: the postings of the journal entries the run claimed
     (settlement_entries), valued again exactly as `settlement_compute` valued them
-    (same rate cards, the statement's FX rate, one rounding per line);
+    (same rate cards, the statement's FX rate, one rounding per line), and the affiliate
+    commissions it claimed (affiliate_commissions.settlement_run_id);
 (b) what the run stored: its lines, its statements' totals and its content hash;
 (c) the money: the statement's payment row (reference ('statement', id); kind invoice
     when the partner owes, transfer or sepa_credit when it is owed; none when net = 0).
@@ -24,7 +25,7 @@ import asyncpg
 from settlement.runs import run_by_id
 
 LEDGER_TYPES = ("issuance", "reversal", "reimbursement", "coalition_funded_bonus",
-                "platform_fee_percent")
+                "platform_fee_percent", "affiliate_commission")
 PAID = "paid"
 # Payment states in which the money has moved (a Stripe transfer is done once created).
 SETTLED = {"invoice": ("paid",), "transfer": ("paid", "created"), "sepa_credit": ("paid",)}
@@ -103,7 +104,13 @@ ledger_lines AS (
            sum(g.points), round(sum(g.base) * g.fee_percent / 100 * coalesce(st.fx_rate, 1))
       FROM grouped g JOIN stmt st USING (partner_id)
      WHERE g.kind = 'partner_issuance' AND g.fee_percent > 0
-     GROUP BY g.partner_id, g.late, g.terms_id, g.fee_percent, st.fx_rate),
+     GROUP BY g.partner_id, g.late, g.terms_id, g.fee_percent, st.fx_rate
+    UNION ALL  -- the affiliate commissions the run claimed, valued as settlement_compute does
+    SELECT c.partner_id, 'affiliate_commission', c.decided_at < r.period_start, NULL, NULL,
+           NULL, round(sum(c.amount_minor) * coalesce(st.fx_rate, 1))
+      FROM r JOIN affiliate_commissions c ON c.settlement_run_id = r.id
+      JOIN stmt st USING (partner_id)
+     GROUP BY c.partner_id, c.decided_at < r.period_start, st.fx_rate),
 ledger AS (
     SELECT partner_id, type, late, terms_id, unit_price, sum(points) AS points,
            sum(amount) AS amount FROM ledger_lines

@@ -19,6 +19,7 @@
 | settlement.manage |   ✓   |   ✓   |         |         |
 | affiliates.view   |   ✓   |   ✓   |    ✓    |         |
 | affiliates.manage |   ✓   |   ✓   |         |         |
+| affiliates.review |   ✓   |   ✓   |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -49,6 +50,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Affiliate programs, terms, affiliates and creatives (web/portal/affiliate_console.py).
     "affiliates.view": frozenset({"owner", "admin", "analyst"}),
     "affiliates.manage": frozenset({"owner", "admin"}),
+    # Affiliate commissions: the list, releasing or rejecting fraud holds.
+    "affiliates.review": frozenset({"owner", "admin"}),
 }
 
 

@@ -12,6 +12,8 @@ from coalition.rules.validation import RuleSpec
 from settlement import prepaid
 from settlement.terms import add_rate_card
 from tenants.service import create_server_client
+from tests.affiliate_b_helpers import commission_row
+from tests.affiliate_b_helpers import setup as affiliate_setup
 from tests.affiliate_c_helpers import affiliate_payout_and_creative
 from tests.affiliate_helpers import make_affiliate, make_enrollment, make_program
 from tests.helpers import new_key
@@ -140,7 +142,8 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
 TENANT_PARAMS = {"client_pk", "staff_id", "partner_id", "member_id", "transaction_id",
                  "reward_id", "offer_id", "rule_id",
                  "segment_id", "person_id", "block_id", "statement_id", "run_id",
-                 "payment_id", "program_id", "enrollment_id", "creative_id"}
+                 "payment_id", "program_id", "enrollment_id", "creative_id",
+                 "commission_id"}
 # An affiliate's payout (affiliate pages: partner staff get 403).
 TENANT_PARAMS |= {"payout_id"}
 NO_TENANT_PARAMS = {
@@ -205,7 +208,8 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("POST", "/partner/prepaid"): 422,    # no points given
              ("GET", "/partner/statements"): 200,
              ("GET", "/partner/affiliates"): 200,
-             ("POST", "/partner/affiliates"): 422}  # an empty program: the name is missing
+             ("POST", "/partner/affiliates"): 422,  # an empty program: the name is missing
+             ("GET", "/partner/affiliates/commissions"): 200}
 
 
 
@@ -261,6 +265,9 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
         " content) VALUES ($1, $2, $3, 'a.txt', 'text/plain', 'A') RETURNING id",
         a_program.id, a_id, f"A-CREATIVE-{mark}")
     a_affiliate_payout, _ = await affiliate_payout_and_creative(db, a_id)
+    _, _, commission_enrollment, _ = await affiliate_setup(db, a_id)
+    a_commission = await commission_row(db, commission_enrollment, status="hold",
+                                        fraud_reasons=[f"A-FRAUD-{mark}"])
     ids = {"client_pk": str(a_client.id), "staff_id": str(owner["id"]),
            "partner_id": str(a_id), "member_id": str(member.id),
            "transaction_id": str(earn.json()["id"]), "reward_id": str(reward),
@@ -269,18 +276,21 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
            "block_id": str(block.id), "statement_id": str(a_statement),
            "run_id": str(a_run), "payment_id": str(a_payout),
            "program_id": str(a_program.id), "payout_id": str(a_affiliate_payout),
-           "enrollment_id": str(a_enrollment.id), "creative_id": str(a_creative)}
+           "enrollment_id": str(a_enrollment.id), "creative_id": str(a_creative),
+           "commission_id": str(a_commission)}
     # The transaction id is a small integer that any page may contain; its order id and
     # the member stand for it.
     secrets = [*(v for k, v in ids.items()
                  if k not in ("transaction_id", "block_id", "statement_id", "run_id",
-                              "payment_id", "payout_id", "creative_id")),
+                              "payment_id", "payout_id", "creative_id",
+                              "commission_id")),
                "1.234567", "777001", "4321", f"Alpha Portal {mark}",
                a_slug, a_client.client_id, f"A-CLIENT-{mark}", owner["email"], member.email,
                member.card_number, f"A-CUSTOMER-{mark}", f"A-ORDER-{mark}",
                f"A-REWARD-{mark}", f"A-OFFER-{mark}", f"A-RULE-{mark}",
                f"A-SEGMENT-{mark}", f"A-PROGRAM-{mark}", f"A-AFFILIATE-{mark}",
-               f"A-CREATIVE-{mark}", a_affiliate.email, a_enrollment.code]
+               f"A-CREATIVE-{mark}", a_affiliate.email, a_enrollment.code,
+               f"A-FRAUD-{mark}"]
     forms = {**FORMS, "/partner/staff": {"email": owner["email"], "role": "owner"},
              "/partner/statements/{statement_id:int}/disputes": {
                  "line_id": str(a_line), "comment": "B disputes A's line"}}
@@ -345,6 +355,8 @@ async def test_every_portal_route_refuses_another_partners_resources(app, client
                              a_segment) == f"A-SEGMENT-{mark}"
     assert await db.fetchval("SELECT status FROM prepaid_blocks WHERE id = $1",
                              block.id) == "awaiting_payment"
+    assert await db.fetchval("SELECT status FROM affiliate_commissions WHERE id = $1",
+                             a_commission) == "hold"
     assert await db.fetchval("SELECT count(*) FROM settlement_disputes WHERE statement_id"
                              " = $1", a_statement) == 1      # settled_statement's own
     assert await db.fetchval("SELECT status FROM settlement_runs WHERE id = $1",

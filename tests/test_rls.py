@@ -361,6 +361,14 @@ async def test_writes_for_partner_a_are_refused(db, scenario):
          " VALUES ($1, 'Planted', 'percent_discount', 10, 1)", (a,)),
         ("INSERT INTO segments (partner_id, name, definition, created_by)"
          " VALUES ($1, 'forged', '{}', 'b')", (a,)),
+        # Leads are stored under the tenant role (migration 0024): only its own.
+        ("INSERT INTO affiliate_attributions (member_id, program_id, partner_id,"
+         " enrollment_id, source, clicked_at) VALUES ($2, gen_random_uuid(), $1,"
+         " gen_random_uuid(), 'code', now())", (a, uuid.UUID(scenario.member))),
+        ("INSERT INTO affiliate_commissions (program_id, partner_id, enrollment_id,"
+         " affiliate_id, terms_id, kind, currency, amount_minor, status, occurred_at)"
+         " VALUES (gen_random_uuid(), $1, gen_random_uuid(), gen_random_uuid(), 1, 'lead',"
+         " 'PLN', 1, 'approved', now())", (a,)),
         # B moves its own row over to A.
         ("UPDATE oauth_clients SET partner_id = $1 WHERE id = $2", (a, scenario.b_client_pk)),
         # A staff user B creates for itself may not be turned into an operator.
@@ -384,6 +392,9 @@ async def test_writes_for_partner_a_are_refused(db, scenario):
             "DELETE FROM idempotency_keys WHERE partner_id = $1", a) == "DELETE 0"
         assert await conn.execute(
             "UPDATE rewards SET price_points = 1 WHERE partner_id = $1", a) == "UPDATE 0"
+        assert await conn.execute(
+            "UPDATE affiliate_attributions SET clicked_at = now() WHERE partner_id = $1",
+            a) == "UPDATE 0"
     assert await db.fetchval("SELECT count(*) FROM oauth_clients WHERE partner_id = $1"
                              " AND revoked_at IS NULL", a) == 2     # its server and its app
 

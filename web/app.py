@@ -62,6 +62,7 @@ from web.api.tiers import TierController
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.affiliate import AffiliateDashboardPages
+from web.portal.affiliate_commissions import OperatorCommissionPages, PartnerCommissionPages
 from web.portal.affiliate_console import AffiliateConsolePages
 from web.portal.affiliate_operator import OperatorAffiliatePayoutPages
 from web.portal.affiliates import AffiliatePages
@@ -288,6 +289,7 @@ def create_app(
                         OperatorSettlementPages, PartnerStatementPages,
                         *TRACKING_HANDLERS, AffiliatePages, AffiliateConsolePages,
                         AffiliateDashboardPages, OperatorAffiliatePayoutPages,
+                        PartnerCommissionPages, OperatorCommissionPages,
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

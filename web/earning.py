@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from coalition.affiliates import commissions
+from coalition.affiliates.attribution import Flush, Touch, add_months
 from coalition.audience import MemberContext, context_join, context_of, member_context
 from coalition.errors import NotFound
 from coalition.ledger import PostingResult
@@ -151,27 +153,41 @@ async def _referral(conn: asyncpg.Connection, rules: list[RuleVersion], order: O
             "explanation": hit.explanation}, []
 
 
+# Whether the member has a stored affiliate attribution at the partner ($1): only
+# then does a purchase without a click id or code pay for attribution (an indexed probe
+# folded into the read it already makes).
+_ATTRIBUTED_JOIN = (" LEFT JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM affiliate_attributions aa"
+                    " WHERE aa.member_id = {member} AND aa.partner_id = $1)"
+                    " AS affiliate_attributed) af ON true")
+
+
 # Read with the posting's first step (coalition.purchases `begin_join`), so the hot path
 # pays no round trip for them: the member's targeting context, the tier ladder, and the
 # member's tier lock, which the re-evaluation after posting needs (taken after the
 # wallet lock, the order every path uses).
 _BEGIN_JOIN = (context_join("b.member_id")
                + f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}, {lock_sql('b.member_id')}"
-               " AS tier_lock WHERE b.proceed) tp ON true")
+               " AS tier_lock WHERE b.proceed) tp ON true"
+               + _ATTRIBUTED_JOIN.format(member="b.member_id"))
 
 
 # The fast path reads the same along with the member's facts ($8.. are the tier
 # value's arguments), without the lock: purchase_commit takes it and checks the rest.
-_FACTS_JOIN = context_join("f.member_id") + tiers.facts_join("f.member_id", 8)
+_FACTS_JOIN = (context_join("f.member_id") + tiers.facts_join("f.member_id", 8)
+               + _ATTRIBUTED_JOIN.format(member="f.member_id"))
 # The tier program the fast path last saw, by the text of its two columns.
 _tier_program: dict[str, Any] = {}
 
 
 async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
                    member: MemberRef, order: Order, idempotency_key: str | None,
-                   request_hash: str | None) -> PostingResult:
+                   request_hash: str | None, touch: Touch | None = None,
+                   flush: Flush | None = None) -> PostingResult:
     """Post a purchase: the fast path when it applies and the facts hold, else the
-    locked path (coalition.purchases explains both; they give the same result)."""
+    locked path (coalition.purchases explains both; they give the same result).
+    A purchase that may be an affiliate's conversion (a click id or code given, or a
+    stored attribution of the member at the partner) takes the locked path: its
+    commission is written in the purchase's transaction (coalition.affiliates)."""
     settings = await program(conn)
     rules = await active_rules(conn, partner_id, order.occurred_at)
     day, month, _ = periods(order.occurred_at, settings.timezone)
@@ -193,6 +209,15 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
     async def after(member_id: uuid.UUID, body: dict[str, Any]) -> dict[str, Any]:
         """Only what happened goes into the response: `tier_change`, `coupons`."""
         extra: dict[str, Any] = {}
+        if touch or begun["row"]["affiliate_attributed"]:
+            made = await commissions.for_purchase(
+                conn, partner_id=partner_id, member_id=member_id, order_id=order.order_id,
+                total=order.total, lines=order.lines, at=order.occurred_at,
+                currency=order.currency, month=(month, add_months(month, 1)), touch=touch,
+                flush=flush)
+            if made is not None:
+                extra["affiliate_commission"] = {
+                    key: made[key] for key in ("id", "amount", "currency", "status")}
         ladder = program_of(begun["row"], settings.timezone, settings.currency)
         if ladder.ladder:
             change = await reevaluate_locked(conn, ladder, member_id, order.occurred_at)
@@ -208,7 +233,7 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
 
     capped = capped_rule_ids(rules)
     # Cross-brand coupons follow the posting in its transaction: the locked path only.
-    if partner_id not in await _coupon_sources(conn):
+    if not touch and partner_id not in await _coupon_sources(conn):
         posted = await _fast_purchase(conn, settings, partner_id=partner_id, actor=actor,
                                       member=member, order=order, decide=decide,
                                       capped=capped, day=day, month=month,
@@ -238,7 +263,7 @@ async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,
                                  capped_rules=capped, day_start=day, month_start=month,
                                  join=_FACTS_JOIN,
                                  join_args=tiers.facts_args(ladder, order.occurred_at))
-    if situation is None:
+    if situation is None or situation.begun["affiliate_attributed"]:
         return None
     seen = (situation.begun["tier_policy"], situation.begun["tier_ladder"])
     if _tier_program.get("seen") != seen:

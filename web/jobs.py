@@ -15,6 +15,8 @@ Periodic jobs (times are UTC):
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |
 | prepaid_alerts    | every minute    | mail low prepaid balances (once per crossing)     |
+| approve_commis-   | every 10 min    | affiliate commissions past their hold period      |
+|   sions           |                 | become approved (held ones wait for a person)     |
 | draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
 |                   |                 | an existing run is left as it is)                 |
 | pay_affiliates    | daily at 03:40  | affiliate payouts whose approved net reached the  |
@@ -32,6 +34,7 @@ import asyncpg
 import procrastinate
 
 from coalition import lifecycle
+from coalition.affiliates.commissions import approve_due
 from coalition.affiliates.payouts import run_payouts
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl
@@ -111,6 +114,14 @@ async def _prepaid_alerts(conn: asyncpg.Connection, _now: datetime) -> int:
 @app.task(name="prepaid_alerts", queueing_lock="prepaid_alerts")
 async def prepaid_alerts(timestamp: int) -> object:
     return await _run("prepaid_alerts", lambda conn: _prepaid_alerts(conn, _at(timestamp)))
+
+
+@app.periodic(cron="*/10 * * * *")
+@app.task(name="approve_commissions", queueing_lock="approve_commissions")
+async def approve_commissions(timestamp: int) -> object:
+    return await _run("approve_commissions", lambda conn: approve_due(conn, _at(timestamp)))
+
+
 @app.periodic(cron="10 2 1 * *")
 @app.task(name="draft_settlement", queueing_lock="draft_settlement")
 async def draft_settlement(timestamp: int) -> object:
@@ -154,7 +165,8 @@ PERIODIC = {"activate_pending": lifecycle.activate_pending,
             "reevaluate_tiers": reevaluate_all,
             "refresh_segments": refresh_all,
             "prepaid_alerts": _prepaid_alerts,
-            "pay_affiliates": _pay_affiliates}
+            "pay_affiliates": _pay_affiliates,
+            "approve_commissions": approve_due}
 
 
 async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:

@@ -8,12 +8,14 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import members, referrals
+from coalition.affiliates.attribution import Touch
 from coalition.companies import company_profile
 from coalition.errors import DomainError, NotFound
 from coalition.ledger import Ledger
@@ -30,6 +32,7 @@ from web.api.schemas import (
     TransactionPage,
     strict_body,
 )
+from web.conversions import signup_lead
 from web.idempotency import request_hash, run_idempotent
 from web.security import ensure_acting_for, requires_scope
 
@@ -116,6 +119,7 @@ class MemberController(Controller):
         request: Request,
         data: JSONBody[EnrollMember],
         db_session: Session,
+        state: State,
         idempotency_key: Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")],
     ) -> Response[MemberOut]:
         principal: PartnerPrincipal = request.user
@@ -141,6 +145,9 @@ class MemberController(Controller):
             )
             if created and (data.referrer_card_number or data.referral_code) is not None:
                 await _bind_referral(db_session, linked.member.id, data, principal.partner_id)
+            # An affiliate's lead: attribution stored, per-lead commission (same transaction).
+            await signup_lead(db_session, state, linked.member.id,
+                              Touch(data.click_id, data.affiliate_code), principal.partner_id)
             return (201 if created else 200), member_out(linked)
 
         return await run_idempotent(

@@ -14,6 +14,8 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.affiliates import commissions
+from coalition.affiliates.attribution import Touch
 from coalition.errors import DomainError, NotFound
 from coalition.ledger import Ledger
 from coalition.purchases import MemberRef, Order
@@ -29,6 +31,7 @@ from web.api.schemas import (
     SimulatePurchase,
     strict_body,
 )
+from web.conversions import click_flush
 from web.idempotency import request_hash, stored_response
 from web.security import requires_scope
 
@@ -116,7 +119,8 @@ class PurchaseController(Controller):
             result = await earning.purchase(
                 conn, partner_id=principal.partner_id, actor=principal.actor, member=member,
                 order=order, idempotency_key=idempotency_key,
-                request_hash=request_hash(request, data))
+                request_hash=request_hash(request, data),
+                touch=Touch(data.click_id, data.affiliate_code), flush=click_flush(state))
         return stored_response(result.status, result.body)
 
     @post("/simulate", opt={"scopes": ["points:earn"]}, status_code=200,
@@ -162,10 +166,15 @@ class PurchaseController(Controller):
         principal: PartnerPrincipal = request.user
         lines = ([{"sku": line.sku, "quantity": line.quantity} for line in data.lines]
                  if data.lines is not None else None)
-        result = await ledger.purchase_return(
-            partner_id=principal.partner_id, order_id=order_id, amount=data.amount,
-            lines=lines, actor=principal.actor, idempotency_key=idempotency_key,
-            request_hash=request_hash(request, data))
+        # The order's affiliate commission follows the return in its transaction.
+        async with ledger.pool.acquire() as conn, conn.transaction():
+            result = await Ledger.purchase_return_on(
+                conn, partner_id=principal.partner_id, order_id=order_id, amount=data.amount,
+                lines=lines, actor=principal.actor, idempotency_key=idempotency_key,
+                request_hash=request_hash(request, data))
+            if result.status == 201:
+                await commissions.apply_return(conn, principal.partner_id, order_id,
+                                               datetime.now(UTC))
         return stored_response(result.status, result.body)
 
 

@@ -34,6 +34,12 @@ IdempotencyKey = Annotated[
 ]
 
 
+ClickId = Annotated[uuid.UUID, Meta(description="The click id an affiliate link added to"
+                                             " your landing URL")]
+AffiliateCode = Annotated[str, Meta(min_length=1, max_length=40,
+                                    description="An affiliate's tracking code")]
+
+
 class Request(Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
@@ -53,6 +59,9 @@ class EnrollMember(Request):
     # bonuses follow at its first qualifying purchase (coalition/referrals.py).
     referrer_card_number: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
     referral_code: Annotated[str, Meta(min_length=1, max_length=20)] | None = None
+    # The affiliate that brought the sign-up (a lead): click id or affiliate code.
+    click_id: ClickId | None = None
+    affiliate_code: AffiliateCode | None = None
 
 
 class EarnPoints(Request):
@@ -130,6 +139,10 @@ class PostPurchase(Request):
     channel: Channel
     lines: Annotated[list[PurchaseLine], Meta(max_length=500)] = []
     store_id: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    # The affiliate that brought the sale, if you know it: the click id your landing
+    # page received (`click_id` query parameter) or an affiliate's code.
+    click_id: ClickId | None = None
+    affiliate_code: AffiliateCode | None = None
 
 
 class SimulatePurchase(Request):

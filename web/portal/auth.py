@@ -18,6 +18,7 @@ from tenants import accounts
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
+from web.conversions import CLICK_COOKIE, cookie_click, signup_lead
 from web.portal.authorize import login_policy
 from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
 
@@ -100,7 +101,8 @@ class AuthPages(Controller):
                     referral_invalid=not known)
 
     @post("/register")
-    async def register(self, request: Request, db_session: Session) -> Template:
+    async def register(self, request: Request, db_session: Session, state: State
+                       ) -> Template:
         form = await request.form()
         email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
         password = form.get("password", "")
@@ -126,6 +128,9 @@ class AuthPages(Controller):
                                      {"m": member.id, "c": code})
         user = await accounts.create_user(db_session, email, "member", name=name,
                                           password=password, member_id=member.id)
+        # Arrived through an affiliate's link: the sign-up is that affiliate's lead.
+        await signup_lead(db_session, state, member.id,
+                          cookie_click(request.cookies.get(CLICK_COOKIE)))
         await send_verification(request, db_session, user)
         await db_session.commit()
         return page("message.html", title="Check your email",
