@@ -178,7 +178,7 @@ async def _hold_passes_and_payout_is_made(journey: Journey, story: Story, db,
     await log_in(operator, operator_email, "operator secret 1", "/operator")
     await operator.goto("/operator/affiliate-payouts")
     async with operator.expect_download() as download:
-        await operator.get_by_role("button", name="SEPA file").first.click()
+        await operator.get_by_role("button", name="ready PLN credit").click()
     assert "pain.001" in (await (await download.value).path()).read_text()
     await operator.goto("/operator/affiliate-payouts")
     payout_row = operator.locator(f"#payout-{mine[0].payout_id}")

@@ -74,6 +74,11 @@ async def _history_is_paid_closed_and_reconciled(url, api: stripe.StripeClient) 
         assert {r["status"] for r in history} == {"closed"}
         for run in history:
             assert await reconcile(conn, run["id"]) == [], run["period"]
+        # The demo affiliates' commissions are on their partners' closed statements.
+        assert await conn.fetchval(
+            "SELECT count(DISTINCT l.partner_id) FROM settlement_lines l JOIN settlement_runs"
+            " r ON r.id = l.run_id WHERE l.type = 'affiliate_commission'"
+            " AND r.status = 'closed'") >= 2
         payments = await conn.fetch("SELECT kind, status, stripe_object_id, amount"
                                     " FROM settlement_payments")
         kinds = {p["kind"] for p in payments}

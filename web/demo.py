@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from coalition.affiliates.demo import AFFILIATE_LOGIN, seed_affiliates
 from coalition.audience_demo import (
     COMPANY_ADMIN,
     backfill_purchases,
@@ -48,6 +49,7 @@ DEMO_LOGINS = [
     ("owner@hurtownia.example", "demo-partner-pass", "Hurtownia Budowlana owner"),
     ("jan.kowalski@example.com", "demo-member-pass", "Member Jan Kowalski"),
     COMPANY_ADMIN,
+    AFFILIATE_LOGIN,
 ]
 
 
@@ -114,6 +116,9 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             await seed_tiers(conn, now)
             await seed_segments(conn, partners, now)
         await seed_rewards(pool, partners, members, now)
+        # Affiliate programs at 5 %, 6 % and tiered, with clicks and commissions.
+        async with create_sessionmaker(engine)() as session:
+            await seed_affiliates(session, pool, partners, now, rng)
         # Rate cards, the EUR rate and the prepaid hair salon (settlement/demo.py).
         async with pool.acquire() as conn:
             await seed_terms(conn, partners, now)
@@ -181,11 +186,13 @@ async def _history(ledger: Ledger, partners: dict, members: dict, now: datetime,
     for months_back in (1, 2):
         days_ago = (now - (month_start - timedelta(days=30 * months_back - 15))
                     ).total_seconds() / 86400
-        for slug in ("salon", "akcesoria"):
+        for slug, target in (("salon", 3600), ("akcesoria", 6000)):
             spent = 0
             for n, email in enumerate(e for e in others if slug in members[e][1]):
-                if spent >= 3600:
+                if spent >= target:
                     break
-                if await post("redeem", slug, email, 300, days_ago + n / 100,
-                              f"W-{slug}-{months_back}-{n}"):
-                    spent += 300
+                for points in (600, 300):     # what the member can afford
+                    if await post("redeem", slug, email, points, days_ago + n / 100,
+                                  f"W-{slug}-{months_back}-{n}"):
+                        spent += points
+                        break

@@ -95,8 +95,8 @@ _INSERT = """
 INSERT INTO affiliate_commissions (program_id, partner_id, enrollment_id, affiliate_id,
     terms_id, kind, order_id, member_id, click_id, currency, sale_minor, amount_minor,
     status, explanation, fraud_reasons, hold_until, occurred_at, decided_at, decided_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text, $14::jsonb, $15, $16,
-        $17, CASE WHEN $13::text = 'approved' THEN now() END,
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text, $14::jsonb, $15,
+        $16::timestamptz, $17, CASE WHEN $13::text = 'approved' THEN $16::timestamptz END,
         CASE WHEN $13::text = 'approved' THEN 'system' END)
 ON CONFLICT DO NOTHING
 RETURNING id, kind, amount_minor, currency, status, fraud_reasons, hold_until, explanation
@@ -123,6 +123,8 @@ async def _insert(conn: asyncpg.Connection, a: Attributed, *, kind: str, member_
         a.partner_id, a.program_id, a.enrollment_id, a.affiliate_id, member_id, a.click_id,
         a.clicked_at, at, order_id, sale))
     hold_until = at + timedelta(days=a.terms["hold_days"])
+    # A conversion reported after its hold already ended is approved as of the hold's
+    # end (decided_at), the moment the approval job would have approved it.
     status = ("hold" if held else "approved" if hold_until <= datetime.now(UTC)
               else "pending")
     explanation = {**a.explanation, **detail, "amount_before_refunds": amount,
