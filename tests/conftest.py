@@ -149,3 +149,14 @@ async def chromium() -> AsyncIterator[Any]:
         await browser.close()
     finally:
         await playwright.stop()
+
+
+@pytest.fixture
+def demo_database(server_url):
+    """A fresh, migrated database of its own for loading the demo coalition (which
+    loads only into an empty one); dropped afterwards."""
+    url = server_url.with_database(f"coalition_demo_{uuid.uuid4().hex[:8]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_database(url))

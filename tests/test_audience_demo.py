@@ -1,24 +1,11 @@
 """The demo coalition shows tiers, segments and a B2B company account in use."""
 
 import asyncio
-import uuid
 
 import asyncpg
-import pytest
 
-from coalition.db import drop_database, ensure_database
-from coalition.migrate import upgrade
 from coalition.verify import verify_ledger
 from web.demo import DEMO_LOGINS, load_demo
-
-
-@pytest.fixture
-def demo_database(server_url):
-    url = server_url.with_database(f"coalition_demo_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
 
 
 def test_demo_has_tiers_segments_and_a_company_account(demo_database):

@@ -1,31 +1,18 @@
 """The demo coalition, the OpenAPI contract and the landing pages."""
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
 import asyncpg
-import pytest
 
-from coalition.db import drop_database, ensure_database
-from coalition.migrate import upgrade
 from coalition.rules.engine import Basket, Shopper, evaluate
 from coalition.rules.service import active_rules
 from coalition.verify import verify_ledger
 from settlement.runs import previous_period, verify
 from settlement.statements import flow_matrix, netting
 from web.demo import load_demo
-
-
-@pytest.fixture
-def demo_database(server_url):
-    url = server_url.with_database(f"coalition_demo_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
 
 
 async def _demo_history_is_settled(conn: asyncpg.Connection) -> None:

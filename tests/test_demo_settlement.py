@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import asyncpg
 import httpx
-import pytest
 import stripe
 
-from coalition.db import drop_database, ensure_database
-from coalition.migrate import upgrade
 from settlement import sepa, stripe_sandbox
 from settlement.reconcile import reconcile
 from tests.live import serve
@@ -27,15 +23,6 @@ from tests.stripe_fixtures import SECRET_KEY, WEBHOOK_SECRET, localstripe  # noq
 from tests.test_cli import coalition
 from web.app import create_app
 from web.demo import DEMO_LOGINS, load_demo
-
-
-@pytest.fixture
-def demo_database(server_url):
-    url = server_url.with_database(f"coalition_demo_pay_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
 
 
 def test_the_demo_settles_a_month_end_to_end(settings, demo_database, localstripe):
