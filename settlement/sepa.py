@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -152,6 +152,17 @@ async def export_batch(pool: asyncpg.Pool, settings: Settings, payment_ids: list
                                " WHERE id = $1", r["id"], message_id)
             await transition(conn, r, "exported")
         return Batch(message_id, currency, total, [r["id"] for r in rows], xml)
+
+
+async def export_ready(pool: asyncpg.Pool, settings: Settings, currency: str, actor: str,
+                       *, reference_type: str | None = None) -> Batch:
+    """Every ready SEPA credit of one currency (only those of `reference_type`, e.g. the
+    affiliate payouts, when given) in one pain.001 file, executed today."""
+    ids = [r["id"] for r in await pool.fetch(
+        "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"
+        " AND currency = $1 AND ($2::text IS NULL OR reference_type = $2)",
+        currency.upper(), reference_type)]
+    return await export_batch(pool, settings, ids, datetime.now(UTC).date(), actor)
 
 
 async def mark(pool: asyncpg.Pool, payment_id: int, status: str, reason: str | None = None

@@ -5,8 +5,6 @@ affiliate_payout payment hook)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -18,7 +16,7 @@ from coalition.errors import DomainError
 from settlement import sepa
 from tenants.models import User
 from web.portal.common import operator, page
-from web.portal.payments import money
+from web.portal.payments import money, sepa_download
 
 Session = NamedDependency[AsyncSession]
 
@@ -53,18 +51,14 @@ class OperatorAffiliatePayoutPages(Controller):
                           ) -> Response:
         """The ready affiliate SEPA credits of one currency in a pain.001 file."""
         user = await operator(request, db_session)
-        currency = str((await request.form()).get("currency", "")).upper()
-        ids = [r["id"] for r in await state.pool.fetch(
-            "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"
-            " AND reference_type = $1 AND currency = $2", REFERENCE, currency)]
+        currency = str((await request.form()).get("currency", ""))
         try:
-            batch = await sepa.export_batch(state.pool, state.settings, ids,
-                                            datetime.now(UTC).date(), user.email)
+            batch = await sepa.export_ready(state.pool, state.settings, currency, user.email,
+                                            reference_type=REFERENCE)
         except DomainError as exc:
             return await self._page(state, user, status_code=min(exc.status, 499),
                                     error=f"{exc.field}: {exc.detail}")
-        return Response(batch.xml, media_type="application/xml", headers={
-            "Content-Disposition": f'attachment; filename="{batch.message_id}.xml"'})
+        return sepa_download(batch)
 
     @post("/mark")
     async def mark(self, request: Request, db_session: Session, state: State) -> Response:

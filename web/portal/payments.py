@@ -7,8 +7,6 @@ statement and cannot be taken back)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -27,6 +25,12 @@ from web.portal.console import provide_console_session, staff
 Session = NamedDependency[AsyncSession]
 METHODS = {"sepa": "Bank transfer (SEPA credit transfer to your IBAN)",
            "stripe_connect": "Stripe Connect (transfer to your connected account)"}
+
+
+def sepa_download(batch: sepa.Batch) -> Response:
+    """A pain.001 file as a download named by its message id."""
+    return Response(batch.xml, media_type="application/xml", headers={
+        "Content-Disposition": f'attachment; filename="{batch.message_id}.xml"'})
 
 
 def money(minor: int) -> str:
@@ -116,19 +120,13 @@ class OperatorPaymentPages(Controller):
                           ) -> Response:
         """Every ready SEPA payout of one currency in a pain.001 file, downloaded."""
         user = await operator(request, db_session)
-        currency = str((await request.form()).get("currency", "")).upper()
-        ids = [r["id"] for r in await state.pool.fetch(
-            "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"
-            " AND currency = $1", currency)]
+        currency = str((await request.form()).get("currency", ""))
         try:
-            batch = await sepa.export_batch(state.pool, state.settings, ids,
-                                            datetime.now(UTC).date(),
-                                            user.email)
+            batch = await sepa.export_ready(state.pool, state.settings, currency, user.email)
         except DomainError as exc:
             return await self._page(state, user, status_code=exc.status if exc.status < 500
                                     else 400, error=f"{exc.field}: {exc.detail}")
-        return Response(batch.xml, media_type="application/xml", headers={
-            "Content-Disposition": f'attachment; filename="{batch.message_id}.xml"'})
+        return sepa_download(batch)
 
     @get("/{payment_id:int}/mark")
     async def confirm_mark(self, request: Request, db_session: Session, state: State,
