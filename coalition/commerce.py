@@ -40,8 +40,8 @@ class Purchase(Base):
         CheckConstraint("returned_total >= 0 AND returned_total <= total", name="returned"),
         CheckConstraint("channel IN ('online', 'store', 'mobile')", name="channel"),
         Index("ix_purchases_member", "member_id", "occurred_at"),
-        Index("ix_purchases_lines", "lines", postgresql_using="gin",
-              postgresql_ops={"lines": "jsonb_path_ops"}),
+        # "First purchase at this partner" is asked on every purchase.
+        Index("ix_purchases_member_partner", "member_id", "partner_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
