@@ -18,30 +18,52 @@ from pathlib import Path
 CATEGORIES = ["tools", "paint", "garden", "lighting", "plumbing"]
 
 
-def purchase(member: str, rng: random.Random) -> dict:
-    """An order of 20 lines, as a shop's server would report it."""
+def basket(rng: random.Random) -> tuple[list[dict], int]:
+    """An order's 20 lines, as a shop's server would report them, and their total."""
     lines = []
     for n in range(20):
         quantity, unit_price = rng.randint(1, 4), rng.randint(199, 9999)
         lines.append({"sku": f"SKU-{n:03d}-{rng.randint(1, 50)}",
                       "category": CATEGORIES[n % len(CATEGORIES)], "quantity": quantity,
                       "unit_price": unit_price, "amount": quantity * unit_price})
+    return lines, sum(line["amount"] for line in lines)
+
+
+def purchase(member: str, rng: random.Random) -> dict:
+    lines, total = basket(rng)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
     return {"member": {"id": member}, "order_id": uuid.uuid4().hex, "occurred_at": now,
-            "total": sum(line["amount"] for line in lines), "currency": "PLN",
-            "channel": "store", "lines": lines}
+            "total": total, "currency": "PLN", "channel": "store", "lines": lines}
+
+
+# Baskets are drawn before the clock starts, from a fixed pool: the generator shares the
+# machine's two cores with the server, and building twenty random lines per request
+# would bill the server's throughput for the client's work. Members, order ids and
+# times still differ on every request.
+_BASKETS: list[tuple[str, int]] = []
+
+
+def _purchase_body(member: str, rng: random.Random) -> bytes:
+    if not _BASKETS:
+        pool = random.Random(20)
+        _BASKETS.extend((json.dumps(lines), total)
+                        for lines, total in (basket(pool) for _ in range(256)))
+    lines, total = rng.choice(_BASKETS)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    return (f'{{"member": {{"id": "{member}"}}, "order_id": "{uuid.uuid4().hex}", '
+            f'"occurred_at": "{now}", "total": {total}, "currency": "PLN", '
+            f'"channel": "store", "lines": {lines}}}').encode()
 
 
 def build(kind: str, host: str, token: str, members: list[str], rng: random.Random) -> bytes:
     if kind == "earn":
-        path, payload = "/api/v1/earn", {"member_id": rng.choice(members),
-                                         "points": rng.randint(1, 50)}
+        path, body = "/api/v1/earn", json.dumps({"member_id": rng.choice(members),
+                                                 "points": rng.randint(1, 50)}).encode()
     elif kind == "purchase":
-        path, payload = "/api/v1/purchases", purchase(rng.choice(members), rng)
+        path, body = "/api/v1/purchases", _purchase_body(rng.choice(members), rng)
     else:
-        path, payload = "/api/v1/redemptions", {"member_id": rng.choice(members),
-                                                "points": rng.randint(1, 5)}
-    body = json.dumps(payload).encode()
+        path, body = "/api/v1/redemptions", json.dumps({"member_id": rng.choice(members),
+                                                        "points": rng.randint(1, 5)}).encode()
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
             f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
@@ -73,6 +95,8 @@ async def client(host: str, port: int, kind: str, token: str, members: list[str]
 async def main(args: argparse.Namespace, members: list[str]) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    if args.kind == "purchase":
+        _purchase_body(members[0], random.Random(0))  # fills the basket pool
     started = time.perf_counter()
     deadline = started + args.seconds
     await asyncio.gather(*(client(args.host, args.port, args.kind, args.token, members,

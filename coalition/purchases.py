@@ -113,6 +113,20 @@ async def post_purchase(
     found; b.proceed says whether to go on): what the rules need to read about the
     member comes back with step 1 instead of costing a round trip of its own. It must
     be constant text, never input."""
+    try:
+        return await _post_locked(conn, partner_id, actor, member, order, decide,
+                                  capped_rules, day_start, month_start, idempotency_key,
+                                  request_hash, posted_at, after_post, begin_join)
+    except asyncpg.UniqueViolationError as exc:
+        return _order_posted_meanwhile(exc)
+
+
+async def _post_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str,
+                       member: MemberRef, order: Order, decide: Decide,
+                       capped_rules: list[uuid.UUID], day_start: datetime,
+                       month_start: datetime, idempotency_key: str | None,
+                       request_hash: str | None, posted_at: datetime | None,
+                       after_post: AfterPost | None, begin_join: str) -> PostingResult:
     async with conn.transaction():
         begun = await conn.fetchrow(
             _BEGIN + begin_join, partner_id, idempotency_key, request_hash, member.id,
@@ -211,11 +225,28 @@ async def commit_purchase(
             order.total, order.channel, order.store_id, _json(order.lines),
             _json(decision.hits), _json(decision.skipped),
             _json(referral) if referral else None, _json(tier) if tier else None)
+    except asyncpg.UniqueViolationError as exc:
+        return _order_posted_meanwhile(exc)
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == STALE_FACTS:
             return None
         raise
     return PostingResult(row["status"], row["body"])
+
+
+# The answer purchase_begin gives for an order id already posted (ledger_problem).
+_ORDER_POSTED = ('{"type": "/problems/order-already-posted", "title": "Order already posted",'
+                 ' "status": 409, "detail": "A purchase with this order_id was already'
+                 ' posted; post a return to change it.", "field": "order_id"}')
+
+
+def _order_posted_meanwhile(exc: asyncpg.UniqueViolationError) -> PostingResult:
+    """Two posts of one order id at once both pass the check in purchase_begin; the
+    unique index stops the later one, whose transaction is rolled back whole (its
+    idempotency key too). It gets the answer it would have got a moment later."""
+    if exc.constraint_name != "uq_purchases_partner_order":
+        raise exc
+    return PostingResult(409, _ORDER_POSTED)
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=str)

@@ -4,6 +4,7 @@ before it posts; the locked path then decides."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -147,3 +148,34 @@ async def test_a_tier_state_changed_by_someone_else_sends_the_purchase_the_locke
     assert result is None
     assert await db.fetchval("SELECT count(*) FROM purchases WHERE member_id = $1",
                              member_id) == 0
+
+
+async def test_an_order_posted_twice_at_once_is_a_409_not_a_500(app, partner, db):
+    """Both copies pass purchase_begin's order check while the first is uncommitted: the
+    same member's copy waits for the wallet, the other member's for the unique index."""
+    await rules(app, partner, BASE)
+    first, second = await partner.enroll(), await partner.enroll()
+    purchase = an_order()
+    keys = [new_key(), new_key()]
+    async with db.acquire() as holder:
+        held = holder.transaction()
+        await held.start()
+        posted = await earning.purchase(holder, partner_id=partner.partner_id, actor="test",
+                                        member=MemberRef(id=uuid.UUID(first)),
+                                        order=purchase, idempotency_key=new_key(),
+                                        request_hash="h")
+        assert posted.status == 201, posted.body
+        racers = [asyncio.create_task(post(db, partner, member, purchase, key))
+                  for member, key in zip((first, second), keys, strict=True)]
+        await asyncio.sleep(0.5)
+        assert not any(racer.done() for racer in racers)
+        await held.commit()
+        answers = await asyncio.gather(*racers)
+    assert [answer.status for answer in answers] == [409, 409]
+    assert {json.loads(answer.body)["type"] for answer in answers} == {
+        "/problems/order-already-posted"}
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE order_id = $1",
+                             purchase.order_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = ANY($1)",
+                             keys) == 0
+    await assert_verified(db)
