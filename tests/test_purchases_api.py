@@ -169,6 +169,45 @@ async def test_campaign_budget_and_daily_cap_hold_under_concurrency(app, partner
     await assert_verified(db)
 
 
+async def test_a_return_gives_back_the_cap_and_the_budget_it_used(app, partner, db):
+    budgeted, capped = await rules(
+        app, partner,
+        RuleSpec("Budgeted", "per_amount", {"points": 1, "per": 100}, budget=1000),
+        RuleSpec("Capped bonus", "threshold_bonus", {"above": 0, "points": 30},
+                 per_member_day_cap=30))
+    member = await partner.enroll()
+
+    async def buy() -> dict:
+        response = await partner.post("/api/v1/purchases", order(member))
+        assert response.status_code == 201, response.text
+        return {hit["rule_id"]: hit["points"] for hit in response.json()["rules"]} | {
+            "order_id": response.json()["order_id"]}
+
+    async def budget_used() -> int:
+        return await db.fetchval("SELECT budget_used FROM earning_rules WHERE id = $1",
+                                 budgeted)
+
+    first = await buy()
+    assert (first[str(budgeted)], first[str(capped)]) == (250, 30)
+    assert str(capped) not in await buy()          # today's cap is used up
+    assert await budget_used() == 500
+    half = await partner.post(f"/api/v1/purchases/{first['order_id']}/returns",
+                              {"amount": 12500})
+    assert half.status_code == 201 and half.json()["points"] == 140
+    assert await budget_used() == 500 - 125
+    third = await buy()
+    assert third[str(capped)] == 15                 # half of the first one's bonus is back
+    rest = await partner.post(f"/api/v1/purchases/{first['order_id']}/returns", {})
+    assert rest.status_code == 201 and rest.json()["points"] == 140
+    assert await budget_used() == 500 - 125 + 250 - 125
+    assert (await buy())[str(capped)] == 15         # the rest of the first one's bonus
+    released = await db.fetch("SELECT rule_id, points FROM rule_hits WHERE member_id = $1"
+                              " AND points < 0", uuid.UUID(member))
+    assert sorted((str(r["rule_id"]), r["points"]) for r in released) == sorted(
+        [(str(budgeted), -125), (str(capped), -15)] * 2)
+    await assert_verified(db)
+
+
 async def test_events_earn_once_per_reference_within_frequency_limits(app, partner, db):
     await rules(app, partner,
                 RuleSpec("Webinar", "event", {"event_type": "webinar", "points": 20,
