@@ -165,6 +165,13 @@ _POST = [
 
 
 LOCK_BUCKETS = 64
+# A first import can grow the ledger tables from nothing to hundreds of thousands of rows
+# in seconds, long before autovacuum takes their statistics: until then the planner
+# takes them for nearly empty, and pooled connections keep the plans it made (spending
+# scanned every active lot of the coalition to find one member's: 4x slower in the
+# benchmark). ANALYZE replaces those plans everywhere.
+ANALYZE_AFTER = 1_000
+IMPORTED_TABLES = ("journal_entries", "postings", "lots", "accounts")
 
 
 def bucket_of(row: Row) -> int:
@@ -244,10 +251,12 @@ async def import_transactions(
     chunk_size: int = 10_000,
     workers: int = 4,
     progress: Callable[[int, int | None], None] | None = None,
+    analyze_after: int = ANALYZE_AFTER,
 ) -> ImportReport:
     """Import a CSV file. Parsing runs while `workers` connections post chunks in
     parallel, each owning the rows of a disjoint set of member references (hence of
-    wallets)."""
+    wallets). An import that posted `analyze_after` rows or more ends by refreshing the
+    ledger tables' statistics (see ANALYZE_AFTER)."""
     settings = {"timezone": "UTC"}
     connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(workers)]
     try:
@@ -293,6 +302,8 @@ async def import_transactions(
         finally:
             for task in posting:
                 task.cancel()
+        if report.posted >= analyze_after:
+            await conn.execute(f"ANALYZE {', '.join(IMPORTED_TABLES)}")
     finally:
         for connection in connections:
             await connection.close()

@@ -32,3 +32,23 @@ async def test_concurrent_runs_of_one_file_post_each_row_once(client, partner, d
     assert total == 3000
     async with db.acquire() as conn:
         assert await verify_ledger(conn) == []
+
+
+async def test_a_large_import_refreshes_the_ledger_statistics(partner, db, database_url,
+                                                               tmp_path: Path):
+    await partner.enroll(partner_customer_id="A1")
+    slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", partner.partner_id)
+    path = tmp_path / "opening.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "points", "order_reference", "occurred_at"])
+        writer.writerows([["A1", 5, f"O-{n}", "2026-09-01T10:00:00Z"] for n in range(3)])
+    query = ("SELECT max(last_analyze) FROM pg_stat_user_tables"
+             " WHERE relname IN ('journal_entries', 'postings', 'lots', 'accounts')")
+    before = await db.fetchval(query)
+    report = await import_transactions(database_url.asyncpg_dsn, slug, path, workers=1,
+                                       analyze_after=3)
+    assert report.posted == 3
+    await db.execute("SELECT pg_stat_clear_snapshot()")
+    after = await db.fetchval(query)
+    assert after is not None and (before is None or after > before)
