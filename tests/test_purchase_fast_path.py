@@ -120,6 +120,30 @@ async def test_a_purchase_that_lifts_the_tier_stores_it_with_its_history(app, pa
     assert "tier_change" not in third
 
 
+async def test_a_return_re_evaluates_the_tier_at_once(app, partner, db):
+    await set_program(db, NOW - timedelta(days=1), downgrade="rolling")
+    await rules(app, partner, BASE)
+    member = await partner.enroll()
+    bought = (await partner.post("/api/v1/purchases", order(member, total=110_000))).json()
+    assert bought["tier_change"]["to_code"] == "vip"
+    returned = await partner.post(f"/api/v1/purchases/{bought['order_id']}/returns",
+                                  {"amount": 20_000})
+    assert returned.status_code == 201, returned.text
+    change = returned.json()["tier_change"]
+    assert (change["from_code"], change["to_code"], change["reason"], change["value"]) == \
+        ("vip", "standard", "downgrade", 90_000)
+    assert await db.fetchval("SELECT tier_code FROM member_tiers WHERE member_id = $1",
+                             uuid.UUID(member)) == "standard"
+    again = await partner.post(f"/api/v1/purchases/{bought['order_id']}/returns",
+                               {"amount": 20_000},
+                               key=returned.request.headers["Idempotency-Key"])
+    assert again.json() == returned.json()
+    assert await db.fetchval("SELECT count(*) FROM tier_history WHERE member_id = $1",
+                             uuid.UUID(member)) == 2
+    await set_program(db, NOW - timedelta(days=1))
+    await assert_verified(db)
+
+
 async def test_a_tier_state_changed_by_someone_else_sends_the_purchase_the_locked_way(
         app, partner, db):
     await set_program(db, NOW - timedelta(days=1))

@@ -289,6 +289,27 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "__dict__", str(o))))
 
 
+async def tier_after_return(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
+                            idempotency_key: str | None, returned: PostingResult,
+                            now: datetime) -> PostingResult:
+    """A posted return lowers the member's qualifying value: re-evaluate the tier at once
+    (under a rolling re-evaluation policy it may fall), in the return's transaction,
+    after its wallet lock. A change is added to the response and to its stored copy."""
+    if returned.status != 201:
+        return returned
+    body = json.loads(returned.body)
+    change = await tiers.reevaluate_member(conn, uuid.UUID(body["member_id"]), now)
+    if change is None:
+        return returned
+    body["tier_change"] = _jsonable(change)
+    text = json.dumps(body, default=str)
+    if idempotency_key is not None:
+        await conn.execute("UPDATE idempotency_keys SET response = $3"
+                           " WHERE partner_id = $1 AND key = $2",
+                           partner_id, idempotency_key, text)
+    return PostingResult(201, text)
+
+
 async def simulate(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
                    member: MemberRef | None, order: Order) -> dict[str, Any]:
     """The same evaluation as a purchase, posting nothing. Without a member: a shopper

@@ -173,8 +173,11 @@ class PurchaseController(Controller):
                 lines=lines, actor=principal.actor, idempotency_key=idempotency_key,
                 request_hash=request_hash(request, data))
             if result.status == 201:
-                await commissions.apply_return(conn, principal.partner_id, order_id,
-                                               datetime.now(UTC))
+                now = datetime.now(UTC)
+                await commissions.apply_return(conn, principal.partner_id, order_id, now)
+                result = await earning.tier_after_return(
+                    conn, partner_id=principal.partner_id, idempotency_key=idempotency_key,
+                    returned=result, now=now)
         return stored_response(result.status, result.body)
 
 
