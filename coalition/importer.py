@@ -151,16 +151,25 @@ _POST = [
        SELECT r.entry_id, w.id, r.points
          FROM import_rows r JOIN accounts w ON w.member_id = r.member_id
         WHERE r.entry_id IS NOT NULL""",
+    # Expiry as the coalition's policy has it (rolling, month or year end, a fixed date,
+    # never), like points earned any other way.
     """INSERT INTO lots (member_id, partner_id, entry_id, points, remaining, status,
                          earned_at, expires_at)
        SELECT r.member_id, $1, r.entry_id, r.points, r.points, 'active', r.occurred_at,
-              r.occurred_at + make_interval(months => s.points_validity_months)
-         FROM import_rows r, coalition_settings s
+              ledger_lot_expiry(r.occurred_at)
+         FROM import_rows r
         WHERE r.entry_id IS NOT NULL""",
-    """UPDATE accounts a SET balance = a.balance + t.total, version = a.version + t.n
-         FROM (SELECT member_id, sum(points) AS total, count(*) AS n FROM import_rows
-                WHERE entry_id IS NOT NULL GROUP BY member_id) t
-        WHERE a.member_id = t.member_id""",
+    # A wallet below zero (a return under the negative-floor policy) is repaid first from
+    # the imported points, as from any other credit.
+    """WITH credited AS (
+           SELECT member_id, sum(points) AS total, count(*) AS n, min(entry_id) AS entry
+             FROM import_rows WHERE entry_id IS NOT NULL GROUP BY member_id),
+            moved AS (
+           UPDATE accounts a SET balance = a.balance + c.total, version = a.version + c.n
+             FROM credited c WHERE a.member_id = c.member_id
+           RETURNING a.member_id, a.balance - c.total AS before, c.total, c.entry)
+       SELECT count(ledger_repay_debt(member_id, entry, before::bigint, total::bigint))
+         FROM moved WHERE before < 0""",
 ]
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coalition import lifecycle
+from coalition.importer import import_transactions
 from coalition.ledger import Ledger, PostingRequest
 from coalition.purchases import Decision, MemberRef, Order, post_purchase
 from coalition.verify import verify_ledger
@@ -196,6 +197,34 @@ async def test_negative_floor_lets_the_balance_go_below_zero_and_new_points_repa
     balance = await partner.balance(member)
     assert balance["available"] == 5
     assert (await partner.redeem(member, 5)).status_code == 201
+    await assert_verified(db)
+
+
+async def test_imported_points_follow_the_expiry_policy_and_repay_a_debt(
+        db, partner, settings_row, database_url, tmp_path):
+    await db.execute("UPDATE coalition_settings SET return_policy = 'negative_floor',"
+                     " negative_balance_floor = 50, expiry_policy = 'never'")
+    member = await partner.enroll(partner_customer_id=f"IMP-{uuid.uuid4().hex[:8]}")
+    customer = await db.fetchval("SELECT customer_id FROM member_links WHERE member_id = $1",
+                                 uuid.UUID(member))
+    slug = await db.fetchval("SELECT slug FROM partners WHERE id = $1", partner.partner_id)
+    order = await buy(db, partner, member, 100)
+    assert (await partner.redeem(member, 90)).status_code == 201
+    assert (await give_back(db, partner, order["order_id"]))["balance"] == {"available": -50}
+    for points, reference in ((30, "OPEN-1"), (25, "OPEN-2")):
+        path = tmp_path / f"{reference}.csv"
+        path.write_text("customer_id,points,order_reference,occurred_at\n"
+                        f"{customer},{points},{reference}-{member},2026-09-01T10:00:00Z\n")
+        report = await import_transactions(database_url.asyncpg_dsn, slug, path, workers=1)
+        assert (report.posted, report.errors) == (1, [])
+    assert (await partner.balance(member))["available"] == 5
+    lots = await db.fetch("SELECT points, remaining, status, expires_at FROM lots l"
+                          " JOIN journal_entries e ON e.id = l.entry_id"
+                          " WHERE l.member_id = $1 AND e.description = 'Imported purchase'"
+                          " ORDER BY l.id", uuid.UUID(member))
+    assert [(r["points"], r["remaining"], r["status"]) for r in lots] == [
+        (30, 0, "spent"), (25, 5, "active")]                  # 50 of debt repaid first
+    assert all(r["expires_at"] is None for r in lots)        # the policy is "never"
     await assert_verified(db)
 
 
