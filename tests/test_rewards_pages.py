@@ -97,6 +97,31 @@ async def test_owner_manages_the_catalogue(app, client, db):
         assert await db.fetchval("SELECT active FROM rewards WHERE id = $1", row["id"]) is False
 
 
+async def test_a_reward_targets_only_the_partners_own_segments(app, client, db):
+    from coalition.segments import service as segments
+    browser, partner_id = await owner_browser(app, client)
+    _, stranger = await owner_browser(app, client, name="Another Brand")
+    recent = {"conditions": [{"type": "last_purchase", "within_days": 30}]}
+    async with db.acquire() as conn:
+        mine, theirs = [await segments.save(conn, owner, None, f"Recent {uuid.uuid4().hex[:6]}",
+                                            None, recent, "test", datetime.now(WARSAW))
+                        for owner in (partner_id, stranger)]
+    reward = {"name": "Tylko dla stałych", "kind": "free_delivery", "price_points": "50",
+              "listed": "on", "active": "on"}
+    async with browser:
+        for foreign in (theirs, uuid.UUID(int=9)):
+            refused = await submit(browser, "/partner/rewards", "/partner/rewards",
+                                   **reward, segments=f"{mine}, {foreign}")
+            assert refused.status_code == 400 and "is not one of your segments" in refused.text
+        assert await db.fetchval("SELECT count(*) FROM rewards WHERE partner_id = $1",
+                                 partner_id) == 0
+        created = await submit(browser, "/partner/rewards", "/partner/rewards", **reward,
+                               segments=str(mine))
+        assert created.status_code == 303
+    assert await db.fetchval("SELECT segments FROM rewards WHERE partner_id = $1",
+                             partner_id) == [mine]
+
+
 async def test_cashier_checks_and_uses_a_voucher_once(app, client, db):
     browser, partner_id = await owner_browser(app, client, role="cashier")
     reward = await make_reward(db, partner_id, name="Darmowa dostawa", kind="free_delivery")

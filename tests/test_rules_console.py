@@ -104,6 +104,7 @@ async def test_create_edit_keeps_versions_and_archive(app, client, db):
     ({"starts_on": "May"}, "starts_on"),
     ({"tiers": "VIP club!"}, "tiers"),
     ({"segments": "not-a-uuid"}, "segments"),
+    ({"segments": str(uuid.UUID(int=7))}, "segments"),   # names no segment
     ({"channels": "fax"}, "channels"),
     ({"funding": "coalition"}, "funding"),     # a partner cannot spend the coalition's money
     ({"type": "cashback", "cashback_percent": "101"}, "cashback_percent"),
@@ -121,6 +122,33 @@ async def test_bad_input_names_the_field_and_saves_nothing(app, client, db, fiel
         assert f'id="error-{field}"' in response.text
     assert await db.fetchval("SELECT count(*) FROM earning_rules WHERE partner_id = $1",
                              partner_id) == 0
+
+
+async def test_a_partners_rule_targets_only_the_partners_own_segments(app, client, db):
+    from datetime import UTC, datetime
+
+    from coalition.segments import service as segments
+    browser, partner_id = await owner_browser(app, client)
+    _, stranger = await owner_browser(app, client, name="Another Brand")
+    recent = {"conditions": [{"type": "last_purchase", "within_days": 30}]}
+    async with db.acquire() as conn:
+        mine, theirs, shared = [
+            await segments.save(conn, owner, None, f"Recent {uuid.uuid4().hex[:6]}", None,
+                                recent, "test", datetime.now(UTC))
+            for owner in (partner_id, stranger, None)]
+    async with browser:
+        for foreign in (theirs, shared):     # another brand's, the coalition's
+            refused = await submit(browser, "/partner/rules/new", "/partner/rules",
+                                   **{**BASE_RULE, "segments": f"{mine}, {foreign}"})
+            assert refused.status_code == 422 and 'id="error-segments"' in refused.text
+        saved = await submit(browser, "/partner/rules/new", "/partner/rules",
+                             **{**BASE_RULE, "segments": str(mine)})
+        assert saved.status_code == 302, saved.text[:300]
+    targets = await db.fetchval(
+        "SELECT v.segments FROM earning_rule_versions v JOIN earning_rules r"
+        " ON r.id = v.rule_id WHERE r.partner_id = $1", partner_id)
+    assert targets == [mine]
+    await db.execute("DELETE FROM segments WHERE id = $1", shared)
 
 
 async def test_roles_analyst_views_cashier_does_not_and_coalition_rules_are_read_only(

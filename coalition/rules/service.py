@@ -34,6 +34,7 @@ from coalition.errors import NotFound
 from coalition.rules.engine import EventHistory, RuleUsage, RuleVersion, capped_rule_ids
 from coalition.rules.models import EarningRule, EarningRuleVersion
 from coalition.rules.validation import RuleSpec, bad
+from coalition.segments.targets import unknown_segments
 
 log = logging.getLogger(__name__)
 RULES_CHANNEL = "coalition_rules"
@@ -153,6 +154,7 @@ async def create_rule(session: AsyncSession, partner_id: uuid.UUID | None, spec:
     """A new rule at version 1. ``partner_id`` None: a coalition-wide rule (operator)."""
     if partner_id is not None and spec.funding == "coalition":
         raise bad("funding", "Only the coalition operator can fund a rule by the coalition.")
+    await _check_segments(session, partner_id, spec)
     rule = EarningRule(id=uuid.uuid4(), partner_id=partner_id, name=spec.name,
                        current_version=1, budget=spec.budget)
     session.add(rule)
@@ -161,6 +163,14 @@ async def create_rule(session: AsyncSession, partner_id: uuid.UUID | None, spec:
     await session.flush()
     _forget_on_commit(session)
     return rule
+
+
+async def _check_segments(session: AsyncSession, partner_id: uuid.UUID | None,
+                          spec: RuleSpec) -> None:
+    unknown = await unknown_segments(session, partner_id, spec.segments)
+    if unknown:
+        raise bad("segments", f"{unknown[0]} is not one of your segments.")
+
 
 
 async def edit_rule(session: AsyncSession, rule: EarningRule, spec: RuleSpec,
@@ -177,6 +187,7 @@ async def edit_rule(session: AsyncSession, rule: EarningRule, spec: RuleSpec,
     if spec.budget is not None and spec.budget < rule.budget_used:
         raise bad("budget", f"The campaign has already awarded {rule.budget_used} points;"
                             " the budget cannot be lower.")
+    await _check_segments(session, rule.partner_id, spec)
     version = _version(rule, rule.current_version + 1, spec, user_id)
     session.add(version)
     await session.flush()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.errors import DomainError
 from coalition.rewards import service
 from coalition.rewards.models import KIND_LABELS, Reward, describe
+from coalition.segments.targets import unknown_segments
 from tenants import accounts
 from tenants.models import User
 from web.portal.common import page
@@ -59,6 +61,15 @@ def _form_values(reward: Reward | None, zone: ZoneInfo) -> dict:
     }
 
 
+async def _checked(db_session: AsyncSession, user: User, form: Any) -> dict[str, Any]:
+    """The form's fields; target segments must be the partner's own."""
+    fields = read_reward(form, await _zone(db_session))
+    unknown = await unknown_segments(db_session, user.partner_id, fields["segments"])
+    if unknown:
+        raise FormErrors({"segments": f"{unknown[0]} is not one of your segments."})
+    return fields
+
+
 async def _own_reward(db_session: AsyncSession, user: User, reward_id: uuid.UUID) -> Reward:
     reward = await db_session.scalar(select(Reward).where(
         Reward.id == reward_id, Reward.partner_id == user.partner_id))
@@ -93,7 +104,7 @@ class RewardConsolePages(Controller):
         user = await staff(request, db_session, "rewards.manage")
         form = await request.form()
         try:
-            fields = read_reward(form, await _zone(db_session))
+            fields = await _checked(db_session, user, form)
         except FormErrors as exc:
             return await self._list(db_session, user, form=dict(form), errors=exc.errors,
                                     status_code=400)
@@ -120,7 +131,7 @@ class RewardConsolePages(Controller):
         reward = await _own_reward(db_session, user, reward_id)
         form = await request.form()
         try:
-            fields = read_reward(form, await _zone(db_session))
+            fields = await _checked(db_session, user, form)
         except FormErrors as exc:
             return page("rewards/console_edit.html", status_code=400, user=user,
                         reward=reward, kinds=KIND_LABELS, form=dict(form), errors=exc.errors)
