@@ -122,6 +122,28 @@ async def test_points_stay_pending_for_the_return_window_and_returns_are_proport
     await assert_verified(db)
 
 
+async def test_the_member_named_by_card_number_or_the_partners_customer_id(
+        app, partner, other_partner, db):
+    await rules(app, partner, BASE)
+    customer = f"C-{uuid.uuid4().hex[:8]}"
+    member = await partner.enroll(partner_customer_id=customer)
+    card = (await partner.get(f"/api/v1/members/{member}")).json()["card_number"]
+    for reference in ({"card_number": card}, {"customer_id": customer}):
+        posted = await partner.post("/api/v1/purchases", {**order(member),
+                                                          "member": reference})
+        assert posted.status_code == 201, posted.text
+        assert posted.json()["member_id"] == member
+    # Another brand knows neither: the card is not linked to it, the id is not its own.
+    for reference, field in (({"card_number": card}, "member.card_number"),
+                             ({"customer_id": customer}, "member.customer_id")):
+        refused = await other_partner.post("/api/v1/purchases", {**order(member),
+                                                                 "member": reference})
+        assert refused.status_code == 404 and refused.json()["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE member_id = $1",
+                             uuid.UUID(member)) == 2
+    await assert_verified(db)
+
+
 async def test_bad_purchases_are_refused_by_field_and_write_nothing(app, partner, db):
     await rules(app, partner, BASE)
     member = await partner.enroll()
