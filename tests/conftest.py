@@ -58,7 +58,23 @@ def database_url(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
     asyncio.run(ensure_database(url))
     upgrade(url)
     yield url
-    asyncio.run(drop_database(url))
+    try:
+        problems = asyncio.run(_ledger_problems(url))
+    finally:
+        asyncio.run(drop_database(url))
+    # Whatever the tests did between them, the ledger they leave must verify clean.
+    assert not problems, "coalition ledger verify after the session:\n" + "\n".join(
+        f"{p.check}: {p.detail}" for p in problems)
+
+
+async def _ledger_problems(url: DatabaseUrl) -> list:
+    from coalition.verify import verify_ledger
+
+    connection = await asyncpg.connect(url.asyncpg_dsn)
+    try:
+        return await verify_ledger(connection)
+    finally:
+        await connection.close()
 
 
 @pytest.fixture(scope="session")
