@@ -398,6 +398,21 @@ async def test_hold_body_is_replayed_for_the_same_key(db, partner):
 
 # Jobs on the real task queue ----------------------------------------------------------------
 
+def test_every_periodic_job_is_scheduled_on_the_queue():
+    """`coalition worker --once` runs PERIODIC by hand; a worker only runs what the
+    procrastinate app schedules. The two lists must not drift apart, and the lifecycle
+    jobs must come round often enough for their promises (pending points activate and
+    holds lapse within minutes, expiry within the hour, tiers daily)."""
+    from web.jobs import PERIODIC, app
+
+    schedules = {task.task.name: task.cron
+                 for task in app.periodic_registry.periodic_tasks.values()}
+    assert set(PERIODIC) | {"maintenance", "draft_settlement"} == set(schedules)
+    assert schedules["activate_pending"] == schedules["expire_holds"] == "* * * * *"
+    assert schedules["expire_points"].split()[1:] == ["*", "*", "*", "*"]      # hourly
+    assert schedules["reevaluate_tiers"].split()[2:] == ["*", "*", "*"]        # daily
+
+
 async def test_queued_jobs_run_on_a_procrastinate_worker_and_twice_change_nothing(
         db, partner, database_url):
     from web.jobs import activate_pending, expire_holds, opened
