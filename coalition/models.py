@@ -86,7 +86,8 @@ class CoalitionSettings(Base):
     timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Warsaw")
     # Rolling validity of earned points; NULL means points never expire.
     points_validity_months: Mapped[int | None] = mapped_column(Integer, server_default="36")
-    # How an earned lot's expiry date is set (coalition/expiry.py explains each policy).
+    # How an earned lot's expiry date is set (ledger_lot_expiry, sql/0013; the operator
+    # sets it at /operator/policies, coalition/policies.py).
     expiry_policy: Mapped[str] = mapped_column(String(20), server_default="rolling")
     # For fixed_date: points expire on this day and month after validity months pass.
     expiry_fixed_month: Mapped[int | None] = mapped_column(SmallInteger)

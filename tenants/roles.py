@@ -20,6 +20,8 @@
 | affiliates.view   |   ✓   |   ✓   |    ✓    |         |
 | affiliates.manage |   ✓   |   ✓   |         |         |
 | affiliates.review |   ✓   |   ✓   |         |         |
+| policies.view     |   ✓   |   ✓   |    ✓    |         |
+| policies.manage   |   ✓   |       |         |         |
 
 * an admin cannot grant, change or remove the owner role.
 """
@@ -52,6 +54,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "affiliates.manage": frozenset({"owner", "admin"}),
     # Affiliate commissions: the list, releasing or rejecting fraud holds.
     "affiliates.review": frozenset({"owner", "admin"}),
+    # The coalition's points policies and the partner's return window (web/portal/
+    # policies.py). The window decides when members may spend what they earned at the
+    # brand and how long a return can take points back: the owner's decision.
+    "policies.view": frozenset({"owner", "admin", "analyst"}),
+    "policies.manage": frozenset({"owner"}),
 }
 
 

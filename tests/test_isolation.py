@@ -108,6 +108,11 @@ async def test_every_api_route_refuses_another_partners_resources(client, partne
                     assert response.status_code == 200
                     assert response.json() == {"balance": None, "items": []}
                     continue
+                if template == "/api/v1/policies":
+                    # The coalition's policies and B's own return window.
+                    assert response.status_code == 200
+                    assert response.json()["partner_id"] == str(other_partner.partner_id)
+                    continue
                 if template in ("/api/v1/rewards", "/api/v1/settlement/payments"):
                     # B's own catalogue and payments: empty, and none of A's.
                     assert response.status_code == 200 and response.json()["items"] == []
@@ -202,6 +207,8 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("POST", "/partner/rules/preview"): 200,
              ("GET", "/partner/segments"): 200,
              ("POST", "/partner/segments"): 400,   # no name given
+             ("GET", "/partner/policies"): 200,
+             ("POST", "/partner/policies"): 400,  # no return window given
              ("GET", "/partner/payouts"): 200,
              ("POST", "/partner/payouts"): 400,   # no payout method chosen
              ("GET", "/partner/terms"): 200, ("GET", "/partner/prepaid"): 200,

@@ -54,6 +54,7 @@ from web.api.checkout import CheckoutController
 from web.api.members import MemberController
 from web.api.payments import PaymentController
 from web.api.points import PointsController
+from web.api.policies import PolicyController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
 from web.api.settlement import SettlementController
@@ -77,6 +78,7 @@ from web.portal.finance import OperatorFinancePages
 from web.portal.home import HomePages
 from web.portal.onboarding import OnboardingPages
 from web.portal.payments import OperatorPaymentPages, PartnerPayoutPages
+from web.portal.policies import OperatorPolicyPages, PartnerPolicyPages
 from web.portal.profile import ProfilePages
 from web.portal.rewards import MemberRewardPages
 from web.portal.rewards_console import RewardConsolePages
@@ -270,7 +272,8 @@ def create_app(
         path="/api/v1",
         route_handlers=[MemberController, PointsController, PurchaseController,
                         EventController, CheckoutController, RewardController, TierController,
-                        PaymentController, SettlementController, StatementController],
+                        PaymentController, SettlementController, StatementController,
+                        PolicyController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
@@ -283,6 +286,7 @@ def create_app(
                         PartnerRulePages, OperatorRulePages,
                         CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
                         OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
+                        OperatorPolicyPages, PartnerPolicyPages,
                         OperatorFinancePages,
                         stripe_webhook,
                         OperatorTermsPages, PartnerTermsPages,
