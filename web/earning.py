@@ -333,20 +333,26 @@ SELECT l.member_id,
 async def event(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
                 member: MemberRef, event_type: str, reference: str, occurred_at: datetime,
                 idempotency_key: str | None, request_hash: str | None) -> PostingResult:
+    """Post an event: its rules decide under the member's wallet lock, with the member's
+    usage of the capped ones (coalition.purchases.post_event); budgets are taken when
+    it posts, as for a purchase."""
     settings = await program(conn)
-    rules = await active_rules(conn, partner_id, occurred_at)
+    offers = [rule for rule in await active_rules(conn, partner_id, occurred_at)
+              if rule.type == "event" and rule.params.get("event_type") == event_type]
 
     async def decide(situation: EventSituation) -> Decision:
         context = await member_context(conn, situation.member_id)
+        usage = {rule: RuleUsage(*points) for rule, points in situation.usage.items()}
         evaluation = evaluate_event(
-            rules, event_type, occurred_at,
-            Shopper(context.tier, context.segments, False),
-            budget_left=await budget_left(conn, rules),
+            offers, event_type, occurred_at,
+            Shopper(context.tier, context.segments, False, usage),
+            budget_left=await budget_left(conn, offers),
             history=EventHistory(**situation.counts))
-        return Decision(hit_rows(evaluation, rules), skip_rows(evaluation))
+        return Decision(hit_rows(evaluation, offers), skip_rows(evaluation))
 
     return await post_event(
         conn, partner_id=partner_id, actor=actor, member=member, event_type=event_type,
         reference=reference, occurred_at=occurred_at, decide=decide,
+        capped_rules=capped_rule_ids(offers),
         period_starts=periods(occurred_at, settings.timezone),
         idempotency_key=idempotency_key, request_hash=request_hash)
