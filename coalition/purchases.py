@@ -258,7 +258,8 @@ def _json(value: Any) -> str:
     return _ENCODER.encode(value).decode()
 
 
-_EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+_EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " $12::uuid[])")
 _EVENT_POST = ("SELECT status, body FROM event_post($1, $2, $3, $4, $5, $6, $7, $8::jsonb,"
                " $9::jsonb)")
 
@@ -267,6 +268,7 @@ _EVENT_POST = ("SELECT status, body FROM event_post($1, $2, $3, $4, $5, $6, $7, 
 class EventSituation:
     member_id: uuid.UUID
     counts: dict[str, int]  # earlier events of this type: ever, year, month, day
+    usage: dict[uuid.UUID, tuple[int, int]]  # rule id -> (points today, this month)
 
 
 async def post_event(
@@ -279,21 +281,55 @@ async def post_event(
     reference: str,
     occurred_at: datetime,
     decide: Callable[[EventSituation], Awaitable[Decision]],
+    capped_rules: list[uuid.UUID],
     period_starts: tuple[datetime, datetime, datetime],
     idempotency_key: str | None,
     request_hash: str | None,
 ) -> PostingResult:
+    """The locked path for an event: event_begin (claim, member, reference check, wallet
+    lock, frequency counts and the usage of `capped_rules`), the rules, event_post
+    (budgets, entry, rule hits, the stored response)."""
+    try:
+        return await _post_event_locked(conn, partner_id, actor, member, event_type,
+                                        reference, occurred_at, decide, capped_rules,
+                                        period_starts, idempotency_key, request_hash)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "uq_member_events_reference":
+            raise
+        return PostingResult(409, _EVENT_RECORDED)
+
+
+async def _post_event_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str,
+                             member: MemberRef, event_type: str, reference: str,
+                             occurred_at: datetime,
+                             decide: Callable[[EventSituation], Awaitable[Decision]],
+                             capped_rules: list[uuid.UUID],
+                             period_starts: tuple[datetime, datetime, datetime],
+                             idempotency_key: str | None, request_hash: str | None
+                             ) -> PostingResult:
     day_start, month_start, year_start = period_starts
     async with conn.transaction():
         begun = await conn.fetchrow(
             _EVENT_BEGIN, partner_id, idempotency_key, request_hash, member.id,
             member.card_number, member.customer_id, event_type, reference, day_start,
-            month_start, year_start)
+            month_start, year_start, capped_rules)
         if not begun["proceed"]:
             return PostingResult(begun["status"], begun["body"])
-        decision = await decide(EventSituation(begun["member_id"], json.loads(begun["counts"])))
+        usage = {uuid.UUID(rule): (day, month)
+                 for rule, (day, month) in json.loads(begun["usage"]).items()}
+        decision = await decide(EventSituation(begun["member_id"],
+                                               json.loads(begun["counts"]), usage))
         row = await conn.fetchrow(
             _EVENT_POST, partner_id, begun["member_id"], idempotency_key, actor, event_type,
             reference, occurred_at, json.dumps(decision.hits, default=str),
             json.dumps(decision.skipped, default=str))
         return PostingResult(row["status"], row["body"])
+
+
+# The answer event_begin gives for a reference already recorded (ledger_problem): two
+# posts of one reference at once both pass its check, and the unique index stops the
+# later one, whose transaction is rolled back whole, as for an order id above.
+_EVENT_RECORDED = json.dumps({
+    "type": "/problems/event-already-recorded", "title": "Event already recorded",
+    "status": 409, "detail": "This member already has an event of this type with this"
+    " reference.", "field": "reference"})

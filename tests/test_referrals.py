@@ -308,6 +308,97 @@ async def test_the_monthly_limit_holds_under_concurrency(app, partner, db):
     await assert_verified(db)
 
 
+
+async def test_the_referrers_day_cap_holds_when_referees_qualify_at_once(app, partner, db):
+    rule_id = (await rules(app, partner, BASE, RuleSpec(
+        "Refer a friend", "referral", {"points": 10, "welcome_points": 5},
+        per_member_day_cap=25)))[1]
+    referrer = await partner.enroll()
+    code = await code_of(db, referrer)
+    referees = [await partner.enroll(referral_code=code) for _ in range(5)]
+    posted = await asyncio.gather(*(partner.post("/api/v1/purchases", order(r, total=1_000))
+                                    for r in referees))
+    assert [p.status_code for p in posted] == [201] * 5, [p.text for p in posted]
+    bodies = [p.json() for p in posted]
+    paid = sorted((b["referral_bonus"] for b in bodies if b["referral_bonus"]),
+                  key=lambda bonus: bonus["points"])
+    assert [(b["points"], b["welcome_points"], b["capped_by"]) for b in paid] == [
+        (5, 5, "per_member_day"), (10, 5, None), (10, 5, None)]
+    assert paid[0]["explanation"].endswith(
+        "capped at 5 pts by the per member day cap of 25 pts (20 pts already today)")
+    # With the cap used up the rule does not apply: those referrals stay open.
+    unpaid = [b for b in bodies if b["referral_bonus"] is None]
+    assert [s["code"] for b in unpaid for s in b["skipped"] if s["type"] == "referral"] \
+        == ["cap", "cap"]
+    assert [(await referral(db, b["member_id"]))["qualified_at"] for b in unpaid] == [None] * 2
+    assert (await partner.balance(referrer))["available"] == 25
+    # Another day's cap is fresh: the open referrals qualify then.
+    yesterday = order(unpaid[0]["member_id"], total=1_000)
+    yesterday["occurred_at"] = (datetime.fromisoformat(yesterday["occurred_at"])
+                                - timedelta(days=1)).isoformat()
+    later = (await partner.post("/api/v1/purchases", yesterday)).json()["referral_bonus"]
+    assert (later["points"], later["capped_by"]) == (10, None)
+    assert await db.fetchval("SELECT sum(points) FROM rule_hits WHERE rule_id = $1"
+                             " AND member_id = $2", rule_id, uuid.UUID(referrer)) == 35
+    await assert_verified(db)
+
+
+async def budget_used(db, rule_id: uuid.UUID) -> int:
+    return await db.fetchval("SELECT budget_used FROM earning_rules WHERE id = $1", rule_id)
+
+
+async def refer(partner, db) -> str:
+    """A new referee of a new referrer."""
+    return await partner.enroll(referral_code=await code_of(db, await partner.enroll()))
+
+
+async def test_a_referral_rules_budget_pays_the_referrer_then_the_welcome(app, partner, db):
+    rule_id = (await rules(app, partner, BASE, RuleSpec(
+        "Refer a friend", "referral", {"points": 10, "welcome_points": 5}, budget=40)))[1]
+    referees = [await refer(partner, db) for _ in range(4)]
+    bodies = [(await partner.post("/api/v1/purchases", order(r, total=1_000))).json()
+              for r in referees]
+    bonuses = [b["referral_bonus"] for b in bodies]
+    assert [(b["points"], b["welcome_points"], b["capped_by"]) for b in bonuses[:3]] == [
+        (10, 5, None), (10, 5, None), (10, 0, "budget")]
+    assert bonuses[2]["explanation"].endswith(
+        "(campaign budget left only 10 points: 10 to the referrer, 0 welcome bonus)")
+    assert await budget_used(db, rule_id) == 40
+    # The campaign is spent: the rule no longer applies, and the referral stays open.
+    assert bonuses[3] is None
+    assert [s["code"] for s in bodies[3]["skipped"] if s["type"] == "referral"] == ["budget"]
+    assert (await referral(db, referees[3]))["qualified_at"] is None
+    assert await db.fetchval("SELECT sum(points) FROM rule_hits WHERE rule_id = $1",
+                             rule_id) == 40
+    await assert_verified(db)
+
+
+async def test_a_referral_rules_budget_holds_when_referees_qualify_at_once(app, partner, db):
+    rule_id = (await rules(app, partner, BASE, RuleSpec(
+        "Refer a friend", "referral", {"points": 10, "welcome_points": 5}, budget=50)))[1]
+    referees = [await refer(partner, db) for _ in range(6)]
+    posted = await asyncio.gather(*(partner.post("/api/v1/purchases", order(r, total=1_000))
+                                    for r in referees))
+    assert [p.status_code for p in posted] == [201] * 6, [p.text for p in posted]
+    paid = [b for b in (p.json()["referral_bonus"] for p in posted) if b]
+    assert sum(b["points"] + b["welcome_points"] for b in paid) == 50
+    assert sorted(b["points"] + b["welcome_points"] for b in paid if b["points"]) == \
+        [5, 15, 15, 15]
+    for bonus in paid:
+        if bonus["points"] + bonus["welcome_points"] < 15:
+            assert bonus["capped_by"] == "budget", bonus
+    # A referral decided before the budget ran out and posted after closes unpaid.
+    closed = await db.fetch("SELECT outcome, rewarded_entry_id FROM member_referrals"
+                            " WHERE referee_id = ANY($1::uuid[]) AND qualified_at IS NOT NULL",
+                            [uuid.UUID(r) for r in referees])
+    assert len(closed) == len(paid)
+    assert all(r["outcome"] == ("rewarded" if r["rewarded_entry_id"] else "limit")
+               for r in closed)
+    assert await budget_used(db, rule_id) == 50
+    assert await db.fetchval("SELECT sum(points) FROM rule_hits WHERE rule_id = $1",
+                             rule_id) == 50
+    await assert_verified(db)
+
 async def test_a_coalition_funded_rule_pays_from_the_operator(app, partner, db):
     # Active only in a past window of its own, so no other test's purchase meets it.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)

@@ -136,21 +136,40 @@ async def _referral(conn: asyncpg.Connection, rules: list[RuleVersion], order: O
                     referrer: uuid.UUID, settings: Program
                     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Whether this purchase of a referee with an open referral qualifies, under which
-    rule version and for what (coalition/referrals.py); the skips say why not."""
+    rule version and for what (coalition/referrals.py); the skips say why not. The
+    referrer's caps count the referrer's usage; the budget is taken when the bonus
+    posts (SQL referral_reward, which trims what the budget no longer covers)."""
+    offers = [rule for rule in rules if rule.type == "referral"]
     context = await member_context(conn, referrer)
-    bonus = referral_bonus(rules, order.occurred_at,
-                           Shopper(context.tier, context.segments, False),
-                           budget_left=await budget_left(conn, rules), total=order.total,
+    usage = await _referrer_usage(conn, referrer, offers, order.occurred_at, settings)
+    bonus = referral_bonus(offers, order.occurred_at,
+                           Shopper(context.tier, context.segments, False, usage),
+                           budget_left=await budget_left(conn, offers), total=order.total,
                            currency=order.currency, coalition_currency=settings.currency)
     if not bonus.hits:
         return None, skip_rows(bonus)
     hit = bonus.hits[0]
-    params = next(rule.params for rule in rules if rule.rule_id == hit.rule_id)
+    rule = next(rule for rule in offers if rule.rule_id == hit.rule_id)
     return {"rule_id": str(hit.rule_id), "version": hit.version, "name": hit.name,
             "funding": hit.funding, "points": hit.points,
-            "welcome_points": params.get("welcome_points") or 0,
-            "monthly_limit": params.get("monthly_limit"),
-            "explanation": hit.explanation}, []
+            "welcome_points": rule.params.get("welcome_points") or 0,
+            "monthly_limit": rule.params.get("monthly_limit"),
+            "explanation": hit.explanation, "capped_by": hit.capped_by,
+            "budget": rule.budget is not None}, []
+
+
+async def _referrer_usage(conn: asyncpg.Connection, referrer: uuid.UUID,
+                          offers: list[RuleVersion], at: datetime, settings: Program
+                          ) -> dict[uuid.UUID, RuleUsage]:
+    """The referrer's usage of the capped referral rules, read under the referrer's
+    wallet lock, which the posting keeps (referral_reward takes it anyway): referees of
+    one referrer qualifying at once are decided one after the other, so the referrer's
+    caps are exact. Only the locked path comes here with such rules (`purchase`)."""
+    if not capped_rule_ids(offers):
+        return {}
+    await conn.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR NO KEY UPDATE",
+                       referrer)
+    return await member_usage(conn, referrer, offers, at, settings.timezone)
 
 
 # Whether the member has a stored affiliate attribution at the partner ($1): only
@@ -232,13 +251,17 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
         return extra
 
     capped = capped_rule_ids(rules)
+    # A referral's referrer caps are read under the referrer's lock, which only the
+    # locked path holds until the posting (`_referrer_usage`).
+    referrer_capped = bool(capped_rule_ids(r for r in rules if r.type == "referral"))
     # Cross-brand coupons follow the posting in its transaction: the locked path only.
     if not touch and partner_id not in await _coupon_sources(conn):
         posted = await _fast_purchase(conn, settings, partner_id=partner_id, actor=actor,
                                       member=member, order=order, decide=decide,
                                       capped=capped, day=day, month=month,
                                       idempotency_key=idempotency_key,
-                                      request_hash=request_hash)
+                                      request_hash=request_hash,
+                                      referrer_capped=referrer_capped)
         if posted is not None:
             return posted
     return await post_purchase(
@@ -252,10 +275,12 @@ async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,
                          partner_id: uuid.UUID, actor: str, member: MemberRef, order: Order,
                          decide: Any, capped: list[uuid.UUID], day: datetime,
                          month: datetime, idempotency_key: str | None,
-                         request_hash: str | None) -> PostingResult | None:
+                         request_hash: str | None, referrer_capped: bool
+                         ) -> PostingResult | None:
     """None when the locked path must decide: an unknown member (it records the
-    refusal), a tier program that changed since this process last saw it, or a fact
-    that changed between the read and the posting."""
+    refusal), a tier program that changed since this process last saw it, a referee
+    whose referral may pay under a rule with per-member caps (`referrer_capped`), or a
+    fact that changed between the read and the posting."""
     ladder = _tier_program.get("program")
     if ladder is None:
         ladder = await tiers.load_program(conn)
@@ -263,7 +288,8 @@ async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,
                                  capped_rules=capped, day_start=day, month_start=month,
                                  join=_FACTS_JOIN,
                                  join_args=tiers.facts_args(ladder, order.occurred_at))
-    if situation is None or situation.begun["affiliate_attributed"]:
+    if situation is None or situation.begun["affiliate_attributed"] or (
+            referrer_capped and situation.referrer is not None):
         return None
     seen = (situation.begun["tier_policy"], situation.begun["tier_ladder"])
     if _tier_program.get("seen") != seen:
@@ -354,20 +380,26 @@ SELECT l.member_id,
 async def event(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
                 member: MemberRef, event_type: str, reference: str, occurred_at: datetime,
                 idempotency_key: str | None, request_hash: str | None) -> PostingResult:
+    """Post an event: its rules decide under the member's wallet lock, with the member's
+    usage of the capped ones (coalition.purchases.post_event); budgets are taken when
+    it posts, as for a purchase."""
     settings = await program(conn)
-    rules = await active_rules(conn, partner_id, occurred_at)
+    offers = [rule for rule in await active_rules(conn, partner_id, occurred_at)
+              if rule.type == "event" and rule.params.get("event_type") == event_type]
 
     async def decide(situation: EventSituation) -> Decision:
         context = await member_context(conn, situation.member_id)
+        usage = {rule: RuleUsage(*points) for rule, points in situation.usage.items()}
         evaluation = evaluate_event(
-            rules, event_type, occurred_at,
-            Shopper(context.tier, context.segments, False),
-            budget_left=await budget_left(conn, rules),
+            offers, event_type, occurred_at,
+            Shopper(context.tier, context.segments, False, usage),
+            budget_left=await budget_left(conn, offers),
             history=EventHistory(**situation.counts))
-        return Decision(hit_rows(evaluation, rules), skip_rows(evaluation))
+        return Decision(hit_rows(evaluation, offers), skip_rows(evaluation))
 
     return await post_event(
         conn, partner_id=partner_id, actor=actor, member=member, event_type=event_type,
         reference=reference, occurred_at=occurred_at, decide=decide,
+        capped_rules=capped_rule_ids(offers),
         period_starts=periods(occurred_at, settings.timezone),
         idempotency_key=idempotency_key, request_hash=request_hash)

@@ -48,7 +48,9 @@ Types and their ``params``:
   referral is open; the first rule that applies decides: ``points`` to the referrer,
   ``welcome_points`` to the referee, when the total is at least ``min_amount`` (minor
   units of the coalition currency); ``monthly_limit`` rewarded referrals per referrer
-  per calendar month is enforced where the bonus posts (coalition/referrals.py).
+  per calendar month is enforced where the bonus posts (coalition/referrals.py). The
+  caps apply to the referrer's ``points``; the budget also pays the welcome points,
+  which the posting takes after them.
 """
 
 from __future__ import annotations
