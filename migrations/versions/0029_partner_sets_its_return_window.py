@@ -1,7 +1,7 @@
 """a partner's owner sets its return window from the console
 
 Revision ID: 0029
-Revises: 0027
+Revises: 0028
 
 The partner console runs as coalition_tenant under row-level security (0007), which
 could only read the partner's own row. The return window (`partners.pending_days`) is
@@ -12,7 +12,7 @@ every other column stay the operator's.
 from alembic import op
 
 revision = "0029"
-down_revision = "0027"
+down_revision = "0028"
 branch_labels = None
 depends_on = None
 
