@@ -89,9 +89,8 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                 partners[item["slug"]] = partner.id
                 if item["slug"] == PENDING_SLUG:
                     partner.pending_days = PENDING_DAYS
-            people = [("jan.kowalski@example.com", "Jan Kowalski"),
-                      ("maria.nowak@example.com", "Maria Nowak"),
-                      ("krzysztof.wisniewski@example.com", "Krzysztof Wiśniewski")]
+            people = [(JAN, "Jan Kowalski"), (MARIA, "Maria Nowak"),
+                      (KRZYSZTOF, "Krzysztof Wiśniewski")]
             rng = random.Random(seed)
             for i in range(extra_members):
                 first, last = rng.choice(FIRST), rng.choice(LAST)
