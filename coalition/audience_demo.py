@@ -1,53 +1,26 @@
-"""Demo data for tiers, segments and company accounts (web/demo.py calls these after the
-six months of history are posted). The demo posts earnings through the ledger without
-purchase rows; `backfill_purchases` gives each demo earning its purchase (1 point per
-PLN, one line in the brand's category, returns from the reversals), so tiers and
-segments have something to measure. It touches no ledger row and skips orders that
-already have a purchase, so it is harmless once the demo posts real purchases."""
+"""Demo data for tiers, segments and company accounts (web/demo.py calls these around
+the six months of history, which web/demo_history.py posts as real purchases): the
+members' birth dates, a B2B company account, and the coalition's and partners'
+segments."""
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.companies import company_profile, invite
-from coalition.ledger import Ledger, PostingRequest
 from coalition.members import enroll
 from coalition.segments import service as segments
 from tenants.accounts import set_password
 
-CATEGORIES = {"hurtownia": "tools", "moda": "clothing", "akcesoria": "accessories",
-              "salon": "hair care", "b2b": "electronics"}
 
-_BACKFILL = """
-INSERT INTO purchases (partner_id, member_id, order_id, occurred_at, currency, total, channel,
-                       lines, points, entry_id, returned_total, returned_points)
-SELECT e.partner_id, e.member_id, e.order_id, e.occurred_at, 'PLN', l.points * 100, 'store',
-       jsonb_build_array(jsonb_build_object(
-           'sku', upper(p.slug) || '-' || (l.points % 7 + 1), 'category',
-           coalesce(($1::jsonb)->>p.slug, 'other'), 'quantity', 1,
-           'unit_price', l.points * 100, 'amount', l.points * 100)),
-       l.points, e.id, coalesce(r.points, 0) * 100, coalesce(r.points, 0)
-  FROM journal_entries e
-  JOIN lots l ON l.entry_id = e.id
-  JOIN partners p ON p.id = e.partner_id
-  LEFT JOIN LATERAL (SELECT sum(m.points) AS points FROM lot_movements m
-                      WHERE m.lot_id = l.id AND m.kind = 'cancel') r ON true
- WHERE e.kind = 'earn' AND e.actor = 'demo' AND e.order_id IS NOT NULL
-ON CONFLICT (partner_id, order_id) DO NOTHING
-"""
-
-
-async def backfill_purchases(conn: asyncpg.Connection, now: datetime, seed: int = 2026
-                             ) -> int:
-    """Purchases for the demo's earnings, and birth dates for the demo members (Jan
-    Kowalski's birthday falls in the current month, so "Birthday this month" has him)."""
-    inserted = int((await conn.execute(_BACKFILL, json.dumps(CATEGORIES))).split()[-1])
+async def seed_birth_dates(conn: asyncpg.Connection, now: datetime, seed: int = 2026) -> None:
+    """Birth dates for the demo members (Jan Kowalski's birthday falls in the current
+    month, so "Birthday this month" has him)."""
     rng = random.Random(seed)
     people = await conn.fetch("SELECT id, email FROM members WHERE kind = 'person'"
                               " AND birth_date IS NULL ORDER BY email")
@@ -58,7 +31,6 @@ async def backfill_purchases(conn: asyncpg.Connection, now: datetime, seed: int 
             born = date(rng.randint(1950, 2004), rng.randint(1, 12), rng.randint(1, 28))
         await conn.execute("UPDATE members SET birth_date = $2 WHERE id = $1", person["id"],
                            born)
-    return inserted
 
 
 # (email, password, who): the company admin is also in web/demo.py DEMO_LOGINS.
@@ -68,10 +40,10 @@ COMPANY_BUYER = ("piotr.nowicki@kowalczyk-instalacje.example", "demo-company-pas
                  "Company buyer at Kowalczyk Instalacje")
 
 
-async def seed_company(session: AsyncSession, ledger: Ledger, partner_id: uuid.UUID,
-                       now: datetime) -> uuid.UUID:
-    """A B2B company account at TechnoB2B Sklep Hurtowy: the company member, its admin
-    and buyer logins sharing one wallet, and three wholesale orders (VIP by spend)."""
+async def seed_company(session: AsyncSession, partner_id: uuid.UUID) -> uuid.UUID:
+    """A B2B company account at TechnoB2B Sklep Hurtowy: the company member, and its
+    admin and buyer logins sharing one wallet (its wholesale orders, VIP by spend, are
+    in the history)."""
     profile = company_profile("Kowalczyk Instalacje Sp. z o.o.", "PL 777-123-45-67")
     linked, _ = await enroll(session, partner_id, "zakupy@kowalczyk-instalacje.example",
                              profile.company_name, "B2B-K-001", profile)
@@ -81,11 +53,6 @@ async def seed_company(session: AsyncSession, ledger: Ledger, partner_id: uuid.U
         user, _ = await invite(session, company, email, name, role)
         await set_password(session, user, password)
     await session.commit()
-    for n, (points, days_ago) in enumerate([(1850, 150), (2400, 75), (1320, 12)]):
-        await ledger.earn(PostingRequest(
-            partner_id=partner_id, member_id=company, points=points, actor="demo",
-            order_id=f"TB-K-{n + 1:03d}", description="Demo wholesale order",
-            posted_at=now - timedelta(days=days_ago)))
     return company
 
 
@@ -106,7 +73,8 @@ COALITION_SEGMENTS = [
 ]
 PARTNER_SEGMENTS = {
     "hurtownia": [("Tool buyers this year", None,
-                   _definition({"type": "category", "categories": ["tools"], "days": 365})),
+                   _definition({"type": "category", "categories": ["narzedzia"],
+                                "days": 365})),
                   ("Lapsed customers", "Bought before, nothing in 60 days.",
                    _definition({"type": "last_purchase", "more_than_days": 60}))],
 }

@@ -20,7 +20,10 @@ def test_demo_has_tiers_segments_and_a_company_account(demo_database):
             company = await conn.fetchrow(
                 "SELECT m.id, a.balance FROM members m JOIN accounts a ON a.member_id = m.id"
                 " WHERE m.kind = 'company'")
-            assert company["balance"] == 1850 + 2400 + 1320
+            # Three wholesale orders priced by TechnoB2B's and the coalition's rules.
+            orders = await conn.fetchrow("SELECT count(*), sum(total), sum(points)"
+                                         " FROM purchases WHERE member_id = $1", company["id"])
+            assert tuple(orders) == (3, 186_300 + 238_400 + 132_200, company["balance"])
             roles = dict(await conn.fetch("SELECT email, company_role FROM users"
                                           " WHERE member_id = $1", company["id"]))
             assert sorted(roles.values()) == ["admin", "buyer"]
@@ -41,10 +44,11 @@ def test_demo_has_tiers_segments_and_a_company_account(demo_database):
                 " WHERE m.kind = 'person'"))
             assert (balances["Jan Kowalski"], balances["Maria Nowak"],
                     balances["Krzysztof Wiśniewski"]) == (150, 200, 95)
-            # Every demo earning has its purchase; the ledger is untouched and clean.
+            # Every demo earning is a purchase's or an event's; the ledger is clean.
             assert await conn.fetchval(
                 "SELECT count(*) FROM journal_entries e WHERE e.kind = 'earn' AND NOT EXISTS"
-                " (SELECT 1 FROM purchases p WHERE p.entry_id = e.id)") == 0
+                " (SELECT 1 FROM purchases p WHERE p.entry_id = e.id) AND NOT EXISTS"
+                " (SELECT 1 FROM member_events v WHERE v.entry_id = e.id)") == 0
             assert await verify_ledger(conn) == []
         finally:
             await conn.close()

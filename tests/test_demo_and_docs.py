@@ -12,6 +12,7 @@ from coalition.rules.service import active_rules
 from coalition.verify import verify_ledger
 from settlement.runs import previous_period, verify
 from settlement.statements import flow_matrix, netting
+from tests.test_cli import coalition
 from web.demo import load_demo
 
 
@@ -54,7 +55,7 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
                 "SELECT count(DISTINCT date_trunc('month', created_at)) FROM journal_entries")
             assert months >= 5
             kinds = {r[0] for r in await conn.fetch("SELECT DISTINCT kind FROM journal_entries")}
-            assert kinds == {"earn", "redeem", "reverse"}
+            assert kinds == {"earn", "redeem", "reverse", "hold"}
             rewards = dict(await conn.fetch(
                 "SELECT name, price_points FROM rewards WHERE listed"))
             assert rewards["Zniżka 10% na kolejne zakupy"] == 100
@@ -81,6 +82,7 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
                                              " WHERE p.slug = 'salon'")) == (5000, 5000)
             assert await conn.fetchval("SELECT rate FROM fx_rates WHERE quote = 'EUR'")
             await _demo_rules_earn_as_promised(conn)
+            await _demo_history_went_through_the_rules(conn)
             await _demo_history_is_settled(conn)
             entries = await conn.fetchval("SELECT count(*) FROM journal_entries")
             runs_before = await conn.fetchval("SELECT count(*) FROM settlement_runs")
@@ -91,6 +93,52 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             await conn.close()
 
     asyncio.run(scenario())
+    verified = coalition(demo_database, "ledger", "verify")
+    assert verified.returncode == 0 and "ledger verify: clean" in verified.stdout, \
+        verified.stdout + verified.stderr
+
+
+async def _demo_history_went_through_the_rules(conn) -> None:
+    """Purchases with order lines priced by the partners' and the coalition's rules (a
+    campaign among them, in its own days), returns through the returns path, events,
+    points pending in Moda Centrum's return window, and a checkout hold still open."""
+    owners = dict(await conn.fetch(
+        "SELECT r.partner_id IS NULL, sum(h.points) FROM rule_hits h"
+        " JOIN earning_rules r ON r.id = h.rule_id WHERE h.points > 0 GROUP BY 1"))
+    assert owners.get(False, 0) > 0 and owners.get(True, 0) > 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM rule_hits h JOIN earning_rule_versions v ON v.rule_id ="
+        " h.rule_id AND v.version = h.rule_version WHERE v.starts_at IS NOT NULL"
+        " AND h.occurred_at >= v.starts_at AND h.occurred_at < v.ends_at"
+        " AND h.points > 0") > 0
+    purchases = await conn.fetchrow(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE jsonb_array_length(lines) = 0)"
+        " AS no_lines, count(*) FILTER (WHERE points > 0) AS earning,"
+        " count(*) FILTER (WHERE points <> (SELECT coalesce(sum((h ->> 'points')::int), 0)"
+        " FROM jsonb_array_elements(breakdown) h)) AS off FROM purchases")
+    assert purchases["n"] > 50 and purchases["no_lines"] == purchases["off"] == 0
+    assert purchases["earning"] > purchases["n"] * 0.9   # some are below Moda's minimum
+    # Each purchase's rule hits are its points (returns write their own negative hits).
+    assert await conn.fetchval(
+        "SELECT count(*) FROM purchases p WHERE p.entry_id IS NOT NULL AND p.points <>"
+        " (SELECT sum(h.points) FROM rule_hits h WHERE h.entry_id = p.entry_id"
+        " AND h.points > 0)") == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM journal_entries e WHERE e.kind = 'reverse' AND NOT EXISTS"
+        " (SELECT 1 FROM purchase_returns r WHERE r.entry_id = e.id)") == 0
+    assert await conn.fetchval("SELECT count(*) FROM purchase_returns") > 0
+    pending = await conn.fetch(
+        "SELECT p.slug, p.pending_days, sum(l.remaining) AS points FROM lots l"
+        " JOIN partners p ON p.id = l.partner_id WHERE l.status = 'pending'"
+        " GROUP BY 1, 2")
+    assert [(r["slug"], r["pending_days"]) for r in pending] == [("moda", 14)]
+    assert pending[0]["points"] > 0
+    events = dict(await conn.fetch(
+        "SELECT event_type, count(*) FROM member_events WHERE points > 0 GROUP BY 1"))
+    assert {"signup", "webinar", "survey"} <= set(events)
+    holds = await conn.fetch("SELECT status, points FROM point_holds"
+                             " WHERE expires_at > now()")
+    assert [(r["status"], r["points"]) for r in holds] == [("held", 300)]
 
 
 async def _demo_rules_earn_as_promised(conn) -> None:

@@ -1,6 +1,7 @@
 """The demo coalition loaded by `coalition run` on first start (PRODUCT.md, "Demo
 coalition"): five Polish partners, named members with known balances, and six months of
-purchases, returns and redemptions posted through the same ledger functions as the API.
+purchases, returns, events and redemptions posted through the same functions as the API
+(web/demo_history.py), ending with a checkout whose points are still held.
 
 Demo client secrets are fixed so the run command can print them; they are for a local
 demo only."""
@@ -15,7 +16,7 @@ import asyncpg
 from coalition.affiliates.demo import AFFILIATE_LOGIN, seed_affiliates
 from coalition.audience_demo import (
     COMPANY_ADMIN,
-    backfill_purchases,
+    seed_birth_dates,
     seed_company,
     seed_segments,
 )
@@ -29,6 +30,14 @@ from coalition.tiers.admin import seed_tiers
 from settlement.demo import pay_demo, seed_terms, settle_demo
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
+from web.demo_history import (
+    JAN,
+    KRZYSZTOF,
+    MARIA,
+    PENDING_DAYS,
+    PENDING_SLUG,
+    post_history,
+)
 
 PARTNERS = [
     ("hurtownia", "Hurtownia Budowlana"),
@@ -78,9 +87,10 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                                            client_id=item["client_id"],
                                            client_secret=item["client_secret"])
                 partners[item["slug"]] = partner.id
-            people = [("jan.kowalski@example.com", "Jan Kowalski"),
-                      ("maria.nowak@example.com", "Maria Nowak"),
-                      ("krzysztof.wisniewski@example.com", "Krzysztof Wiśniewski")]
+                if item["slug"] == PENDING_SLUG:
+                    partner.pending_days = PENDING_DAYS
+            people = [(JAN, "Jan Kowalski"), (MARIA, "Maria Nowak"),
+                      (KRZYSZTOF, "Krzysztof Wiśniewski")]
             rng = random.Random(seed)
             for i in range(extra_members):
                 first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -107,12 +117,14 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
                               verified=True)
             await seed_rules(session, partners, now)
             await session.commit()
-        await _history(Ledger(pool), partners, members, now, rng)
-        # Tiers, segments and a B2B company account (coalition/audience_demo.py).
-        async with create_sessionmaker(engine)() as session:
-            await seed_company(session, Ledger(pool), partners["b2b"], now)
-        async with pool.acquire() as conn:
-            await backfill_purchases(conn, now)
+            # A B2B company account (coalition/audience_demo.py); its orders are history.
+            company = await seed_company(session, partners["b2b"])
+        # One transaction: each posting's own is a savepoint in it, so the history
+        # commits (and waits for its WAL flush) once, not once a posting.
+        async with pool.acquire() as conn, conn.transaction():
+            await seed_birth_dates(conn, now)
+            await post_history(conn, partners, members, company, now, rng)
+            # Tiers and segments over that history (coalition/audience_demo.py).
             await seed_tiers(conn, now)
             await seed_segments(conn, partners, now)
         await seed_rewards(pool, partners, members, now)
@@ -126,73 +138,26 @@ async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int 
             periods = await settle_demo(conn, now)
         if stripe is not None:
             await pay_demo(pool, stripe, periods, now)
+        await _open_checkout(Ledger(pool), partners, now)
     finally:
         await pool.close()
         await engine.dispose()
     return demo_credentials()
 
 
-async def _history(ledger: Ledger, partners: dict, members: dict, now: datetime,
-                   rng: random.Random) -> None:
-    def at(days_ago: float) -> datetime:
-        return now - timedelta(days=days_ago)
-
-    async def post(kind: str, slug: str, email: str, points: int, days_ago: float,
-                   order: str) -> int:
-        request = PostingRequest(partner_id=partners[slug], member_id=members[email][0],
-                                 points=points, actor="demo", order_id=order,
-                                 description="Demo purchase" if kind == "earn" else "Demo reward",
-                                 posted_at=at(days_ago))
-        result = await (ledger.earn if kind == "earn" else ledger.redeem)(request)
-        return result.json()["id"] if result.ok else 0
-
-    async def reverse(slug: str, entry: int, points: int, days_ago: float) -> None:
-        await ledger.reverse(partner_id=partners[slug], entry_id=entry, points=points,
-                             actor="demo", allowed_kinds=["earn", "redeem"],
-                             description="Demo return", posted_at=at(days_ago))
-
-    # The named members end at the balances the product brief promises.
-    jan, maria, krzysztof = ("jan.kowalski@example.com", "maria.nowak@example.com",
-                             "krzysztof.wisniewski@example.com")
-    await post("earn", "hurtownia", jan, 120, 110, "HB-5001")
-    await post("earn", "moda", jan, 80, 70, "MC-7001")
-    await post("redeem", "salon", jan, 50, 30, "SA-R-101")                  # Jan: 150
-    await post("earn", "moda", maria, 250, 140, "MC-7002")
-    returned = await post("earn", "akcesoria", maria, 60, 100, "AN-3001")
-    await reverse("akcesoria", returned, 30, 95)                             # half returned
-    await post("redeem", "akcesoria", maria, 80, 45, "AN-R-201")            # Maria: 200
-    await post("earn", "b2b", krzysztof, 95, 120, "TB-9001")
-    await post("earn", "salon", krzysztof, 40, 60, "SA-1001")
-    await post("redeem", "salon", krzysztof, 40, 20, "SA-R-102")            # Krzysztof: 95
-
-    # Everyone else: purchases over six months (1 point per PLN), some returns, rewards.
-    others = [email for email in members if email not in (jan, maria, krzysztof)]
-    for n in range(len(others) * 6):
-        email = rng.choice(others)
-        slug = rng.choice(members[email][1])
-        days_ago = rng.uniform(1, 180)
-        entry = await post("earn", slug, email, rng.randint(20, 400), days_ago, f"D-{n:05d}")
-        if rng.random() < 0.08:
-            await reverse(slug, entry, None, max(days_ago - rng.uniform(1, 10), 0.5))
-    for n in range(len(others) * 2):
-        email = rng.choice(others)
-        slug = rng.choice(members[email][1])
-        await post("redeem", slug, email, rng.choice([50, 100, 200]), rng.uniform(1, 60),
-                   f"R-{n:05d}")
-    # Reward weekends at the salon and the accessories brand in the last two complete
-    # months: members spend more there than those brands issue, so in those months the
-    # operator owes them (paid by SEPA credit and by Connect transfer, settlement/demo.py).
-    month_start = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0)
-    for months_back in (1, 2):
-        days_ago = (now - (month_start - timedelta(days=30 * months_back - 15))
-                    ).total_seconds() / 86400
-        for slug, target in (("salon", 3600), ("akcesoria", 6000)):
-            spent = 0
-            for n, email in enumerate(e for e in others if slug in members[e][1]):
-                if spent >= target:
-                    break
-                for points in (600, 300):     # what the member can afford
-                    if await post("redeem", slug, email, points, days_ago + n / 100,
-                                  f"W-{slug}-{months_back}-{n}"):
-                        spent += points
-                        break
+async def _open_checkout(ledger: Ledger, partners: dict, now: datetime) -> None:
+    """A click-and-collect order at Akcesoria Nova whose points are held until pickup
+    (the two-phase checkout of web/api/checkout.py, still open), by whichever of its
+    customers has the most points, leaving out the three named members' promised
+    balances."""
+    member_id = await ledger.pool.fetchval(
+        "SELECT a.member_id FROM accounts a JOIN member_links l ON l.member_id = a.member_id"
+        " JOIN members m ON m.id = a.member_id WHERE l.partner_id = $1 AND m.kind = 'person'"
+        " AND m.email <> ALL($2::text[]) ORDER BY a.balance DESC, m.email LIMIT 1",
+        partners["akcesoria"], [JAN, MARIA, KRZYSZTOF])
+    result = await ledger.hold(PostingRequest(
+        partner_id=partners["akcesoria"], member_id=member_id, points=300, actor="demo",
+        order_id="AN-CC-0001", description="Click and collect: points held until pickup"),
+        expires_at=now + timedelta(days=2))
+    if not result.ok:
+        raise RuntimeError(f"demo checkout hold: {result.body}")

@@ -201,12 +201,15 @@ _tier_program: dict[str, Any] = {}
 async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: str,
                    member: MemberRef, order: Order, idempotency_key: str | None,
                    request_hash: str | None, touch: Touch | None = None,
-                   flush: Flush | None = None) -> PostingResult:
+                   flush: Flush | None = None, posted_at: datetime | None = None
+                   ) -> PostingResult:
     """Post a purchase: the fast path when it applies and the facts hold, else the
     locked path (coalition.purchases explains both; they give the same result).
     A purchase that may be an affiliate's conversion (a click id or code given, or a
     stored attribution of the member at the partner) takes the locked path: its
-    commission is written in the purchase's transaction (coalition.affiliates)."""
+    commission is written in the purchase's transaction (coalition.affiliates).
+    `posted_at` back-dates the posting (only the demo loader does, like
+    PostingRequest.posted_at); only the locked path's SQL takes it."""
     settings = await program(conn)
     rules = await active_rules(conn, partner_id, order.occurred_at)
     day, month, _ = periods(order.occurred_at, settings.timezone)
@@ -255,7 +258,7 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
     # locked path holds until the posting (`_referrer_usage`).
     referrer_capped = bool(capped_rule_ids(r for r in rules if r.type == "referral"))
     # Cross-brand coupons follow the posting in its transaction: the locked path only.
-    if not touch and partner_id not in await _coupon_sources(conn):
+    if not touch and posted_at is None and partner_id not in await _coupon_sources(conn):
         posted = await _fast_purchase(conn, settings, partner_id=partner_id, actor=actor,
                                       member=member, order=order, decide=decide,
                                       capped=capped, day=day, month=month,
@@ -267,8 +270,8 @@ async def purchase(conn: asyncpg.Connection, *, partner_id: uuid.UUID, actor: st
     return await post_purchase(
         conn, partner_id=partner_id, actor=actor, member=member, order=order, decide=decide,
         capped_rules=capped, day_start=day, month_start=month,
-        idempotency_key=idempotency_key, request_hash=request_hash, after_post=after,
-        begin_join=_BEGIN_JOIN)
+        idempotency_key=idempotency_key, request_hash=request_hash, posted_at=posted_at,
+        after_post=after, begin_join=_BEGIN_JOIN)
 
 
 async def _fast_purchase(conn: asyncpg.Connection, settings: Program, *,

@@ -60,30 +60,34 @@ async def seed_rewards(pool: asyncpg.Pool, partners: dict[str, uuid.UUID],
             " $1, $2, 20000, 'demo')", partners["moda"], rewards["15% na akcesoria"])
 
         others = sorted(email for email in members if email not in NAMED)
-        open_to_all = [name for _, name, *_, extra in CATALOGUE
-                       if extra.get("listed", True) and not extra.get("tiers")]
+        prices = {name: price for _, name, _, _, _, price, extra in CATALOGUE
+                  if extra.get("listed", True) and not extra.get("tiers")}
+        redeemed = 0
         for email in rng.sample(others, min(8, len(others))):
             member_id = members[email][0]
-            name = rng.choice(open_to_all)
+            balance = await conn.fetchval("SELECT balance FROM accounts WHERE member_id = $1",
+                                          member_id)
+            affordable = sorted(name for name, price in prices.items() if price <= balance)
+            if not affordable:
+                continue
+            name = rng.choice(affordable)
             try:
                 done = await redeem(conn, reward_id=rewards[name], member_id=member_id,
                                     actor="demo")
-            except DomainError:     # too few points: that member skips it
+            except DomainError:     # a per-member limit or the stock: that member skips it
                 continue
-            if rng.random() < 0.5:
+            redeemed += 1
+            if redeemed % 2:        # every other voucher already used at the till
                 slug = next(c[0] for c in CATALOGUE if c[1] == name)
                 await consume(conn, partner_id=partners[slug], actor="demo",
                               code=done["voucher"]["code"], order_id=f"DEMO-TILL-{email[:6]}")
 
-        # Moda orders of 200 PLN or more (1 point per PLN) earned their coupon.
+        # Moda orders of 200 PLN or more earned their coupon.
         orders = await conn.fetch(
-            "SELECT e.member_id, e.order_id, e.occurred_at, p.amount FROM journal_entries e"
-            " JOIN accounts w ON w.member_id = e.member_id"
-            " JOIN postings p ON p.entry_id = e.id AND p.account_id = w.id"
-            " WHERE e.partner_id = $1 AND e.kind = 'earn' AND p.amount >= 200"
-            " AND e.order_id LIKE 'D-%' ORDER BY e.id LIMIT 6", partners["moda"])
+            "SELECT member_id, order_id, total FROM purchases WHERE partner_id = $1"
+            " AND total >= 20000 AND order_id LIKE 'D-%' ORDER BY id LIMIT 6",
+            partners["moda"])
         for order in orders:
             await grant_purchase_coupons(
                 conn, partner_id=partners["moda"], member_id=order["member_id"],
-                order_id=order["order_id"], total=order["amount"] * 100,
-                occurred_at=now)
+                order_id=order["order_id"], total=order["total"], occurred_at=now)
