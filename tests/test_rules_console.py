@@ -124,6 +124,34 @@ async def test_bad_input_names_the_field_and_saves_nothing(app, client, db, fiel
                              partner_id) == 0
 
 
+async def test_the_rules_list_shows_what_each_rule_awarded_at_the_brand(app, client, db,
+                                                                          partner):
+    from datetime import UTC, datetime, timedelta
+
+    browser, partner_id = await owner_browser(app, client)
+    now = datetime.now(UTC)
+    async with browser:
+        rule_id = uuid.UUID(await create(browser, **BASE_RULE))
+        members = [uuid.UUID(await partner.enroll()) for _ in range(2)]
+        entries = [(await partner.earn(str(m), 1)).json()["id"] for m in members]
+        for entry, member, brand, points, days_ago in (
+                (entries[0], members[0], partner_id, 120, 1),
+                (entries[1], members[1], partner_id, 80, 2),
+                (entries[0], members[0], partner_id, -20, 1),       # given back by a return
+                (entries[1], members[1], partner_id, 999, 40),      # before the 30 days
+                (entries[1], members[1], partner.partner_id, 555, 1)):   # another brand's
+            await db.execute(
+                "INSERT INTO rule_hits (entry_id, partner_id, member_id, rule_id,"
+                " rule_version, points, funding, occurred_at) VALUES ($1, $2, $3, $4, 1, $5,"
+                " 'partner', $6)", entry, brand, member, rule_id, points,
+                now - timedelta(days=days_ago))
+        listing = await browser.get("/partner/rules")
+    row = re.search(rf'href="/partner/rules/{rule_id}".*?</tr>', listing.text, re.S).group(0)
+    awarded = re.sub(r"<[^>]+>", " ", re.search(r'class="num awarded">(.*?)</td>', row,
+                                                re.S).group(1))
+    assert " ".join(awarded.split()) == "180 pts 2 postings · 2 members"
+
+
 async def test_a_partners_rule_targets_only_the_partners_own_segments(app, client, db):
     from datetime import UTC, datetime
 

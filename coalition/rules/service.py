@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import NotFound
@@ -236,6 +236,37 @@ async def listing(session: AsyncSession, partner_id: uuid.UUID | None, *,
         .order_by(EarningRule.archived_at.is_not(None), EarningRuleVersion.priority,
                   EarningRule.partner_id.is_(None), EarningRule.id))
     return [(r, v) for r, v in rows.all()]
+
+
+@dataclass(frozen=True)
+class Performance:
+    """What a rule awarded over a period: points net of returns, and how many postings
+    and members it awarded them to."""
+
+    points: int = 0
+    postings: int = 0
+    members: int = 0
+
+
+_PERFORMANCE = text("""
+SELECT rule_id, sum(points) AS points,
+       count(DISTINCT entry_id) FILTER (WHERE points > 0) AS postings,
+       count(DISTINCT member_id) FILTER (WHERE points > 0) AS members
+  FROM rule_hits
+ WHERE rule_id = ANY(:rules) AND occurred_at >= :since
+   AND (CAST(:partner AS uuid) IS NULL OR partner_id = :partner)
+ GROUP BY rule_id
+""")
+
+
+async def performance(session: AsyncSession, rule_ids: list[uuid.UUID], since: datetime,
+                      partner_id: uuid.UUID | None) -> dict[uuid.UUID, Performance]:
+    """Each rule's awards since `since`, from its hits; a partner (`partner_id`) sees
+    only those at its own brand, coalition rules included."""
+    rows = await session.execute(_PERFORMANCE, {"rules": rule_ids, "since": since,
+                                                "partner": partner_id})
+    return {row.rule_id: Performance(int(row.points), row.postings, row.members)
+            for row in rows}
 
 
 # --- what the posting path reads besides the rules -----------------------------------------

@@ -113,11 +113,20 @@ async def _rules(db_session: AsyncSession, scope: Scope) -> list[tuple[Any, Any]
 
 # --- pages -----------------------------------------------------------------------------------
 
+# The rules list shows what each rule awarded over this many days.
+PERFORMANCE_DAYS = 30
+
+
 async def list_page(db_session: AsyncSession, scope: Scope) -> Template:
+    listed = await _rules(db_session, scope)
+    awarded = await service.performance(
+        db_session, [rule.id for rule, _ in listed],
+        datetime.now(scope.tz) - timedelta(days=PERFORMANCE_DAYS), scope.partner_id)
     rows = [(rule, version, describe(service.from_record(version), scope.currency),
-             window_text(version, scope.tz))
-            for rule, version in await _rules(db_session, scope)]
-    return page("rules.html", **_context(scope, rows=rows, tz=scope.tz))
+             window_text(version, scope.tz), awarded.get(rule.id, service.Performance()))
+            for rule, version in listed]
+    return page("rules.html", **_context(scope, rows=rows, tz=scope.tz,
+                                         performance_days=PERFORMANCE_DAYS))
 
 
 def _blank_basket(scope: Scope) -> dict[str, Any]:
