@@ -152,6 +152,8 @@ async def _member_redeems_the_reward(journey: Journey, story: Story) -> None:
     page = journey.pages["member"]
     await page.goto("/member")
     assert await page.locator("#available").inner_text() == str(story.points)
+    bought = await page.locator("#purchases tr.purchase").first.inner_text()
+    assert "+250" in bought and f"{story.rule_name} +250" in bought   # how it was earned
     await journey.shot(page, "member-sees-the-points")
     await page.goto("/member/rewards")
     offer = page.locator("#catalogue tr", has_text=story.reward_name)

@@ -61,6 +61,31 @@ async def test_member_browses_redeems_once_and_sees_the_voucher(app, client, par
         assert (await browser.get(f"/member/rewards/{uuid.uuid4()}")).status_code == 404
 
 
+async def test_member_sees_each_purchase_with_the_rules_that_priced_it(app, client, partner,
+                                                                         db):
+    from tests.test_purchases_api import BASE, order, rules
+    await rules(app, partner, BASE)
+    await db.execute("UPDATE partners SET pending_days = 14 WHERE id = $1", partner.partner_id)
+    login = await new_member_login(client)
+    await partner.enroll(login.email)
+    posted = await partner.post("/api/v1/purchases", order(login.member_id))
+    assert posted.status_code == 201 and posted.json()["status"] == "pending"
+    half = await partner.post(f"/api/v1/purchases/{posted.json()['order_id']}/returns",
+                              {"amount": 12500})
+    assert half.status_code == 201
+    browser = Browser(app)
+    async with browser:
+        await log_in(browser, login)
+        home = await browser.get("/member")
+    row = re.search(r'<tr class="purchase">(.*?)</tr>', home.text, re.S).group(1)
+    text = " ".join(re.sub(r"<[^>]+>", " ", row).split())
+    until = posted.json()["available_at"][:10]
+    assert posted.json()["order_id"] in text and "250.00 PLN" in text
+    assert "+250 (-125 returned)" in text and f"pending until {until}" in text
+    assert "1 pt per 1 PLN +250" in text
+    await db.execute("UPDATE partners SET pending_days = 0 WHERE id = $1", partner.partner_id)
+
+
 async def test_owner_manages_the_catalogue(app, client, db):
     browser, partner_id = await owner_browser(app, client)
     async with browser:

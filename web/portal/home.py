@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from litestar import Controller, Request, get
@@ -35,6 +36,17 @@ class HomePages(Controller):
               LEFT JOIN partners p ON p.id = e.partner_id
              WHERE e.member_id = $1 ORDER BY e.id DESC LIMIT 50
             """, user.member_id)
+        # Purchases with the rules that priced them (how the points were earned, which
+        # the ledger lines alone do not say), and points still waiting out a return window.
+        purchases = await state.pool.fetch(
+            """
+            SELECT pu.occurred_at, p.name AS brand, pu.order_id, pu.total, pu.currency,
+                   pu.points, pu.returned_points, pu.breakdown::text AS breakdown,
+                   (SELECT max(l.available_at) FROM lots l
+                     WHERE l.entry_id = pu.entry_id AND l.status = 'pending') AS pending_until
+              FROM purchases pu JOIN partners p ON p.id = pu.partner_id
+             WHERE pu.member_id = $1 ORDER BY pu.occurred_at DESC, pu.id DESC LIMIT 20
+            """, user.member_id)
         brands = await state.pool.fetch(
             "SELECT p.name, l.created_at FROM member_links l JOIN partners p"
             " ON p.id = l.partner_id WHERE l.member_id = $1 ORDER BY p.name", user.member_id)
@@ -45,6 +57,8 @@ class HomePages(Controller):
             tiers = await tier_history(conn, user.member_id, 10)
             code = await referrals.ensure_code(conn, user.member_id)
         return page("member_home.html", user=user, balance=balance, history=history,
+                    purchases=[{**row, "rules": json.loads(row["breakdown"])}
+                               for row in purchases],
                     brands=brands, card=me["card_number"], member=me, tier=tier,
                     tier_history=tiers, referral_code=code,
                     referral_link=f"{str(request.base_url).rstrip('/')}/join/{code}")
