@@ -159,7 +159,7 @@ async def step_member_signs_up_and_sees_points(journey: Journey, story: Story) -
     assert await page.locator("#available").inner_text() == str(story.points)
     brands = await page.locator("ul").first.inner_text()
     assert story.partner_name in brands
-    assert story.partner_name in await page.locator("table").inner_text()
+    assert story.partner_name in await page.locator("#history").inner_text()
     await journey.shot(page, "member-sees-points")
     journey.pages["member"] = page
 
