@@ -8,8 +8,9 @@ clients for T seconds, then serves the real app (uvicorn, one worker) against 10
 members and drives POST /api/v1/earn and POST /api/v1/redemptions with C keep-alive
 clients for T seconds each (bench/loadgen.py), and POST /api/v1/purchases with 20 lines
 against 10 active earning rules. Prints each figure, the API figures as a ratio of
-pgbench tps, and p50/p99 latency. Targets: earn >= 0.30 x pgbench, p99 <= 50 ms;
-purchases >= 0.70 x earn in the same run.
+pgbench tps, p50/p99 latency, and the CPU the API server and PostgreSQL spent per
+posted request (Linux /proc; the database must be on this machine). Targets: earn >=
+0.30 x pgbench, p99 <= 50 ms; purchases >= 0.70 x earn in the same run.
 """
 
 from __future__ import annotations
@@ -180,12 +181,41 @@ def start_server(url: DatabaseUrl, port: int) -> subprocess.Popen:
     raise RuntimeError("the API server did not start")
 
 
-def load(port: int, kind: str, token: str, members: Path, clients: int, seconds: int) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc; 0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL process on this machine (the server under test is local)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += _cpu_seconds(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
+def load(port: int, kind: str, token: str, members: Path, clients: int, seconds: int,
+         server_pid: int) -> dict:
+    """One phase, with the CPU the API server and PostgreSQL spent per posted request."""
+    server_before, database_before = _cpu_seconds(server_pid), _postgres_cpu_seconds()
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), "--port",
                              str(port), "--kind", kind, "--token", token, "--members",
                              str(members), "--seconds", str(seconds), "--concurrency",
                              str(clients)], check=True, capture_output=True, text=True)
-    return json.loads(result.stdout)
+    figures = json.loads(result.stdout)
+    posted = max(1, figures["statuses"].get("201", 0))
+    figures["server_cpu_ms"] = (_cpu_seconds(server_pid) - server_before) * 1000 / posted
+    figures["database_cpu_ms"] = (_postgres_cpu_seconds() - database_before) * 1000 / posted
+    return figures
 
 
 def main() -> None:
@@ -214,7 +244,7 @@ def main() -> None:
         try:
             token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
                                data={"grant_type": "client_credentials"}).json()["access_token"]
-            results = [load(port, kind, token, members, args.clients, args.seconds)
+            results = [load(port, kind, token, members, args.clients, args.seconds, server.pid)
                        for kind in ("earn", "purchase", "redeem")]
         finally:
             server.terminate()
@@ -226,7 +256,8 @@ def main() -> None:
         print(f"API {r['kind']:<6}: {r['ok_per_second']:,.0f}/s posted "
               f"({ratio:.2f} x pgbench), p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
               f"statuses {r['statuses']}, client CPU {r['client_cpu_seconds']:.1f} s "
-              f"of {r['seconds']:.0f} s")
+              f"of {r['seconds']:.0f} s; CPU per posting: API {r['server_cpu_ms']:.2f} ms, "
+              f"PostgreSQL {r['database_cpu_ms']:.2f} ms")
     earn, purchase = results[0], results[1]
     verdict = earn["ok_per_second"] >= 0.30 * tps and earn["p99_ms"] <= 50
     print(f"target earn >= 0.30 x pgbench and p99 <= 50 ms: {'met' if verdict else 'NOT met'}")
