@@ -218,7 +218,8 @@ async def _campaigns(history: History, others: list[str]) -> None:
     the history spans shows in use whatever the date of loading."""
     rng, members = history.rng, history.members
     slugs = {partner_id: slug for slug, partner_id in history.partners.items()}
-    start, end = history.at(HISTORY_DAYS), history.at(1 / 24)
+    # Up to a minute ago: on 1 January the year's first campaign has only just begun.
+    start, end = history.at(HISTORY_DAYS), history.at(1 / 1440)
     for c, rule in enumerate(await history.conn.fetch(_CAMPAIGNS)):
         first, last = max(rule["starts_at"], start), min(rule["ends_at"] or end, end)
         if first >= last:
