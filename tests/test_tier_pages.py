@@ -92,6 +92,29 @@ async def test_operator_edits_the_ladder_and_assigns_a_tier(app, client, db, par
     await set_program(db, datetime.now(UTC), downgrade="rolling")
 
 
+async def test_the_ladder_shows_what_each_tier_unlocks(app, client, db, partner):
+    from coalition.rules.validation import RuleSpec
+    from tests.rewards_helpers import make_reward
+    from tests.test_purchases_api import rules
+
+    await set_program(db, datetime.now(UTC))
+    mark = uuid.uuid4().hex[:6]
+    await rules(app, partner, RuleSpec(f"VIP treat {mark}", "multiplier",
+                                       {"multiplier": "2"}, tiers=("vip",), priority=950))
+    await make_reward(db, partner.partner_id, name=f"VIP lounge {mark}", tiers=["vip"])
+    await make_reward(db, partner.partner_id, name=f"Retired {mark}", tiers=["vip"],
+                      active=False)
+    operator, _ = await new_login(app, "operator")
+    async with operator:
+        page = await operator.get("/operator/tiers")
+    vip = re.search(r'<tr id="tier-vip">.*?</tr>', page.text, re.S).group(0)
+    brand = await db.fetchval("SELECT name FROM partners WHERE id = $1", partner.partner_id)
+    assert f"Rule: VIP treat {mark} <span class=\"muted\">({brand})</span>" in vip
+    assert f"Reward: VIP lounge {mark}" in vip and f"Retired {mark}" not in vip
+    standard = re.search(r'<tr id="tier-standard">.*?</tr>', page.text, re.S).group(0)
+    assert mark not in standard
+
+
 async def test_only_operators_open_operator_tier_segment_and_company_pages(app, client):
     staff, _ = await owner_browser(app, client)
     member, _ = await new_login(app, "member", member_id=await _member(app))

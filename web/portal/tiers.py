@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
@@ -53,6 +54,23 @@ async def _member_by(conn, who: str):
                                " WHERE card_number = $1 OR lower(email) = lower($1)", who)
 
 
+# What each tier code actually unlocks: the earning rules (current versions, not archived)
+# that target it, such as the VIP multiplier, and the active rewards gated to it. The
+# ladder's benefits are words for members; these are the mechanics behind them.
+_UNLOCKS = """
+SELECT t AS tier, 'rule' AS kind, v.name, coalesce(p.name, 'Coalition') AS owner
+  FROM earning_rules r
+  JOIN earning_rule_versions v ON v.rule_id = r.id AND v.version = r.current_version
+  LEFT JOIN partners p ON p.id = r.partner_id, unnest(v.tiers) AS t
+ WHERE r.archived_at IS NULL
+UNION ALL
+SELECT t, 'reward', w.name, p.name
+  FROM rewards w JOIN partners p ON p.id = w.partner_id, unnest(w.tiers) AS t
+ WHERE w.active
+ ORDER BY 1, 2, 4, 3
+"""
+
+
 class OperatorTierPages(Controller):
     path = "/operator/tiers"
     include_in_schema = False
@@ -65,6 +83,7 @@ class OperatorTierPages(Controller):
             counts = dict(await conn.fetch(
                 "SELECT tier_code, count(*) FROM member_tiers GROUP BY tier_code"))
             members = await conn.fetchval("SELECT count(*) FROM members")
+            unlocks = await conn.fetch(_UNLOCKS)
             manual = await conn.fetch(
                 "SELECT m.name, m.email, m.card_number, t.manual_code, t.manual_until,"
                 " t.manual_reason, t.manual_by FROM member_tiers t JOIN members m"
@@ -74,8 +93,11 @@ class OperatorTierPages(Controller):
         held = {t.code: counts.get(t.code, 0) for t in program.ladder}
         if base:
             held[base] = members - sum(v for k, v in counts.items() if k != base)
+        by_tier: dict[str, list[Any]] = {}
+        for row in unlocks:
+            by_tier.setdefault(row["tier"], []).append(row)
         return page("operator_tiers.html", status_code=status_code, user=user,
-                    program=program, spend=spend, held=held, manual=manual,
+                    program=program, spend=spend, held=held, manual=manual, unlocks=by_tier,
                     threshold=lambda t: money(t) if spend else str(t), **extra)
 
     @get("/")
