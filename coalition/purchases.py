@@ -155,13 +155,20 @@ async def _post_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: s
         extra = await after_post(situation.member_id, body)
         if not extra:
             return PostingResult(row["status"], row["body"])
-        body.update(extra)
-        text = json.dumps(body, default=str)
-        if idempotency_key is not None:
-            await conn.execute("UPDATE idempotency_keys SET response = $3"
-                               " WHERE partner_id = $1 AND key = $2",
-                               partner_id, idempotency_key, text)
-        return PostingResult(201, text)
+        return await amend_response(conn, partner_id, idempotency_key, body, extra)
+
+
+async def amend_response(conn: asyncpg.Connection, partner_id: uuid.UUID,
+                         idempotency_key: str | None, body: dict[str, Any],
+                         extra: dict[str, Any]) -> PostingResult:
+    """A posted write's 201 with `extra` added (what followed it in its transaction: a
+    tier change, coupons), in the response and in the stored copy a retry replays."""
+    text = json.dumps({**body, **extra}, default=str)
+    if idempotency_key is not None:
+        await conn.execute("UPDATE idempotency_keys SET response = $3"
+                           " WHERE partner_id = $1 AND key = $2",
+                           partner_id, idempotency_key, text)
+    return PostingResult(201, text)
 
 
 _FACTS = "SELECT * FROM purchase_facts($1, $2, $3, $4, $5::uuid[], $6, $7) f"

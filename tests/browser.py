@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,17 @@ async def log_in(page: Any, email: str, password: str, expect_path: str | None =
     await submit(page, "Log in")
     if expect_path is not None:
         assert urlsplit(page.url).path == expect_path, f"{email} landed on {page.url}"
+
+
+async def link_existing_member(server: Any, client_id: str, client_secret: str,
+                               email: str) -> tuple[dict[str, str], str]:
+    """As a partner's server (an httpx client on the live app): a token by client
+    credentials, then the member who signed up with `email` linked to the brand. Returns
+    the bearer header and the member id."""
+    token = await server.post("/oauth/token", data={"grant_type": "client_credentials"},
+                              auth=(client_id, client_secret))
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    linked = await server.post("/api/v1/members", json={"email": email},
+                               headers={**bearer, "Idempotency-Key": uuid.uuid4().hex})
+    assert linked.status_code == 200, linked.text          # the member existed
+    return bearer, linked.json()["id"]

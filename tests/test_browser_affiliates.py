@@ -27,7 +27,15 @@ from coalition.affiliates.fraud import MIN_SECONDS_AFTER_CLICK
 from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants.service import create_server_client
 from tests.affiliate_helpers import make_partner, make_program
-from tests.browser import Journey, LiveServer, Screenshots, fill_form, log_in, submit
+from tests.browser import (
+    Journey,
+    LiveServer,
+    Screenshots,
+    fill_form,
+    link_existing_member,
+    log_in,
+    submit,
+)
 from tests.test_browser_journey import ShopSite
 from tests.test_cli import coalition
 from web.app import create_app
@@ -129,17 +137,13 @@ async def _partner_server_reports_the_purchase(base_url: str, story: Story) -> N
     """The partner's own server, over real HTTP. The shopper browsed before buying: a
     conversion within MIN_SECONDS_AFTER_CLICK of the click would be held as suspicious."""
     async with httpx.AsyncClient(base_url=base_url) as server:
-        token = await server.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                  auth=(story.client_id, story.client_secret))
-        bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        linked = await server.post("/api/v1/members", json={"email": story.member_email},
-                                   headers={**bearer, "Idempotency-Key": uuid.uuid4().hex})
-        assert linked.status_code == 200, linked.text          # the member existed
+        bearer, member_id = await link_existing_member(
+            server, story.client_id, story.client_secret, story.member_email)
         await asyncio.sleep(max(0.0, MIN_SECONDS_AFTER_CLICK + 1
                                 - (time.monotonic() - story.clicked_at)))
         bought = await server.post("/api/v1/purchases", headers={
             **bearer, "Idempotency-Key": uuid.uuid4().hex}, json={
-            "member": {"id": linked.json()["id"]}, "order_id": f"AFF-{uuid.uuid4().hex[:8]}",
+            "member": {"id": member_id}, "order_id": f"AFF-{uuid.uuid4().hex[:8]}",
             "occurred_at": datetime.now(UTC).isoformat(), "total": 120_000,
             "currency": "PLN", "channel": "online",
             "lines": [{"sku": "BIKE-1", "category": "bikes", "quantity": 1,

@@ -20,7 +20,7 @@ import httpx
 
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
-from tests.browser import Journey, Screenshots, fill_form, log_in, submit
+from tests.browser import Journey, Screenshots, fill_form, link_existing_member, log_in, submit
 
 OWNER_PASSWORD = "owner secret 123"
 MEMBER_PASSWORD = "member secret 123"
@@ -128,15 +128,11 @@ async def _shopper_signs_up(journey: Journey, story: Story) -> None:
 
 async def _partner_server_reports_a_purchase(base_url: str, story: Story) -> None:
     async with httpx.AsyncClient(base_url=base_url) as server:
-        token = await server.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                  auth=(story.client_id, story.client_secret))
-        bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        linked = await server.post("/api/v1/members", json={"email": story.member_email},
-                                   headers={**bearer, "Idempotency-Key": uuid.uuid4().hex})
-        assert linked.status_code == 200, linked.text          # the member existed
+        bearer, member_id = await link_existing_member(
+            server, story.client_id, story.client_secret, story.member_email)
         bought = await server.post("/api/v1/purchases", headers={
             **bearer, "Idempotency-Key": uuid.uuid4().hex}, json={
-            "member": {"id": linked.json()["id"]}, "order_id": f"TILL-{uuid.uuid4().hex[:6]}",
+            "member": {"id": member_id}, "order_id": f"TILL-{uuid.uuid4().hex[:6]}",
             "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
             "total": 25000, "currency": "PLN", "channel": "store",
             "lines": [{"sku": "BEANS-1KG", "category": "coffee", "quantity": 2,

@@ -27,6 +27,7 @@ from coalition.purchases import (
     MemberRef,
     Order,
     Situation,
+    amend_response,
     commit_purchase,
     post_event,
     post_purchase,
@@ -330,13 +331,8 @@ async def tier_after_return(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
     change = await tiers.reevaluate_member(conn, uuid.UUID(body["member_id"]), now)
     if change is None:
         return returned
-    body["tier_change"] = _jsonable(change)
-    text = json.dumps(body, default=str)
-    if idempotency_key is not None:
-        await conn.execute("UPDATE idempotency_keys SET response = $3"
-                           " WHERE partner_id = $1 AND key = $2",
-                           partner_id, idempotency_key, text)
-    return PostingResult(201, text)
+    return await amend_response(conn, partner_id, idempotency_key, body,
+                                {"tier_change": _jsonable(change)})
 
 
 async def simulate(conn: asyncpg.Connection, *, partner_id: uuid.UUID,
