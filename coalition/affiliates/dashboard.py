@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from coalition.affiliates.attribution import from_json
+
 EARNING = ("pending", "hold", "approved", "paid")
 CHART_STATUSES = ("pending", "hold", "approved", "paid")
 
@@ -80,6 +82,8 @@ async def enrollments(conn: asyncpg.Connection, affiliate_id: uuid.UUID, now: da
     out = []
     for r in rows:
         row = dict(r)
+        # A tiered program's tiers are jsonb, which the plain pool hands over as text.
+        row["tiers"] = from_json(r["tiers"])
         row["figures"] = Figures(r["clicks"], r["conversions"], int(r["earnings"]))
         out.append(row)
     return out
