@@ -65,6 +65,11 @@ def normalized(raw: str | None) -> str | None:
 async def ensure_code(conn: Any, member_id: uuid.UUID) -> str:
     """The member's code, drawn now if it has none (`conn`: an asyncpg connection or
     pool). Concurrent calls agree: the row lock makes the second keep the first's."""
+    # Read first: the member's home shows the code on every visit, and a GET must not
+    # rewrite (and lock) the member row each time once the code is drawn.
+    if code := await conn.fetchval("SELECT referral_code FROM members WHERE id = $1",
+                                   member_id):
+        return code
     for _ in range(10):
         try:
             return await conn.fetchval(
