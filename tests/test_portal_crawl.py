@@ -1,0 +1,502 @@
+"""A safety net over the whole server-rendered portal. With the demo coalition loaded
+(once, in a database of its own), every kind of user (the operator; Hurtownia's owner,
+admin, analyst and cashier; Moda Centrum's owner; a member; a company account's admin;
+an affiliate; nobody) starts at their home page and follows every same-origin link, and
+submits every GET form (filters, the link builder), breadth-first:
+- no page fails (5xx), no link is dead (404) or refused (401/403/other 4xx) to the
+  user it is shown to, and no signed-in user is sent to the login page;
+- every HTML page has a <title> and shows no template source ("{{", "{%", a None);
+- every stylesheet, script and image a page references loads;
+- browsing changes nothing in the database (a GET that writes is a bug).
+Then every page any user reached is asked for by every user who did not: another kind
+of user's page is a 403 (the login page for nobody), never a failure, and another
+brand's page never shows that brand. Last, every portal page is reached by some link,
+but those listed in NOT_LINKED with their reason."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from litestar import Litestar
+from sqlalchemy import text
+
+from coalition.affiliates import programs
+from coalition.affiliates.demo import AFFILIATE_LOGIN
+from coalition.affiliates.payouts import run_payouts
+from coalition.audience_demo import COMPANY_ADMIN
+from coalition.config import Settings
+from coalition.db import DatabaseUrl, drop_database, ensure_database
+from coalition.migrate import upgrade
+from tenants.accounts import create_user
+from tests.portal import submit
+from web.app import create_app
+from web.demo import DEMO_LOGINS, PARTNERS, load_demo
+
+ORIGIN = "http://testserver.local"
+MAX_PAGES = 300
+# Pages of one shape (the same route with other ids: /operator/partners/{id}) after
+# which further ones add time, not coverage: a list of 40 members' pages is sampled.
+PER_SHAPE = 4
+STAFF_PASSWORD = "crawl staff secret 12"
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    kind: str | None            # users.kind; None for a visitor who is not logged in
+    email: str | None
+    password: str | None
+    start: tuple[str, ...]
+
+
+ROLES = [
+    Role("anonymous", None, None, None, ("/",)),
+    Role("operator", "operator", *DEMO_LOGINS[0][:2], ("/operator", "/")),
+    Role("owner", "partner_staff", *DEMO_LOGINS[1][:2], ("/partner", "/")),
+    Role("admin", "partner_staff", "admin@hurtownia.example", STAFF_PASSWORD, ("/partner",)),
+    Role("analyst", "partner_staff", "analyst@hurtownia.example", STAFF_PASSWORD,
+         ("/partner",)),
+    Role("cashier", "partner_staff", "cashier@hurtownia.example", STAFF_PASSWORD,
+         ("/partner",)),
+    # Another brand's owner: the same pages over Moda Centrum's data (its return window
+    # keeps points pending), and a stranger to every Hurtownia page the others find.
+    Role("moda-owner", "partner_staff", "owner@moda.example", STAFF_PASSWORD, ("/partner",)),
+    Role("member", "member", *DEMO_LOGINS[2][:2], ("/member", "/")),
+    Role("company", "member", *COMPANY_ADMIN[:2], ("/member", "/member/company")),
+    Role("affiliate", "affiliate", *AFFILIATE_LOGIN[:2], ("/affiliate", "/")),
+]
+
+# Links the crawler does not follow, each for its reason.
+NOT_CRAWLED = [
+    # Affiliate tracking links are public redirects to the partner's shop that record a
+    # click on purpose: following them is a visit, not browsing (tests/test_affiliate_
+    # tracking.py covers them).
+    re.compile(r"^/r/"),
+    # The OpenAPI viewer is a generated page (not a portal template) whose scripts come
+    # from a CDN; test_demo_and_docs.py checks it answers.
+    re.compile(r"^/schema(/|$)"),
+]
+
+# Generated pages that are not HTML documents of the portal.
+NOT_HTML = ("text/csv", "application/json", "application/xml", "text/plain", "image/")
+
+# Template source that reached the page: Jinja delimiters, or a Python None printed
+# where a value belongs (a whole table cell or a "label: None").
+LEAKS = [re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}"),
+         re.compile(r">\s*None\s*<"), re.compile(r":\s*None\b")]
+IDS = re.compile(r"(?<=/)(\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                 r"(?=/|$)")
+
+
+class Page(HTMLParser):
+    """The links, assets and title of one HTML page, and what its GET forms (filters,
+    the link builder) submit: with the first option of every menu, and once with each
+    other option of each menu. (Not what the page has selected: a filtered page would
+    then offer every combination of filters.)"""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.assets: list[str] = []
+        self.title: str | None = None
+        self._in_title = False
+        self._form: tuple[str, list[tuple[str, str]], list[tuple[str, list[str]]]] | None = None
+        self._select: tuple[str, list[str]] | None = None
+        self._option: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "a" and values.get("href"):
+            self.links.append(values["href"])
+        elif tag == "link" and values.get("href"):
+            self.assets.append(values["href"])
+        elif tag in ("script", "img") and values.get("src"):
+            self.assets.append(values["src"])
+        elif tag == "title":
+            self._in_title, self.title = True, ""
+        elif tag == "form" and values.get("method", "get").lower() == "get":
+            self._form = (values.get("action", ""), [], [])
+        elif self._form is not None and tag == "input" and values.get("name"):
+            kind = values.get("type", "text").lower()
+            if (kind in ("checkbox", "radio") and "checked" not in values) \
+                    or kind in ("submit", "button", "image", "file", "reset"):
+                return
+            if "required" in values and not values.get("value"):
+                # A browser does not submit it either (the login page's SSO form: what
+                # the user types there, tests/test_sso.py does).
+                self._form = None
+                return
+            self._form[1].append((values["name"], values.get("value", "")))
+        elif self._form is not None and tag == "select" and values.get("name"):
+            self._select = (values["name"], [])
+            self._form[2].append(self._select)
+        elif self._select is not None and tag == "option":
+            if "value" in values:
+                self._add_option(values["value"])
+            else:
+                self._option = ""
+
+    def _add_option(self, value: str) -> None:
+        assert self._select is not None
+        self._select[1].append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag == "select":
+            self._select = None
+        elif tag == "form" and self._form is not None:
+            action, fields, selects = self._form
+            action = action.split("#")[0]
+            menus = [(name, options) for name, options in selects if options]
+            chosen = [(name, options[0]) for name, options in menus]
+            self.links.append(f"{action}?{urlencode(fields + chosen)}")
+            for index, (name, options) in enumerate(menus):
+                for option in options[1:]:
+                    other = [*chosen[:index], (name, option), *chosen[index + 1:]]
+                    self.links.append(f"{action}?{urlencode(fields + other)}")
+            self._form = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title = (self.title or "") + data
+        elif self._option == "" and data.strip():
+            # An <option> with no value attribute submits its text.
+            self._add_option(data.strip())
+            self._option = None
+
+
+def internal(href: str, base: str) -> str | None:
+    """The same-origin path and normalised query a link points at, or None for another
+    origin, a fragment, mailto: and the like."""
+    absolute = urljoin(ORIGIN + base, href.strip())
+    parts = urlsplit(absolute)
+    if parts.scheme not in ("http", "https") or f"{parts.scheme}://{parts.netloc}" != ORIGIN:
+        return None
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return parts.path + (f"?{query}" if query else "")
+
+
+def shape(url: str) -> str:
+    """The URL with its ids, in the path and the query, as {id}: a filter's other
+    status is another page, another program's the same one."""
+    path, _, query = url.partition("?")
+    pairs = sorted((k, IDS.sub("{id}", "/" + v)[1:]) for k, v in
+                   parse_qsl(query, keep_blank_values=True))
+    return IDS.sub("{id}", path) + ("?" + urlencode(pairs) if pairs else "")
+
+
+@dataclass
+class Crawl:
+    role: Role
+    visited: dict[str, int] = field(default_factory=dict)   # url -> status
+    problems: list[str] = field(default_factory=list)
+    assets: set[str] = field(default_factory=set)
+
+
+def read_html(where: str, response: httpx.Response, problems: list[str]) -> Page:
+    """The page parsed; what is wrong with it added to `problems`."""
+    parsed = Page()
+    parsed.feed(response.text)
+    if not (parsed.title or "").strip():
+        problems.append(f"{where} has no <title>")
+    for pattern in LEAKS:
+        if match := pattern.search(response.text):
+            shown = response.text[max(match.start() - 80, 0):match.end() + 40]
+            problems.append(f"{where} shows template source: {shown!r}")
+    return parsed
+
+
+def is_html(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/html")
+
+
+async def crawl(browser: httpx.AsyncClient, role: Role) -> Crawl:
+    result = Crawl(role)
+    queue: deque[tuple[str, str]] = deque((url, "(start)") for url in role.start)
+    queued = set(role.start)
+    shapes: dict[str, int] = {}
+    while queue and len(result.visited) < MAX_PAGES:
+        url, source = queue.popleft()
+        response = await browser.get(url)
+        status = response.status_code
+        result.visited[url] = status
+        where = f"{role.name}: GET {url} (linked from {source})"
+        targets: list[str] = []
+        if status >= 500:
+            result.problems.append(f"{where} answered {status}")
+        elif status == 404:
+            result.problems.append(f"{where} is a dead link (404)")
+        elif status >= 400:
+            # The role's own pages offered it: a link it may not follow (403), or a
+            # filter choice the page itself rejects (400), is a broken page.
+            result.problems.append(f"{where} answered {status} to a link shown to this role")
+        elif 300 <= status < 400:
+            target = internal(response.headers.get("location", ""), url)
+            if target is not None and role.kind is not None and target.startswith("/login"):
+                result.problems.append(f"{where} sent a signed-in user to {target}")
+            elif target is not None:
+                targets.append(target)
+        elif is_html(response):
+            parsed = read_html(where, response, result.problems)
+            result.assets.update(filter(None, (internal(a, url) for a in parsed.assets
+                                               if not a.startswith("data:"))))
+            targets.extend(filter(None, (internal(h, url) for h in parsed.links)))
+        elif not response.headers.get("content-type", "").startswith(NOT_HTML):
+            result.problems.append(f"{where} answered {response.headers.get('content-type')}")
+        for target in targets:
+            if target in queued or any(p.search(target) for p in NOT_CRAWLED):
+                continue
+            queued.add(target)
+            key = shape(target)
+            if shapes.get(key, 0) >= PER_SHAPE:
+                continue
+            shapes[key] = shapes.get(key, 0) + 1
+            queue.append((target, url))
+    if queue:
+        result.problems.append(f"{role.name}: the crawl stopped at {MAX_PAGES} pages with"
+                               f" {len(queue)} links left; raise MAX_PAGES")
+    return result
+
+
+async def database_fingerprint(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+    """Rows and the newest writing transaction of every table: any INSERT, UPDATE or
+    DELETE changes one of them. Sessions are written by every page view by design (the
+    server-side session store renews them)."""
+    tables = [r["relname"] for r in await conn.fetch(
+        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public'"
+        " AND relname NOT IN ('web_sessions', 'alembic_version') ORDER BY relname")]
+    rows = await conn.fetch(" UNION ALL ".join(
+        f"SELECT '{t}' AS t, count(*) AS n, coalesce(max(xmin::text::bigint), 0) AS x"
+        f" FROM \"{t}\"" for t in tables))
+    return {r["t"]: (r["n"], r["x"]) for r in rows}
+
+
+@dataclass
+class Demo:
+    app: Litestar
+    url: DatabaseUrl
+
+
+@pytest.fixture(scope="module")
+def crawl_database(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
+    """The demo coalition in a database of its own (it loads only into an empty one),
+    once for the module."""
+    url = server_url.with_database(f"coalition_crawl_{uuid.uuid4().hex[:8]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="module")
+async def demo(crawl_database: DatabaseUrl, settings: Settings) -> AsyncIterator[Demo]:
+    await load_demo(crawl_database, extra_members=12)
+    application = create_app(settings.model_copy(update={"database_url": crawl_database.raw}),
+                             crawl_database)
+    async with LifespanManager(application):
+        async with application.state.sessionmaker() as session:
+            partners = dict((await session.execute(text("SELECT slug, id FROM partners"))).all())
+            for role in ROLES:
+                if role.password == STAFF_PASSWORD and role.email:
+                    name, _, domain = role.email.partition("@")
+                    await create_user(session, role.email, "partner_staff",
+                                      partner_id=partners[domain.split(".")[0]], role=name,
+                                      password=STAFF_PASSWORD, verified=True)
+            # What the demo leaves to its users: creatives to promote (an image and a
+            # text) in the program the demo affiliate promotes for Hurtownia...
+            program = await session.scalar(text(
+                "SELECT id FROM affiliate_programs WHERE partner_id = :p"),
+                {"p": partners["hurtownia"]})
+            await programs.add_creative(session, partners["hurtownia"], program, "Banner",
+                                        filename="banner.png", content_type="image/png",
+                                        content=b"\x89PNG\r\n\x1a\n" + bytes(32))
+            await programs.add_creative(session, partners["hurtownia"], program, "Post",
+                                        text="Polecam Hurtownię Budowlaną!")
+            await session.commit()
+        # ...and the daily payout job run once: the approved commissions paid out (SEPA
+        # credits waiting for the bank file; Stripe, not configured here, carries over).
+        paid = await run_payouts(application.state.stripe)
+        assert paid.by_status("pending"), paid.outcomes
+        yield Demo(application, crawl_database)
+
+
+async def signed_in(app: Litestar, role: Role) -> httpx.AsyncClient:
+    browser = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN)
+    if role.email is not None:
+        login = await submit(browser, "/login", "/login", email=role.email,
+                             password=role.password or "")
+        assert login.status_code == 302, (role.name, login.status_code, login.text[:300])
+    return browser
+
+
+MEMBER_FIRST_VISIT = "/member"
+# Whose pages live under a first path segment; PUBLIC ones there are for anybody.
+AREAS = {"operator": "operator", "partner": "partner_staff", "member": "member",
+         "affiliate": "affiliate"}
+PUBLIC = {"/affiliate/signup"}
+
+
+async def crawl_as(app: Litestar, conn: asyncpg.Connection, role: Role) -> Crawl:
+    browser = await signed_in(app, role)
+    try:
+        if role.kind == "member":
+            # A member's first look at their home draws their referral code, once and by
+            # design (coalition/referrals.py ensure_code); from then on, browsing reads.
+            await browser.get(MEMBER_FIRST_VISIT)
+        before = await database_fingerprint(conn)
+        result = await crawl(browser, role)
+        after = await database_fingerprint(conn)
+        changed = sorted(t for t in after if after[t] != before.get(t))
+        if changed:
+            result.problems.append(f"{role.name}: browsing {len(result.visited)} pages"
+                                   f" changed the tables {changed}")
+        for asset in sorted(result.assets):
+            answer = await browser.get(asset)
+            if answer.status_code != 200:
+                result.problems.append(f"{role.name}: asset {asset} answered"
+                                       f" {answer.status_code}")
+    finally:
+        await browser.aclose()
+    return result
+
+
+@pytest.fixture(scope="module")
+async def crawls(demo: Demo) -> dict[str, Crawl]:
+    conn = await asyncpg.connect(demo.url.asyncpg_dsn)
+    try:
+        return {role.name: await crawl_as(demo.app, conn, role) for role in ROLES}
+    finally:
+        await conn.close()
+
+
+async def test_every_role_crawls_the_portal_without_a_broken_page(
+        crawls: dict[str, Crawl]) -> None:
+    for role in ROLES:
+        visited = crawls[role.name].visited
+        # The crawl reached the role's pages, not just its home.
+        assert len(visited) >= (5 if role.kind in (None, "affiliate") or role.name == "cashier"
+                                else 10), (role.name, sorted(visited))
+    problems = [p for role in ROLES for p in crawls[role.name].problems]
+    assert not problems, "\n".join(problems)
+
+
+def area(path: str) -> str | None:
+    """The kind of user a page is for, or None for a public page."""
+    if path.split("?")[0] in PUBLIC:
+        return None
+    return AREAS.get(path.split("/")[1].split("?")[0])
+
+
+def brand(role: Role) -> str | None:
+    """The partner a staff member works for, by name (the demo's staff are named
+    role@slug.example)."""
+    if role.kind != "partner_staff" or role.email is None:
+        return None
+    return dict(PARTNERS)[role.email.partition("@")[2].split(".")[0]]
+
+
+async def check_error_page(browser: httpx.AsyncClient, where: str,
+                           response: httpx.Response, problems: list[str],
+                           followed: set[str]) -> None:
+    """A refusal is a page too: titled, and its ways out ("Your portal", the home page)
+    lead somewhere (`followed`: the links already tried for this user)."""
+    for link in read_html(f"{where} (the refusal)", response, problems).links:
+        target = internal(link, "/")
+        if target is None or target in followed:
+            continue
+        followed.add(target)
+        answer = await browser.get(target, follow_redirects=True)
+        if answer.status_code != 200:
+            problems.append(f"{where}: the refusal's link {target} answered"
+                            f" {answer.status_code}")
+
+
+async def test_pages_of_others_are_refused_never_failed(demo: Demo,
+                                                         crawls: dict[str, Crawl]) -> None:
+    """Every page any role reached, asked for by every role that did not reach it: a
+    page of another kind of user is a 403 (the login page for nobody); one of the same
+    kind is shown, refused or not found, and another brand's is never shown with that
+    brand's name in it."""
+    reached: dict[str, set[str]] = {}
+    for name, result in crawls.items():
+        for url, status in result.visited.items():
+            if status == 200:
+                reached.setdefault(url, set()).add(name)
+    roles = {role.name: role for role in ROLES}
+    problems = []
+    for role in ROLES:
+        browser = await signed_in(demo.app, role)
+        followed: set[str] = set()
+        try:
+            for url in sorted(reached):
+                if url in crawls[role.name].visited:
+                    continue
+                response = await browser.get(url)
+                status, owner = response.status_code, area(url)
+                where = f"{role.name}: GET {url} (reached by {sorted(reached[url])})"
+                if status >= 500:
+                    problems.append(f"{where} answered {status}")
+                elif owner is None:
+                    continue
+                elif role.kind is None:
+                    if status not in (302, 303) or not response.headers.get(
+                            "location", "").startswith("/login?next="):
+                        problems.append(f"{where} answered {status}, not the login page")
+                elif role.kind != owner:
+                    if status != 403:
+                        problems.append(f"{where} answered {status}, not 403")
+                    elif is_html(response):
+                        await check_error_page(browser, where, response, problems,
+                                               followed)
+                elif status not in (200, 403, 404):
+                    problems.append(f"{where} answered {status}")
+                elif status == 200 and (mine := brand(role)):
+                    # Reached only by another brand's staff: that brand's own page.
+                    seen = {brand(roles[n]) for n in reached[url]} - {None}
+                    leaked = [b for b in seen if mine not in seen and b in response.text]
+                    if leaked:
+                        problems.append(f"{where} shows {leaked}'s page to {mine}")
+        finally:
+            await browser.aclose()
+    assert not problems, "\n".join(problems)
+
+
+# Portal pages no page links to, each for its reason; the coverage test below fails on
+# any other page the crawl does not reach (an orphan page, or a link gone missing).
+NOT_LINKED = {
+    "/verify-email": "the link in the confirmation email",
+    "/reset-password": "the link in the password-reset email",
+    "/set-password": "the link in a new partner owner's or staff member's invitation",
+    "/join/{id}": "a member's referral link, shown as text to share",
+    "/oauth/authorize": "where a partner's app sends the member (OAuth)",
+    "/sso/start": "the login page's single sign-on form (GET, the partner's domain)",
+    "/sso/callback": "where the partner's identity provider sends the staff member back",
+    "/portal": "the error pages' way home (the refusals test follows it)",
+    "/operator/payments/{id}/mark": "a SEPA credit once in a bank file (a POST the crawl"
+                                    " does not make)",
+}
+# Not portal pages: the API, OAuth and OpenID endpoints, problem type documentation, the
+# OpenAPI viewer, static files and the affiliate tracking redirects.
+NOT_PORTAL = re.compile(r"^/(api|oauth|\.well-known|problems|schema|static|r)(/|$)")
+
+
+async def test_every_portal_page_is_linked_from_another(demo: Demo,
+                                                        crawls: dict[str, Crawl]) -> None:
+    reached = {shape(url).split("?")[0] for c in crawls.values() for url in c.visited}
+    pages = {re.sub(r"\{[^}]+\}", "{id}", route.path) for route in demo.app.routes
+             if "GET" in getattr(route, "methods", ())}
+    missing = sorted(p for p in pages - reached - set(NOT_LINKED)
+                     if not NOT_PORTAL.match(p))
+    assert not missing, f"no page links to {missing}"
