@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -36,25 +37,29 @@ async def affiliate_login(app, affiliate_id: uuid.UUID) -> str:
 
 async def new_program(db: asyncpg.Pool, partner_id: uuid.UUID, *, currency: str = "PLN",
                       min_payout: int = 5000, name: str | None = None, rate_bp: int = 500,
-                      hold_days: int = 30) -> tuple[uuid.UUID, int]:
+                      hold_days: int = 30, category_rates: dict[str, int] | None = None
+                      ) -> tuple[uuid.UUID, int]:
     """A program with one terms version in force since 2020: (program id, terms id)."""
     program = await db.fetchval(
         "INSERT INTO affiliate_programs (partner_id, name, landing_url, currency)"
         " VALUES ($1, $2, 'https://shop.example/', $3) RETURNING id",
         partner_id, name or f"Program {uuid.uuid4().hex[:6]}", currency)
     terms = await add_terms(db, program, partner_id, 1, min_payout=min_payout,
-                            rate_bp=rate_bp, hold_days=hold_days, effective_from=PAST)
+                            rate_bp=rate_bp, hold_days=hold_days, effective_from=PAST,
+                            category_rates=category_rates)
     return program, terms
 
 
 async def add_terms(db: asyncpg.Pool, program: uuid.UUID, partner_id: uuid.UUID,
                     version: int, *, min_payout: int, rate_bp: int = 500,
-                    hold_days: int = 30, effective_from: datetime) -> int:
+                    hold_days: int = 30, effective_from: datetime,
+                    category_rates: dict[str, int] | None = None) -> int:
     return await db.fetchval(
         "INSERT INTO affiliate_program_terms (program_id, partner_id, version, model,"
-        " rate_bp, hold_days, min_payout_minor, effective_from, created_by)"
-        " VALUES ($1, $2, $3, 'percent', $4, $5, $6, $7, 'test') RETURNING id",
-        program, partner_id, version, rate_bp, hold_days, min_payout, effective_from)
+        " rate_bp, hold_days, min_payout_minor, effective_from, created_by, category_rates)"
+        " VALUES ($1, $2, $3, 'percent', $4, $5, $6, $7, 'test', $8::jsonb) RETURNING id",
+        program, partner_id, version, rate_bp, hold_days, min_payout, effective_from,
+        json.dumps(category_rates or {}))
 
 
 async def enroll(db: asyncpg.Pool, program: uuid.UUID, affiliate: uuid.UUID,

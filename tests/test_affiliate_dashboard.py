@@ -46,7 +46,8 @@ async def setup(client, db):
     partner = await new_partner(client, "Dashboard Brand")
     affiliate = await new_affiliate(db, "sepa", iban="DE89370400440532013000",
                                     account_holder="Dash Blog")
-    shoes, _ = await new_program(db, partner.partner_id, name="Shoes", rate_bp=750)
+    shoes, _ = await new_program(db, partner.partner_id, name="Shoes", rate_bp=750,
+                                 category_rates={"electronics": 250, "books": 1000})
     bags, _ = await new_program(db, partner.partner_id, name="Bags")
     await add_terms(db, shoes, partner.partner_id, 2, min_payout=99999,
                     effective_from=datetime.now(UTC) + timedelta(days=30))
@@ -97,6 +98,7 @@ async def test_dashboard_figures_chart_terms_and_link_builder(client, db, app):
         terms = home.text.split(f'id="terms-{e_shoes}"')[1].split("</ul>")[0]
         assert "Version 1" in terms and "7.50 % of the sale" in terms
         assert "minimum payout 50.00 PLN" in terms
+        assert "Category rates: books 10.00 %; electronics 2.50 %" in terms
         link = await browser.get("/affiliate", params={"enrollment": str(e_shoes),
                                                        "sub": "blog-1"})
         assert f"http://testserver.local/r/{code}/blog-1" in link.text

@@ -47,6 +47,7 @@ from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
 from tenants.oauth_server import CoalitionAuthorizationServer
+from tenants.roles import can
 from tenants.scope import TENANT_LOGIN_ROLE, tenant_session
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
 from web import logs
@@ -309,8 +310,15 @@ def create_app(
         exception_handlers={**EXCEPTION_HANDLERS, LoginRequired: login_redirect},
         openapi_config=_openapi(),
         template_config=TemplateConfig(directory=os.path.join(HERE, "templates"),
-                                       engine=JinjaTemplateEngine),
+                                       engine=JinjaTemplateEngine,
+                                       engine_callback=_template_globals),
         debug=False,
     )
     state_holder["app"] = app
     return app
+
+
+def _template_globals(engine: JinjaTemplateEngine) -> None:
+    # Pages offer a link only where the role table (tenants/roles.py) lets the user
+    # follow it, so a page never lists what answers 403.
+    engine.engine.globals["can"] = can

@@ -82,8 +82,9 @@ async def enrollments(conn: asyncpg.Connection, affiliate_id: uuid.UUID, now: da
     out = []
     for r in rows:
         row = dict(r)
-        # A tiered program's tiers are jsonb, which the plain pool hands over as text.
+        # Tiers and category rates are jsonb, which the plain pool hands over as text.
         row["tiers"] = from_json(r["tiers"])
+        row["category_rates"] = from_json(r["category_rates"]) or {}
         row["figures"] = Figures(r["clicks"], r["conversions"], int(r["earnings"]))
         out.append(row)
     return out

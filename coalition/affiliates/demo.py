@@ -27,10 +27,10 @@ from coalition.affiliates.signup import PayoutSpec, SignupSpec, sign_up
 AFFILIATE_LOGIN = ("ola@testuje.example", "demo-affiliate-pass", "Affiliate Ola (blogger)")
 # (partner slug, program, terms): 5 %, 6 %, and 2 % rising to 10 % from 5,000 PLN a month.
 PROGRAMS = [
-    ("moda", "Moda Centrum: polecaj modę", {"model": "percent", "rate_bp": 500}),
-    ("hurtownia", "Hurtownia Budowlana: polecaj fachowcom",
+    ("moda", "Polecaj modę", {"model": "percent", "rate_bp": 500}),
+    ("hurtownia", "Polecaj fachowcom",
      {"model": "percent", "rate_bp": 600}),
-    ("b2b", "TechnoB2B: partnerzy e-commerce",
+    ("b2b", "Partnerzy e-commerce",
      {"model": "tiered_percent", "tiers": ((0, 200), (500_000, 1000)),
       "recurring_months": 12}),
 ]
