@@ -176,3 +176,46 @@ def demo_database(server_url):
     upgrade(url)
     yield url
     asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def portal_demo_template(server_url: DatabaseUrl, settings: Settings) -> Iterator[DatabaseUrl]:
+    """The demo coalition and its extra users (tests/portal_demo.py), loaded once per
+    session into a database that only serves as a template: nothing connects to it after
+    loading, so every module that needs the demo copies it (`portal_demo`)."""
+    from tests.portal_demo import prepare_demo
+
+    url = server_url.with_database(f"coalition_portal_{uuid.uuid4().hex[:8]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+
+    async def load() -> None:
+        application = create_app(settings.model_copy(update={"database_url": url.raw}), url)
+        async with LifespanManager(application):
+            await prepare_demo(url, application)
+
+    asyncio.run(load())
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="module")
+async def portal_demo(portal_demo_template: DatabaseUrl, settings: Settings
+                      ) -> AsyncIterator[Any]:
+    """A copy of the demo coalition of the module's own (what one module writes, no other
+    sees), served by an app of its own."""
+    from tests.portal_demo import Demo
+
+    url = portal_demo_template.with_database(f"coalition_portal_{uuid.uuid4().hex[:8]}")
+    admin = await asyncpg.connect(url.with_database("postgres").asyncpg_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{url.database}"'
+                            f' TEMPLATE "{portal_demo_template.database}"')
+    finally:
+        await admin.close()
+    try:
+        application = create_app(settings.model_copy(update={"database_url": url.raw}), url)
+        async with LifespanManager(application):
+            yield Demo(application, url)
+    finally:
+        await drop_database(url)

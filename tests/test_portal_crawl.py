@@ -1,8 +1,8 @@
 """A safety net over the whole server-rendered portal. With the demo coalition loaded
-(once, in a database of its own), every kind of user (the operator; Hurtownia's owner,
-admin, analyst and cashier; Moda Centrum's owner; a member; a company account's admin;
-an affiliate; nobody) starts at their home page and follows every same-origin link, and
-submits every GET form (filters, the link builder), breadth-first:
+(a copy of its own, tests/portal_demo.py), every kind of user (the operator; Hurtownia's
+owner, admin, analyst and cashier; Moda Centrum's owner; a member; a company account's
+admin; an affiliate; nobody) starts at their home page and follows every same-origin
+link, and submits every GET form (filters, the link builder), breadth-first:
 - no page fails (5xx), no link is dead (404) or refused (401/403/other 4xx) to the
   user it is shown to, and no signed-in user is sent to the login page;
 - every HTML page has a <title> and shows no template source ("{{", "{%", a None);
@@ -15,11 +15,9 @@ but those listed in NOT_LINKED with their reason."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
@@ -27,56 +25,15 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from litestar import Litestar
-from sqlalchemy import text
 
-from coalition.affiliates import programs
-from coalition.affiliates.demo import AFFILIATE_LOGIN
-from coalition.affiliates.payouts import run_payouts
-from coalition.audience_demo import COMPANY_ADMIN
-from coalition.config import Settings
-from coalition.db import DatabaseUrl, drop_database, ensure_database
-from coalition.migrate import upgrade
-from tenants.accounts import create_user
-from tests.portal import submit
-from web.app import create_app
-from web.demo import DEMO_LOGINS, PARTNERS, load_demo
+from tests.portal_demo import ORIGIN, ROLES, Demo, Role, database_fingerprint, signed_in
+from web.demo import PARTNERS
 
-ORIGIN = "http://testserver.local"
 MAX_PAGES = 300
 # Pages of one shape (the same route with other ids: /operator/partners/{id}) after
 # which further ones add time, not coverage: a list of 40 members' pages is sampled.
 PER_SHAPE = 4
-STAFF_PASSWORD = "crawl staff secret 12"
-
-
-@dataclass(frozen=True)
-class Role:
-    name: str
-    kind: str | None            # users.kind; None for a visitor who is not logged in
-    email: str | None
-    password: str | None
-    start: tuple[str, ...]
-
-
-ROLES = [
-    Role("anonymous", None, None, None, ("/",)),
-    Role("operator", "operator", *DEMO_LOGINS[0][:2], ("/operator", "/")),
-    Role("owner", "partner_staff", *DEMO_LOGINS[1][:2], ("/partner", "/")),
-    Role("admin", "partner_staff", "admin@hurtownia.example", STAFF_PASSWORD, ("/partner",)),
-    Role("analyst", "partner_staff", "analyst@hurtownia.example", STAFF_PASSWORD,
-         ("/partner",)),
-    Role("cashier", "partner_staff", "cashier@hurtownia.example", STAFF_PASSWORD,
-         ("/partner",)),
-    # Another brand's owner: the same pages over Moda Centrum's data (its return window
-    # keeps points pending), and a stranger to every Hurtownia page the others find.
-    Role("moda-owner", "partner_staff", "owner@moda.example", STAFF_PASSWORD, ("/partner",)),
-    Role("member", "member", *DEMO_LOGINS[2][:2], ("/member", "/")),
-    Role("company", "member", *COMPANY_ADMIN[:2], ("/member", "/member/company")),
-    Role("affiliate", "affiliate", *AFFILIATE_LOGIN[:2], ("/affiliate", "/")),
-]
-
 # Links the crawler does not follow, each for its reason.
 NOT_CRAWLED = [
     # Affiliate tracking links are public redirects to the partner's shop that record a
@@ -222,7 +179,9 @@ def is_html(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/html")
 
 
-async def crawl(browser: httpx.AsyncClient, role: Role) -> Crawl:
+async def crawl(browser: httpx.AsyncClient, role: Role,
+                on_page: Callable[[str, httpx.Response], None] | None = None) -> Crawl:
+    """Browse as `role` from its start pages; `on_page` is shown every HTML page read."""
     result = Crawl(role)
     queue: deque[tuple[str, str]] = deque((url, "(start)") for url in role.start)
     queued = set(role.start)
@@ -250,6 +209,8 @@ async def crawl(browser: httpx.AsyncClient, role: Role) -> Crawl:
                 targets.append(target)
         elif is_html(response):
             parsed = read_html(where, response, result.problems)
+            if on_page is not None:
+                on_page(url, response)
             result.assets.update(filter(None, (internal(a, url) for a in parsed.assets
                                                if not a.startswith("data:"))))
             targets.extend(filter(None, (internal(h, url) for h in parsed.links)))
@@ -268,77 +229,6 @@ async def crawl(browser: httpx.AsyncClient, role: Role) -> Crawl:
         result.problems.append(f"{role.name}: the crawl stopped at {MAX_PAGES} pages with"
                                f" {len(queue)} links left; raise MAX_PAGES")
     return result
-
-
-async def database_fingerprint(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
-    """Rows and the newest writing transaction of every table: any INSERT, UPDATE or
-    DELETE changes one of them. Sessions are written by every page view by design (the
-    server-side session store renews them)."""
-    tables = [r["relname"] for r in await conn.fetch(
-        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public'"
-        " AND relname NOT IN ('web_sessions', 'alembic_version') ORDER BY relname")]
-    rows = await conn.fetch(" UNION ALL ".join(
-        f"SELECT '{t}' AS t, count(*) AS n, coalesce(max(xmin::text::bigint), 0) AS x"
-        f" FROM \"{t}\"" for t in tables))
-    return {r["t"]: (r["n"], r["x"]) for r in rows}
-
-
-@dataclass
-class Demo:
-    app: Litestar
-    url: DatabaseUrl
-
-
-@pytest.fixture(scope="module")
-def crawl_database(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
-    """The demo coalition in a database of its own (it loads only into an empty one),
-    once for the module."""
-    url = server_url.with_database(f"coalition_crawl_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
-
-
-@pytest.fixture(scope="module")
-async def demo(crawl_database: DatabaseUrl, settings: Settings) -> AsyncIterator[Demo]:
-    await load_demo(crawl_database, extra_members=12)
-    application = create_app(settings.model_copy(update={"database_url": crawl_database.raw}),
-                             crawl_database)
-    async with LifespanManager(application):
-        async with application.state.sessionmaker() as session:
-            partners = dict((await session.execute(text("SELECT slug, id FROM partners"))).all())
-            for role in ROLES:
-                if role.password == STAFF_PASSWORD and role.email:
-                    name, _, domain = role.email.partition("@")
-                    await create_user(session, role.email, "partner_staff",
-                                      partner_id=partners[domain.split(".")[0]], role=name,
-                                      password=STAFF_PASSWORD, verified=True)
-            # What the demo leaves to its users: creatives to promote (an image and a
-            # text) in the program the demo affiliate promotes for Hurtownia...
-            program = await session.scalar(text(
-                "SELECT id FROM affiliate_programs WHERE partner_id = :p"),
-                {"p": partners["hurtownia"]})
-            await programs.add_creative(session, partners["hurtownia"], program, "Banner",
-                                        filename="banner.png", content_type="image/png",
-                                        content=b"\x89PNG\r\n\x1a\n" + bytes(32))
-            await programs.add_creative(session, partners["hurtownia"], program, "Post",
-                                        text="Polecam Hurtownię Budowlaną!")
-            await session.commit()
-        # ...and the daily payout job run once: the approved commissions paid out (SEPA
-        # credits waiting for the bank file; Stripe, not configured here, carries over).
-        paid = await run_payouts(application.state.stripe)
-        assert paid.by_status("pending"), paid.outcomes
-        yield Demo(application, crawl_database)
-
-
-async def signed_in(app: Litestar, role: Role) -> httpx.AsyncClient:
-    browser = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN)
-    if role.email is not None:
-        login = await submit(browser, "/login", "/login", email=role.email,
-                             password=role.password or "")
-        assert login.status_code == 302, (role.name, login.status_code, login.text[:300])
-    return browser
 
 
 MEMBER_FIRST_VISIT = "/member"
@@ -373,10 +263,10 @@ async def crawl_as(app: Litestar, conn: asyncpg.Connection, role: Role) -> Crawl
 
 
 @pytest.fixture(scope="module")
-async def crawls(demo: Demo) -> dict[str, Crawl]:
-    conn = await asyncpg.connect(demo.url.asyncpg_dsn)
+async def crawls(portal_demo: Demo) -> dict[str, Crawl]:
+    conn = await asyncpg.connect(portal_demo.url.asyncpg_dsn)
     try:
-        return {role.name: await crawl_as(demo.app, conn, role) for role in ROLES}
+        return {role.name: await crawl_as(portal_demo.app, conn, role) for role in ROLES}
     finally:
         await conn.close()
 
@@ -423,7 +313,7 @@ async def check_error_page(browser: httpx.AsyncClient, where: str,
                             f" {answer.status_code}")
 
 
-async def test_pages_of_others_are_refused_never_failed(demo: Demo,
+async def test_pages_of_others_are_refused_never_failed(portal_demo: Demo,
                                                          crawls: dict[str, Crawl]) -> None:
     """Every page any role reached, asked for by every role that did not reach it: a
     page of another kind of user is a 403 (the login page for nobody); one of the same
@@ -437,7 +327,7 @@ async def test_pages_of_others_are_refused_never_failed(demo: Demo,
     roles = {role.name: role for role in ROLES}
     problems = []
     for role in ROLES:
-        browser = await signed_in(demo.app, role)
+        browser = await signed_in(portal_demo.app, role)
         followed: set[str] = set()
         try:
             for url in sorted(reached):
@@ -492,10 +382,10 @@ NOT_LINKED = {
 NOT_PORTAL = re.compile(r"^/(api|oauth|\.well-known|problems|schema|static|r)(/|$)")
 
 
-async def test_every_portal_page_is_linked_from_another(demo: Demo,
+async def test_every_portal_page_is_linked_from_another(portal_demo: Demo,
                                                         crawls: dict[str, Crawl]) -> None:
     reached = {shape(url).split("?")[0] for c in crawls.values() for url in c.visited}
-    pages = {re.sub(r"\{[^}]+\}", "{id}", route.path) for route in demo.app.routes
+    pages = {re.sub(r"\{[^}]+\}", "{id}", route.path) for route in portal_demo.app.routes
              if "GET" in getattr(route, "methods", ())}
     missing = sorted(p for p in pages - reached - set(NOT_LINKED)
                      if not NOT_PORTAL.match(p))
