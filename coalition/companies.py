@@ -134,5 +134,12 @@ async def create_company(session: AsyncSession, email: str, company_name: str, t
         raise DomainError("validation-error", "Invalid email", "Enter the company's email"
                           " address.", status=400, field="email")
     member_id, _ = await find_or_create_id(session, email, profile.company_name, profile)
-    user, token = await invite(session, member_id, admin_email, admin_name, "admin")
+    try:
+        user, token = await invite(session, member_id, admin_email, admin_name, "admin")
+    except DomainError as exc:
+        # The admin's login, not the company's: the form's fields are admin_email and
+        # admin_name.
+        if exc.field in ("email", "name"):
+            exc.field = f"admin_{exc.field}"
+        raise
     return member_id, user, token

@@ -3,6 +3,7 @@ and the audit log."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,9 @@ MIN_PASSWORD_LENGTH = 10
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_EMAIL = 5
 MAX_FAILURES_PER_IP = 20
+MAX_EMAIL_LENGTH = 320          # users.email, login_attempts.email
+MAX_NAME_LENGTH = 200           # users.name
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 TOKEN_LIFETIMES = {
     "verify_email": timedelta(days=2),
     "reset_password": timedelta(hours=1),
@@ -59,6 +63,15 @@ def check_password_rules(password: str) -> None:
                           field="password")
 
 
+def check_email(email: str) -> str:
+    """The address, trimmed: it must look like one and fit the column."""
+    email = email.strip()
+    if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL_LENGTH:
+        raise DomainError("validation-error", "Invalid email", "Enter a valid email address.",
+                          status=400, field="email")
+    return email
+
+
 async def find_user(session: AsyncSession, email: str) -> User | None:
     return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
 
@@ -76,11 +89,17 @@ async def create_user(
     affiliate_id: uuid.UUID | None = None,
     verified: bool = False,
 ) -> User:
+    # Every way in (an invitation, a sign-up, the operator) stops here: a malformed
+    # address or an over-long name is the person's mistake, never a database error.
+    email = check_email(email)
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise DomainError("validation-error", "Name too long",
+                          f"Use at most {MAX_NAME_LENGTH} characters.", status=400, field="name")
     if await find_user(session, email) is not None:
         raise _account_exists()
     if password is not None:
         check_password_rules(password)
-    user = User(email=email.strip(), name=name, kind=kind, partner_id=partner_id, role=role,
+    user = User(email=email, name=name, kind=kind, partner_id=partner_id, role=role,
                 member_id=member_id, affiliate_id=affiliate_id,
                 password_hash=HASHER.hash(password) if password is not None else None,
                 email_verified_at=datetime.now(UTC) if verified else None)
@@ -128,7 +147,8 @@ async def authenticate(session: AsyncSession, email: str, password: str, ip: str
     except (VerificationError, InvalidHashError):
         ok = False
     ok = ok and user is not None and user.password_hash is not None
-    session.add(LoginAttempt(email=email, ip=ip, succeeded=ok))
+    # No account has a longer address; its first characters still count for throttling.
+    session.add(LoginAttempt(email=email[:MAX_EMAIL_LENGTH], ip=ip, succeeded=ok))
     if not ok or user is None:
         raise LoginFailed("login-failed", "Login failed", "Wrong email address or password.")
     if user.disabled_at is not None:

@@ -137,13 +137,14 @@ def wants_html(request: Request) -> bool:
     return request.accept.best_match(_OFFERED) == "text/html"
 
 
-def error_page(status: int, detail: str | None = None, headers: dict[str, str] | None = None
-               ) -> Template:
-    """The site's HTML error page. `detail` is shown when it says more than the status."""
+def error_page(status: int, detail: str | None = None, headers: dict[str, str] | None = None,
+               field: str | None = None) -> Template:
+    """The site's HTML error page. `detail` is shown when it says more than the status;
+    `field` names the form field it is about."""
     title, message = PAGE_ERRORS.get(status, ("Error", "The request failed."))
     return Template("error.html", status_code=status, media_type=MediaType.HTML,
                     headers=headers, context={"status": status, "title": title,
-                                              "message": message,
+                                              "message": message, "field": field,
                                               "detail": detail if detail != message else None})
 
 
@@ -207,7 +208,7 @@ def handle_validation(request: Request, exc: ValidationException) -> Response:
 
 def handle_domain_error(request: Request, exc: DomainError) -> Response:
     if wants_html(request):
-        return error_page(exc.status, exc.detail)
+        return error_page(exc.status, exc.detail, field=exc.field)
     return problem(exc.status, exc.slug, exc.detail, title=exc.title, field=exc.field, **exc.extra)
 
 

@@ -107,8 +107,10 @@ class AuthPages(Controller):
         email, name = form.get("email", "").strip(), form.get("name", "").strip() or None
         password = form.get("password", "")
         errors: dict[str, str] = {}
-        if "@" not in email or "." not in email.split("@")[-1]:
+        if not accounts.EMAIL.fullmatch(email) or len(email) > accounts.MAX_EMAIL_LENGTH:
             errors["email"] = "Enter a valid email address."
+        if name and len(name) > accounts.MAX_NAME_LENGTH:
+            errors["name"] = f"Use at most {accounts.MAX_NAME_LENGTH} characters."
         if len(password) < accounts.MIN_PASSWORD_LENGTH:
             errors["password"] = f"Use at least {accounts.MIN_PASSWORD_LENGTH} characters."
         if not errors and await accounts.find_user(db_session, email) is not None:

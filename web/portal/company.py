@@ -63,7 +63,7 @@ class CompanyPages(Controller):
         # Nothing is committed: the request's session rolls back when it closes (after
         # the page renders, which still reads the user).
         return page("message.html", status_code=exc.status, user=user, title=exc.title,
-                    message=exc.detail, link="/member/company")
+                    message=exc.detail, field=exc.field, link="/member/company")
 
     @post("/member/company/people")
     async def invite(self, request: Request, db_session: Session) -> Response:
@@ -132,7 +132,7 @@ class CompanyPages(Controller):
                 form.get("admin_name") or None)
         except DomainError as exc:   # nothing committed; the session rolls back on close
             return page("message.html", status_code=exc.status, user=user, title=exc.title,
-                        message=exc.detail, link="/operator/companies")
+                        message=exc.detail, field=exc.field, link="/operator/companies")
         await accounts.audit(db_session, user, "company.create", target=form.get("email"),
                              admin=admin.email)
         await db_session.commit()

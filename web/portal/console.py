@@ -83,6 +83,13 @@ async def own_staff(db_session: AsyncSession, user: User, staff_id: uuid.UUID) -
     return member
 
 
+def _no_such_role(user: User) -> Template:
+    """A role the form does not offer: a mistake in the form, not a permission."""
+    return page("message.html", status_code=400, user=user, title="No such role",
+                message=f"Choose one of the roles: {', '.join(STAFF_ROLES)}.", field="role",
+                link="/partner/staff")
+
+
 class ConsolePages(Controller):
     path = "/partner"
     include_in_schema = False
@@ -140,7 +147,7 @@ class ConsolePages(Controller):
         scopes = [s for s in form.getall("scope", []) if s in known]
         if not scopes:
             return page("message.html", status_code=400, user=user, title="Choose scopes",
-                        message="Select at least one scope for the client.",
+                        message="Select at least one scope for the client.", field="scope",
                         link="/partner/clients")
         try:
             if kind == "app":
@@ -153,7 +160,7 @@ class ConsolePages(Controller):
                                                             scopes)
         except DomainError as exc:
             return page("message.html", status_code=400, user=user, title=exc.title,
-                        message=exc.detail, link="/partner/clients")
+                        message=exc.detail, field=exc.field, link="/partner/clients")
         await accounts.audit(db_session, user, "client.create", target=client.client_id,
                              partner_id=user.partner_id, scopes=scopes)
         await db_session.commit()
@@ -198,15 +205,17 @@ class ConsolePages(Controller):
         user = await staff(request, db_session, "staff.manage")
         form = await request.form()
         email, role = (form.get("email") or "").strip(), form.get("role", "")
-        if role not in STAFF_ROLES or (role == "owner" and user.role != "owner"):
+        if role not in STAFF_ROLES:
+            return _no_such_role(user)
+        if role == "owner" and user.role != "owner":
             raise PageForbidden("You cannot grant this role.")
         try:
             invited = await accounts.create_user(db_session, email, "partner_staff",
                                                  name=(form.get("name") or "").strip() or None,
                                                  partner_id=user.partner_id, role=role)
         except DomainError as exc:
-            return page("message.html", status_code=409, user=user, title="Cannot invite",
-                        message=exc.detail, link="/partner/staff")
+            return page("message.html", status_code=exc.status, user=user, title="Cannot invite",
+                        message=exc.detail, field=exc.field, link="/partner/staff")
         token = await accounts.issue_token(db_session, invited, "invite")
         partner = await db_session.get_one(Partner, user.partner_id)
         await accounts.audit(db_session, user, "staff.invite", target=email,
@@ -225,7 +234,9 @@ class ConsolePages(Controller):
         user = await staff(request, db_session, "staff.manage")
         target = await own_staff(db_session, user, staff_id)
         role = (await request.form()).get("role", "")
-        if role not in STAFF_ROLES or (user.role != "owner" and "owner" in (role, target.role)):
+        if role not in STAFF_ROLES:
+            return _no_such_role(user)
+        if user.role != "owner" and "owner" in (role, target.role):
             raise PageForbidden("You cannot grant or change this role.")
         await self._keep_an_owner(db_session, target, leaving_owner=role != "owner")
         target.role = role
