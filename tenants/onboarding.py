@@ -75,13 +75,15 @@ async def validate(session: AsyncSession, app: Application) -> Application:
         app.tax_id = tax_id
     if len(app.address) < 5:
         errors["address"] = "Enter the registered address."
-    if app.website and not re.fullmatch(r"https?://[^\s/$.?#].[^\s]*", app.website):
+    if app.website and (not re.fullmatch(r"https?://[^\s/$.?#].[^\s]*", app.website)
+                        or len(app.website) > 300):
         errors["website"] = "Enter a full address starting with https://"
     if app.industry not in INDUSTRIES:
         errors["industry"] = "Choose an industry."
-    if not app.contact_name:
-        errors["contact_name"] = "Enter the contact person."
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", app.contact_email):
+    if not app.contact_name or len(app.contact_name) > 200:
+        errors["contact_name"] = "Enter the contact person (at most 200 characters)."
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", app.contact_email) \
+            or len(app.contact_email) > accounts.MAX_EMAIL_LENGTH:
         errors["contact_email"] = "Enter a valid email address."
     elif await accounts.find_user(session, app.contact_email) is not None:
         errors["contact_email"] = "This email already has an account; use another one."

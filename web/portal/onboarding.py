@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.errors import DomainError
 from tenants import accounts, onboarding
 from tenants.mail import Mailer
-from tenants.models import AuditEntry, Partner, TermsAcceptance
+from tenants.models import AuditEntry, Partner, TermsAcceptance, User
 from web.portal.auth import base_url
 from web.portal.common import operator, page
 
@@ -78,13 +78,18 @@ class OnboardingPages(Controller):
 
     @get("/operator/partners/{partner_id:uuid}")
     async def detail(self, request: Request, db_session: Session,
-                     partner_id: FromPath[uuid.UUID], error: FromQuery[str | None] = None
-                     ) -> Template:
+                     partner_id: FromPath[uuid.UUID]) -> Template:
         user = await operator(request, db_session)
         partner = await db_session.get(Partner, partner_id)
         if partner is None:
             return page("message.html", status_code=404, user=user, title="Not found",
                         message="No such partner.")
+        return await self._detail(db_session, user, partner)
+
+    @staticmethod
+    async def _detail(db_session: AsyncSession, user: User, partner: Partner,
+                      refused: DomainError | None = None) -> Template:
+        """The partner's page; with the decision it refused, shown above its forms."""
         history = (await db_session.scalars(
             select(AuditEntry).where(AuditEntry.partner_id == partner.id)
             .order_by(AuditEntry.id.desc()))).all()
@@ -93,8 +98,10 @@ class OnboardingPages(Controller):
             .order_by(TermsAcceptance.id))).all()
         actions = [d for d, (origin, _) in onboarding.DECISIONS.items()
                    if partner.status in origin]
-        return page("partner_detail.html", user=user, partner=partner, history=history,
-                    acceptances=acceptances, actions=actions, error=error)
+        return page("partner_detail.html", status_code=refused.status if refused else 200,
+                    user=user, partner=partner, history=history, acceptances=acceptances,
+                    actions=actions, error=refused.detail if refused else None,
+                    error_field=refused.field if refused else None)
 
     @post("/operator/partners/{partner_id:uuid}/decision")
     async def decision(self, request: Request, db_session: Session,
@@ -109,8 +116,9 @@ class OnboardingPages(Controller):
         try:
             owner = await onboarding.decide(db_session, user, partner, decision, note)
         except DomainError as exc:
-            await db_session.rollback()
-            return Redirect(f"/operator/partners/{partner_id}?error={exc.detail}")
+            # decide() refuses before it changes anything, and the session rolls back
+            # when it closes (a rollback now would expire what the page shows).
+            return await self._detail(db_session, user, partner, refused=exc)
         mailer: Mailer = request.app.state.mailer
         if owner is not None:
             token = await accounts.issue_token(db_session, owner, "invite")
