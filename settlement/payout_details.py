@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.errors import DomainError
 from settlement.bank import check_account
 
-ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{6,}$")
+ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{6,250}$")      # within the column's 255
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -25,7 +25,7 @@ def validate(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {"method": method or None, "account_holder": None, "iban": None,
                               "bic": None, "stripe_account_id": None}
     email = (form.get("billing_email") or "").strip()
-    if email and not EMAIL.match(email):
+    if email and (not EMAIL.match(email) or len(email) > 320):
         errors["billing_email"] = "Enter an email address, such as billing@brand.example."
     values["billing_email"] = email or None
     if method == "sepa":

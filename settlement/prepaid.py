@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PREPAID_SQLSTATE = "CPB01"
 MAX_BLOCK_POINTS = 10**12
+MAX_AMOUNT_MINOR = 2**63 - 1      # prepaid_blocks.amount_paid, mismatch_amount (bigint)
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,10 @@ async def credit_paid_block(conn: asyncpg.Connection, block_id: int, amount_paid
     """Credit a paid block's points, once. Idempotent: a block already paid stays as it
     is (`already_paid`). A payment of any amount other than the price credits nothing and
     is recorded on the block (`mismatch`), as is a payment for a cancelled block."""
-    if isinstance(amount_paid, bool) or not isinstance(amount_paid, int) or amount_paid < 0:
-        raise Invalid({"amount_paid": "must be a whole, non-negative number of minor units"})
+    if isinstance(amount_paid, bool) or not isinstance(amount_paid, int) \
+            or not 0 <= amount_paid <= MAX_AMOUNT_MINOR:
+        raise Invalid({"amount_paid": "must be a whole, non-negative number of minor units,"
+                                      f" at most {MAX_AMOUNT_MINOR}"})
     async with conn.transaction():
         row = await conn.fetchrow("SELECT * FROM prepaid_blocks WHERE id = $1 FOR UPDATE",
                                   block_id)

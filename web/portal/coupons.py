@@ -73,6 +73,9 @@ class CouponPages(Controller):
                                              fields["reward_id"])
                 if target is None:
                     raise FormErrors({"reward_id": "Choose one."})
+                if not await conn.fetchval("SELECT 1 FROM partners WHERE id = $1",
+                                           fields["source_partner_id"]):
+                    raise FormErrors({"source_partner_id": "Choose one."})
                 if target == fields["source_partner_id"]:
                     raise FormErrors({"reward_id": "Choose another brand's reward: a "
                                       "cross-brand coupon is used at a different brand."})

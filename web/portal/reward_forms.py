@@ -17,6 +17,7 @@ from coalition.rewards.models import REWARD_KINDS
 
 TIER_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 MAX_POINTS = 10**12
+MAX_MONEY = 10**13          # minor units, as the purchases API takes them
 
 
 class FormErrors(Exception):
@@ -69,8 +70,9 @@ class Reader:
     def money(self, name: str) -> int | None:
         raw = (self.form.get(name) or "").strip()
         value = minor_units(raw) if raw else None
-        if raw and (value is None or value <= 0):
-            self.errors[name] = "An amount such as 15 or 15.50."
+        if raw and (value is None or not 0 < value <= MAX_MONEY):
+            self.errors[name] = (f"An amount such as 15 or 15.50, at most"
+                                 f" {MAX_MONEY // 100}.")
             return None
         return value
 

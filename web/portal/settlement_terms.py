@@ -149,9 +149,13 @@ class OperatorTermsPages(Controller):
         if not raw.isdigit():
             return await self._prepaid_page(state, user, status_code=422, errors={
                 block_id: "amount_paid: the amount received, in minor units (whole number)"})
-        async with state.pool.acquire() as conn:
-            result = await prepaid.credit_paid_block(conn, block_id, int(raw),
-                                                     f"manual:{user.email}")
+        try:
+            async with state.pool.acquire() as conn:
+                result = await prepaid.credit_paid_block(conn, block_id, int(raw),
+                                                         f"manual:{user.email}")
+        except DomainError as exc:
+            return await self._prepaid_page(state, user, status_code=exc.status,
+                                            errors={block_id: exc.detail})
         await accounts.audit(db_session, user, "prepaid_block.paid", target=str(block_id),
                              partner_id=result.block.partner_id, amount_paid=int(raw),
                              outcome=result.outcome)
