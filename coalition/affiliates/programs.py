@@ -239,7 +239,11 @@ def terms_from_form(form: dict[str, str]) -> TermsSpec:
     # Only the fields of the chosen model count: the editor shows them all.
     percent_model = model in ("percent", "tiered_percent")
     flat = form.get("flat", "").strip()
-    recurring = form.get("recurring", "first") == "recurring"
+    commission_on = form.get("recurring", "first")
+    if commission_on not in ("first", "recurring"):
+        raise invalid("recurring", "Choose the first purchase only or every purchase for"
+                                   " N months.")
+    recurring = commission_on == "recurring"
     return TermsSpec(
         model=model,
         rate_bp=parse_percent(form.get("rate", ""), "rate") if model == "percent" else None,

@@ -195,6 +195,11 @@ async def _visible(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -
     return rule
 
 
+# What the purchases API takes for a line's unit price (minor units): a sample basket is
+# one the API could be sent.
+MAX_UNIT_PRICE = 10**13
+
+
 def _sample(form: Any, scope: Scope) -> tuple[dict[str, Any], Basket, Shopper]:
     """The sample basket as the form shows it, and as the engine takes it."""
     shown: dict[str, Any] = {
@@ -222,6 +227,10 @@ def _sample(form: Any, scope: Scope) -> tuple[dict[str, Any], Basket, Shopper]:
                               f"Line {i + 1} needs a SKU and a quantity from 1 to 10000.",
                               field="line_quantity")
         price = parse_money(row["unit_price"] or "0", "line_unit_price")
+        if not 0 <= price <= MAX_UNIT_PRICE:
+            raise DomainError("invalid-basket", "Invalid sample basket",
+                              f"Line {i + 1} needs a unit price from 0 to"
+                              f" {MAX_UNIT_PRICE // 100}.", field="line_unit_price")
         lines.append(Line(row["sku"], row["category"] or None, quantity, price,
                           price * quantity))
     while len(shown["lines"]) < SAMPLE_LINES:
@@ -275,12 +284,14 @@ async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) 
         error = exc if isinstance(exc, DomainError) else DomainError(
             "invalid-basket", "Invalid preview", "The rule id is not valid.", field="rule_id")
     context = _context(scope, result=result, error=error, basket=basket_shown, total=total)
+    # A preview that could not run is a refusal, shown where the preview would be.
+    status = 200 if error is None else error.status if error.status < 500 else 400
     if fragment:
-        return page("rule_preview_result.html", **context)
+        return page("rule_preview_result.html", status_code=status, **context)
     if draft_form is not None:
         return await editor_page(db_session, scope, rule, form=draft_form, basket=basket_shown,
-                                 result=result, error=error)
-    return page("rule_preview.html", **context)
+                                 result=result, error=error, status_code=status)
+    return page("rule_preview.html", status_code=status, **context)
 
 
 async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None) -> Template:

@@ -71,6 +71,15 @@ SELECT t, 'reward', w.name, p.name
 """
 
 
+def _row_field(field: str | None, rows: list[int]) -> str | None:
+    """The form's field for a ladder error: tiers[k].code is the k-th filled row's code
+    input (code_i; rows left without a code are dropped)."""
+    match = re.fullmatch(r"tiers\[(\d+)\]\.(\w+)", field or "")
+    if match is None or int(match.group(1)) >= len(rows):
+        return field
+    return f"{match.group(2)}_{rows[int(match.group(1))]}"
+
+
 class OperatorTierPages(Controller):
     path = "/operator/tiers"
     include_in_schema = False
@@ -109,13 +118,14 @@ class OperatorTierPages(Controller):
         user = await operator(request, db_session)
         form = await request.form()
         spend = form.get("qualification") == "spend"
+        rows = [i for i in range(12) if form.get(f"code_{i}", "").strip()]
         try:
             tiers = [TierInput(code=form.get(f"code_{i}", "").strip(),
                                name=form.get(f"name_{i}", "").strip(),
                                threshold=parse_threshold(form.get(f"threshold_{i}", ""), spend,
-                                                         f"tiers[{i}].threshold"),
+                                                         f"threshold_{i}"),
                                benefits=(form.get(f"benefits_{i}") or "").splitlines())
-                     for i in range(12) if form.get(f"code_{i}", "").strip()]
+                     for i in rows]
             months = form.get("window_months", "")
             policy = Policy(qualification=form.get("qualification", ""),
                             window_kind=form.get("window_kind", ""),
@@ -126,7 +136,7 @@ class OperatorTierPages(Controller):
                                              datetime.now(UTC))
         except DomainError as exc:
             return await self._page(state, user, exc.status, error=exc.detail,
-                                    error_field=exc.field)
+                                    error_field=_row_field(exc.field, rows))
         await accounts.audit(db_session, user, "tiers.save", changed=changed,
                              tiers=[t.code for t in tiers])
         await db_session.commit()
