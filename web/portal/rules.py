@@ -284,10 +284,12 @@ async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) 
         error = exc if isinstance(exc, DomainError) else DomainError(
             "invalid-basket", "Invalid preview", "The rule id is not valid.", field="rule_id")
     context = _context(scope, result=result, error=error, basket=basket_shown, total=total)
-    # A preview that could not run is a refusal, shown where the preview would be.
+    # A preview that could not run is a refusal, shown where the preview would be. Not
+    # for the live fragment: the editor's script asks for it at every keystroke, while
+    # the draft is still being typed, and shows the explanation it holds.
     status = 200 if error is None else error.status if error.status < 500 else 400
     if fragment:
-        return page("rule_preview_result.html", status_code=status, **context)
+        return page("rule_preview_result.html", **context)
     if draft_form is not None:
         return await editor_page(db_session, scope, rule, form=draft_form, basket=basket_shown,
                                  result=result, error=error, status_code=status)
