@@ -3,6 +3,7 @@
 import asyncio
 
 from tests.helpers import new_key
+from tests.test_lifecycle import assert_verified
 
 
 async def test_earn_response_and_balance(partner):
@@ -93,6 +94,33 @@ async def test_reversal_of_redemption_restores_points(partner, db):
     assert balance["lifetime_redeemed"] == 35
     remaining = await db.fetchval("SELECT sum(remaining) FROM lots WHERE member_id = $1", member)
     assert remaining == 65
+
+
+async def test_points_given_back_to_a_lot_the_issuer_emptied_stay_spendable(partner, db):
+    # Found by tests/test_api_fuzz.py ("lot status: cancelled with 299 remaining"): an
+    # earn reversed down to what the member had spent or held left its lot cancelled, and
+    # undoing the redemption (or voiding the hold) put points back into that cancelled
+    # lot, where no redemption could reach them.
+    member = await partner.enroll()
+    earn = (await partner.earn(member, 1000)).json()
+    redemption = (await partner.redeem(member, 300)).json()
+    hold = (await partner.post("/api/v1/redemptions/authorizations",
+                               {"member_id": member, "points": 200})).json()
+    cancel = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal", {"points": 500})
+    assert cancel.status_code == 201, cancel.text
+    assert await db.fetchval("SELECT status FROM lots WHERE entry_id = $1", earn["id"]) == \
+        "cancelled"
+    back = await partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
+    assert back.status_code == 201, back.text
+    voided = await partner.post(f"/api/v1/redemptions/authorizations/{hold['id']}/void")
+    assert voided.status_code == 200, voided.text
+    lot = await db.fetchrow("SELECT status, remaining FROM lots WHERE entry_id = $1", earn["id"])
+    assert (lot["status"], lot["remaining"]) == ("active", 500)
+    assert (await partner.balance(member))["available"] == 500
+    await assert_verified(db)
+    spent = await partner.redeem(member, 500)
+    assert spent.status_code == 201, spent.text
+    await assert_verified(db)
 
 
 async def test_reversal_of_another_partners_transaction_is_not_found(partner, other_partner):
