@@ -46,6 +46,19 @@ async def test_capture_without_points_takes_everything_and_void_gives_all_back(p
     assert voided.json()["status"] == "voided" and voided.json()["balance"] == {"available": 70}
 
 
+async def test_an_optional_body_may_be_json_null_as_the_schema_says(partner, db):
+    # The published schema allows null where the body is optional; it was a 400.
+    member = await _funded(partner, db)
+    hold = (await partner.post(AUTH, {"member_id": member, "points": 30})).json()
+    captured = await partner.client.post(
+        f"{AUTH}/{hold['id']}/capture", content=b"null",
+        headers={**partner.auth, "Idempotency-Key": new_key(),
+                 "Content-Type": "application/json"})
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["captured"] == 30
+    await assert_verified(db)
+
+
 async def test_bad_requests_change_nothing(partner, db):
     member = await _funded(partner, db, 40)
     cases = [

@@ -3,6 +3,7 @@
 import asyncio
 
 from tests.helpers import new_key
+from tests.test_lifecycle import assert_verified
 
 
 async def test_earn_response_and_balance(partner):
@@ -95,6 +96,33 @@ async def test_reversal_of_redemption_restores_points(partner, db):
     assert remaining == 65
 
 
+async def test_points_given_back_to_a_lot_the_issuer_emptied_stay_spendable(partner, db):
+    # Found by tests/test_api_fuzz.py ("lot status: cancelled with 299 remaining"): an
+    # earn reversed down to what the member had spent or held left its lot cancelled, and
+    # undoing the redemption (or voiding the hold) put points back into that cancelled
+    # lot, where no redemption could reach them.
+    member = await partner.enroll()
+    earn = (await partner.earn(member, 1000)).json()
+    redemption = (await partner.redeem(member, 300)).json()
+    hold = (await partner.post("/api/v1/redemptions/authorizations",
+                               {"member_id": member, "points": 200})).json()
+    cancel = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal", {"points": 500})
+    assert cancel.status_code == 201, cancel.text
+    assert await db.fetchval("SELECT status FROM lots WHERE entry_id = $1", earn["id"]) == \
+        "cancelled"
+    back = await partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
+    assert back.status_code == 201, back.text
+    voided = await partner.post(f"/api/v1/redemptions/authorizations/{hold['id']}/void")
+    assert voided.status_code == 200, voided.text
+    lot = await db.fetchrow("SELECT status, remaining FROM lots WHERE entry_id = $1", earn["id"])
+    assert (lot["status"], lot["remaining"]) == ("active", 500)
+    assert (await partner.balance(member))["available"] == 500
+    await assert_verified(db)
+    spent = await partner.redeem(member, 500)
+    assert spent.status_code == 201, spent.text
+    await assert_verified(db)
+
+
 async def test_reversal_of_another_partners_transaction_is_not_found(partner, other_partner):
     member = await partner.enroll()
     earn = (await partner.earn(member, 10)).json()
@@ -164,12 +192,76 @@ async def test_points_validation(partner, db):
     assert (await partner.earn(member, 10**12)).status_code == 201
 
 
+async def test_a_nul_character_anywhere_in_a_body_is_a_problem_naming_the_field(partner, db):
+    # PostgreSQL text and jsonb cannot hold U+0000: it was a 500 (found by
+    # tests/test_api_fuzz.py in a query parameter; bodies and paths had the same hole).
+    member = await partner.enroll()
+    before = await db.fetchval("SELECT count(*) FROM journal_entries")
+    for extra, field in (({"description": "a\x00b"}, "description"),
+                         ({"order_id": "\x00"}, "order_id"),
+                         ({"metadata": {"note": ["ok", {"x": "\x00"}]}}, "metadata.note[1].x"),
+                         ({"metadata": {"bad\x00key": 1}}, "metadata.bad\x00key")):
+        response = await partner.earn(member, 5, **extra)
+        assert response.status_code == 400, (extra, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == field, response.json()
+    assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
+    path = await partner.get("/api/v1/purchases/A%00B")
+    assert path.status_code == 400 and path.json()["field"] == "order_id", path.text
+    reverse = await partner.post("/api/v1/transactions/1/reversal", {"description": "\x00"})
+    assert reverse.status_code == 400 and reverse.json()["field"] == "description"
+
+
+async def test_a_body_nested_too_deep_is_a_problem_not_a_recursion_error(partner, db):
+    # 5000 levels was a RecursionError in Litestar's JSON decoding: a 500.
+    member = await partner.enroll()
+    before = await db.fetchval("SELECT count(*) FROM journal_entries")
+
+    async def earn_with(metadata: str):
+        body = f'{{"member_id": "{member}", "points": 1, "metadata": {metadata}}}'
+        return await partner.client.post(
+            "/api/v1/earn", content=body.encode(),
+            headers={**partner.auth, "Idempotency-Key": new_key(),
+                     "Content-Type": "application/json"})
+
+    for depth, field in ((5000, "data"), (40, "metadata.a" + "[0]" * 30)):
+        response = await earn_with('{"a": ' + "[" * depth + "]" * depth + "}")
+        assert response.status_code == 400, (depth, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == field
+    malformed = await earn_with('{"a": "\\ud800"}')
+    assert malformed.status_code == 400
+    assert malformed.json()["type"] == "/problems/malformed-json"
+    assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
+    deepest = await earn_with('{"a": ' + "[" * 30 + "]" * 30 + "}")     # 32 levels in all
+    assert deepest.status_code == 201, deepest.text
+
+
 async def test_idempotency_key_is_required(partner):
     member = await partner.enroll()
     response = await partner.client.post("/api/v1/earn", json={"member_id": member, "points": 1},
                                          headers=partner.auth)
     assert response.status_code == 400
     assert response.json()["field"] == "Idempotency-Key"
+
+
+async def test_an_idempotency_key_out_of_its_documented_form_is_refused(partner, db):
+    # The key's length and characters were documented but not enforced: a 256-character
+    # key was a 500 (the column is varchar(255)) and an empty one was a shared key.
+    member = await partner.enroll()
+    before = await db.fetchval("SELECT count(*) FROM journal_entries")
+    for key in ("", "x" * 256, "two words", "tab\there"):
+        response = await partner.client.post(
+            "/api/v1/earn", json={"member_id": member, "points": 1},
+            headers={**partner.auth, "Idempotency-Key": key})
+        assert response.status_code == 400, (key, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == "Idempotency-Key"
+    assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
+    longest = await partner.post("/api/v1/earn", {"member_id": member, "points": 1}, key="x" * 255)
+    assert longest.status_code == 201, longest.text
+    long_order = await partner.get("/api/v1/purchases/" + "o" * 201)
+    assert long_order.status_code == 400 and long_order.json()["field"] == "order_id"
 
 
 async def test_idempotent_replay_and_mismatch(partner, other_partner, db):

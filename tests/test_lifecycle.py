@@ -202,6 +202,25 @@ async def test_negative_floor_lets_the_balance_go_below_zero_and_new_points_repa
     await assert_verified(db)
 
 
+async def test_a_reversed_redemption_repays_the_debt_a_return_left(db, partner, settings_row):
+    # Found by tests/test_api_fuzz.py: the points went back to the returned purchase's
+    # cancelled lot and the debt stayed owed by the lots ("wallet vs lots").
+    await db.execute("UPDATE coalition_settings SET return_policy = 'negative_floor',"
+                     " negative_balance_floor = 50")
+    member = await partner.enroll()
+    order = await buy(db, partner, member, 100)
+    redemption = (await partner.redeem(member, 90)).json()
+    assert (await give_back(db, partner, order["order_id"]))["balance"] == {"available": -50}
+    back = await partner.post(f"/api/v1/transactions/{redemption['id']}/reversal")
+    assert back.status_code == 201, back.text
+    assert back.json()["balance"] == {"available": 40}
+    lot = await db.fetchrow("SELECT status, remaining FROM lots WHERE entry_id = $1",
+                            order["entry_id"])
+    assert (lot["status"], lot["remaining"]) == ("active", 40)    # 50 repaid the debt
+    assert (await partner.redeem(member, 40)).status_code == 201
+    await assert_verified(db)
+
+
 async def test_imported_points_follow_the_expiry_policy_and_repay_a_debt(
         db, partner, settings_row, database_url, tmp_path):
     await db.execute("UPDATE coalition_settings SET return_policy = 'negative_floor',"
@@ -363,6 +382,29 @@ async def test_void_and_expiry_give_every_point_back(db, partner, other_partner)
                               uuid.UUID(lapsing["id"]))
     assert state == "expired"
     assert (await partner.balance(member))["available"] == 100
+    await assert_verified(db)
+
+
+async def test_points_held_past_their_expiry_expire_once_released(db, partner, settings_row):
+    # A lot that expired while part of it was held was left expired with the released
+    # points in it, beyond any redemption's or expiry's reach.
+    await db.execute("UPDATE coalition_settings SET points_validity_months = 12,"
+                     " expiry_policy = 'end_of_month'")
+    member = await partner.enroll()
+    old = await buy(db, partner, member, 100, occurred_at=NOW - timedelta(days=400))
+    held = (await _hold(db, partner, member, 60)).json()
+    breakage = await _breakage(db)
+    async with db.acquire() as conn:
+        assert await lifecycle.expire_points(conn, NOW) >= 1
+    assert (await _close(db, partner, held["id"], None)).status == 200
+    lot = await db.fetchrow("SELECT status, remaining FROM lots WHERE entry_id = $1",
+                            old["entry_id"])
+    assert (lot["status"], lot["remaining"]) == ("active", 60)
+    await assert_verified(db)
+    async with db.acquire() as conn:
+        assert await lifecycle.expire_points(conn, NOW) >= 1
+    assert await _breakage(db) - breakage == 100
+    assert (await partner.balance(member))["available"] == 0
     await assert_verified(db)
 
 

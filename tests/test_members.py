@@ -110,6 +110,21 @@ async def test_enrolment_validation_names_fields(partner):
         assert problem["field"] == field, problem
 
 
+async def test_a_nul_character_in_a_lookup_or_enrolment_is_a_problem_naming_it(partner, db):
+    # PostgreSQL text cannot hold U+0000: a lookup with one was a 500 (found by
+    # tests/test_api_fuzz.py).
+    for query, field in (({"partner_customer_id": "a\x00"}, "partner_customer_id"),
+                         ({"card_number": "\x00"}, "card_number")):
+        response = await partner.get("/api/v1/members", params=query)
+        assert response.status_code == 400, (query, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == field
+    members = await db.fetchval("SELECT count(*) FROM members")
+    enrol = await partner.post("/api/v1/members", {"email": email(), "name": "Jan\x00"})
+    assert enrol.status_code == 400 and enrol.json()["field"] == "name", enrol.text
+    assert await db.fetchval("SELECT count(*) FROM members") == members
+
+
 async def test_enrolment_is_idempotent(partner, db):
     address = email()
     first = await partner.post("/api/v1/members", {"email": address}, key="enrol-1")

@@ -104,6 +104,17 @@ async def test_bad_requests_are_problems_naming_the_field_and_write_nothing(clie
                              partner.partner_id) == 0
 
 
+async def test_a_block_id_beyond_bigint_is_a_problem_naming_it(client):
+    # 2**63 was a 500 (asyncpg cannot send it as a bigint; found by tests/test_api_fuzz.py).
+    partner = await new_partner(client, "Prepaid API Block Ids")
+    for block_id in (2**63, 10**30, 0, -1):
+        response = await partner.get(f"{URL}/{block_id}")
+        assert response.status_code == 400, (block_id, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == "block_id"
+    assert (await partner.get(f"{URL}/{2**63 - 1}")).status_code == 404
+
+
 async def test_requesting_a_block_needs_the_write_scope(client, db):
     reader = await new_partner(client, "Prepaid API Reader", scopes=["settlement:read"])
     await _prepaid(client.app, reader.partner_id)

@@ -171,6 +171,34 @@ async def test_bad_purchases_are_refused_by_field_and_write_nothing(app, partner
                              uuid.UUID(member)) == 1
 
 
+async def test_a_moment_before_1970_is_refused_naming_occurred_at(app, partner, db):
+    # Year 1 (found by tests/test_api_fuzz.py) was a 500: its day start in the coalition's
+    # time zone falls before year 1 in UTC, which asyncpg cannot send.
+    await rules(app, partner, BASE,
+                RuleSpec("Webinar", "event", {"event_type": "webinar", "points": 20,
+                                              "frequency": "unlimited"}))
+    member = await partner.enroll()
+    simulated = {k: v for k, v in order(member).items() if k not in ("member", "order_id")}
+    for moment in ("0001-01-01T00:00:01Z", "0001-01-01T00:00:00+14:00",
+                   "1969-12-31T23:59:59Z"):
+        for path, body in (
+                ("/api/v1/purchases", {**order(member), "occurred_at": moment}),
+                ("/api/v1/purchases/simulate", {**simulated, "occurred_at": moment}),
+                ("/api/v1/events", {"member": {"id": member}, "event_type": "webinar",
+                                    "reference": new_key(), "occurred_at": moment})):
+            response = await partner.post(path, body)
+            assert response.status_code == 422, (path, moment, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["field"] == "occurred_at"
+    assert (await partner.balance(member))["available"] == 0
+    assert await db.fetchval("SELECT count(*) FROM purchases WHERE member_id = $1",
+                             uuid.UUID(member)) == 0
+    oldest = await partner.post("/api/v1/events", {
+        "member": {"id": member}, "event_type": "webinar", "reference": new_key(),
+        "occurred_at": "1970-01-01T00:00:00Z"})
+    assert oldest.status_code == 201, oldest.text
+
+
 async def test_campaign_budget_and_daily_cap_hold_under_concurrency(app, partner, db):
     await rules(app, partner,
                 RuleSpec("Budgeted", "per_amount", {"points": 1, "per": 100}, budget=400),

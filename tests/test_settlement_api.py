@@ -84,3 +84,24 @@ async def test_statements_api_isolation_and_dispute_flow(client, db):
     assert late.status_code == 409
     assert run["id"] == (await db.fetchval("SELECT id FROM settlement_runs WHERE period = $1",
                                            PERIOD))
+
+
+async def test_statement_and_line_ids_beyond_bigint_are_problems_naming_them(client, db):
+    # 2**63 was a 500 (asyncpg cannot send it as a bigint; found by tests/test_api_fuzz.py).
+    partner = await new_partner(client, "Statement Ids")
+    huge = 2**63
+    for path, field in ((f"/api/v1/statements/{huge}", "statement_id"),
+                        (f"/api/v1/statements/{huge}/csv", "statement_id"),
+                        ("/api/v1/statements/0", "statement_id")):
+        response = await partner.get(path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == field
+    disputes = await db.fetchval("SELECT count(*) FROM settlement_disputes")
+    for path, field in ((f"/api/v1/statements/{huge}/lines/1/disputes", "statement_id"),
+                        (f"/api/v1/statements/1/lines/{huge}/disputes", "line_id")):
+        response = await partner.post(path, {"comment": "Wrong"})
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM settlement_disputes") == disputes
+    assert (await partner.get(f"/api/v1/statements/{huge - 1}")).status_code == 404

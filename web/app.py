@@ -58,6 +58,7 @@ from web.api.points import PointsController
 from web.api.policies import PolicyController
 from web.api.purchases import EventController, PurchaseController
 from web.api.rewards import RewardController
+from web.api.screen import screen_request
 from web.api.settlement import SettlementController
 from web.api.statements import StatementController
 from web.api.tiers import TierController
@@ -276,6 +277,7 @@ def create_app(
                         PaymentController, SettlementController, StatementController,
                         PolicyController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
+        before_request=screen_request,
         security=[{"partner": []}],
         dependencies={"db_session": Provide(provide_api_session)},
     )

@@ -187,6 +187,10 @@ def _field_errors(exc: ValidationException) -> list[dict[str, str]]:
             field = ".".join(part for part in ((prefix.group(1) if prefix else ""), match.group(1)) if part)
         elif not field and (match := _AT_PATH.search(message)):
             field = match.group(1)
+        if item.get("source") == "header":
+            # Litestar names a header by its handler parameter (idempotency_key); the
+            # client knows it by its own name, as a missing header is reported.
+            field = "-".join(word.capitalize() for word in field.split("_"))
         errors.append({"field": field, "message": message, "in": item.get("source", "body")})
     return errors
 

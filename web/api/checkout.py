@@ -9,18 +9,23 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import NotFound
 from coalition.ledger import Ledger, PostingRequest
 from tenants.auth import PartnerPrincipal
-from web.api.schemas import Authorize, Capture, IdempotencyKey, strict_body
+from web.api.schemas import (
+    Authorize,
+    Capture,
+    IdempotencyHeader,
+    OptionalBodyOperation,
+    strict_body,
+)
 from web.idempotency import request_hash, stored_response
 from web.security import ensure_acting_for, requires_scope
 
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 HoldId = Annotated[uuid.UUID, PathParameter(description="The authorization's id")]
 LedgerDep = NamedDependency[Ledger]
 SessionDep = AsyncSession
@@ -65,6 +70,7 @@ class CheckoutController(Controller):
         return stored_response(200, row.body)
 
     @post("/{authorization_id:uuid}/capture", opt=OPT, status_code=200,
+          operation_class=OptionalBodyOperation,
           summary="Spend all or part of the held points",
           description="Omit `points` to capture everything held; the rest of a partial "
           "capture goes back to the member. A hold closes once.")

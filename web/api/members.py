@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +25,7 @@ from web.api.pagination import decode_cursor, encode_cursor
 from web.api.schemas import (
     BalanceOut,
     EnrollMember,
-    IdempotencyKey,
+    IdempotencyHeader,
     MemberOut,
     MemberPage,
     TransactionOut,
@@ -120,7 +120,7 @@ class MemberController(Controller):
         data: JSONBody[EnrollMember],
         db_session: Session,
         state: State,
-        idempotency_key: Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")],
+        idempotency_key: IdempotencyHeader,
     ) -> Response[MemberOut]:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, EnrollMember)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, PathParameter
+from litestar.params import JSONBody
 
 from coalition.errors import DomainError
 from coalition.ledger import Ledger, PostingRequest, PostingResult
@@ -15,16 +13,17 @@ from tenants.auth import PartnerPrincipal
 from web.api.schemas import (
     AdjustPoints,
     EarnPoints,
-    IdempotencyKey,
+    IdempotencyHeader,
+    OptionalBodyOperation,
     PostingOut,
     RedeemPoints,
     ReverseTransaction,
+    RowId,
     strict_body,
 )
 from web.idempotency import request_hash, stored_response
 from web.security import ensure_acting_for, requires_scope
 
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 LedgerDep = NamedDependency[Ledger]
 CREATED = {201: ResponseSpec(data_container=PostingOut, description="Posted")}
 
@@ -114,6 +113,7 @@ class PointsController(Controller):
     @post(
         "/transactions/{transaction_id:int}/reversal",
         status_code=201,
+        operation_class=OptionalBodyOperation,
         responses=CREATED,
         summary="Reverse your own earn or redemption, fully or partly",
         description="Omit `points` to reverse what remains of the transaction. Reversing an "
@@ -122,7 +122,7 @@ class PointsController(Controller):
     async def reverse(
         self,
         request: Request,
-        transaction_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
+        transaction_id: RowId,
         ledger: LedgerDep,
         idempotency_key: IdempotencyHeader,
         data: JSONBody[ReverseTransaction | None] = None,

@@ -4,13 +4,12 @@ rules decide the points (coalition/rules), the ledger posts them (coalition/purc
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
 import asyncpg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, JSONBody, PathParameter
+from litestar.params import JSONBody
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,9 +21,10 @@ from coalition.purchases import MemberRef, Order
 from tenants.auth import PartnerPrincipal
 from web import earning
 from web.api.schemas import (
-    IdempotencyKey,
+    IdempotencyHeader,
     MemberReference,
-    OrderId,
+    OptionalBodyOperation,
+    OrderPath,
     PostEvent,
     PostPurchase,
     PostReturn,
@@ -35,8 +35,6 @@ from web.conversions import click_flush
 from web.idempotency import request_hash, stored_response
 from web.security import requires_scope
 
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
-OrderPath = Annotated[OrderId, PathParameter(description="Your order id")]
 LedgerDep = NamedDependency[Ledger]
 SessionDep = AsyncSession
 
@@ -60,6 +58,9 @@ SELECT jsonb_build_object(
 
 # A purchase may be reported a little ahead of our clock, never from the future.
 CLOCK_SKEW = timedelta(minutes=5)
+# Nor from before the Unix epoch: no loyalty activity predates it, and every later moment
+# has a day, month and year start in any time zone (year 1 has none before it).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _member(reference: MemberReference, field: str = "member") -> MemberRef:
@@ -80,6 +81,10 @@ def _moment(value: datetime, field: str) -> datetime:
     if value > datetime.now(UTC) + CLOCK_SKEW:
         raise DomainError("validation-error", "Invalid request", f"{field} is in the future.",
                           status=422, field=field)
+    if value < EARLIEST:
+        raise DomainError("validation-error", "Invalid request",
+                          f"{field} is before {EARLIEST.date().isoformat()}.", status=422,
+                          field=field)
     return value
 
 
@@ -148,6 +153,7 @@ class PurchaseController(Controller):
         return stored_response(200, body)
 
     @post("/{order_id:str}/returns", opt={"scopes": ["points:earn"]}, status_code=201,
+          operation_class=OptionalBodyOperation,
           summary="Return all or part of a purchase; its points are taken back in proportion",
           description="By `amount` (minor units) or by `lines` ({sku, quantity}); omit both "
           "for the whole remaining order. After returns totalling R of an order total T, "

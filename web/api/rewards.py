@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter
 from msgspec import Struct
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,12 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.rewards import service
 from coalition.rewards.models import Reward
 from tenants.auth import PartnerPrincipal
-from web.api.schemas import IdempotencyKey, OrderId, strict_body
+from web.api.schemas import IdempotencyHeader, OptionalBodyOperation, OrderId, strict_body
 from web.api.schemas import Request as Body
 from web.idempotency import request_hash, run_idempotent_on
 from web.security import ensure_acting_for, requires_scope
 
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 Code = Annotated[str, PathParameter(min_length=1, max_length=40,
                                     description="Voucher code, as printed (dashes optional)")]
 Session = NamedDependency[AsyncSession]
@@ -156,6 +155,7 @@ class RewardController(Controller):
     @post(
         "/vouchers/{code:str}/consume",
         opt={"scopes": ["vouchers:consume"]},
+        operation_class=OptionalBodyOperation,
         status_code=200,
         responses={200: ResponseSpec(data_container=VoucherOut, description="Used")},
         summary="Use a voucher, once",

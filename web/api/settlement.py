@@ -13,13 +13,12 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import JSONBody
 from msgspec import Struct
 
 from coalition.errors import NotFound
@@ -27,11 +26,9 @@ from settlement import prepaid
 from settlement.terms import Terms, terms_at, terms_history
 from tenants.auth import PartnerPrincipal
 from tenants.scope import tenant_connection
-from web.api.schemas import IdempotencyKey, strict_body
+from web.api.schemas import IdempotencyHeader, RowId, strict_body
 from web.idempotency import request_hash, run_idempotent_on
 from web.security import requires_scope
-
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 
 
 class RateCardOut(Struct):
@@ -156,7 +153,7 @@ class SettlementController(Controller):
 
     @get("/prepaid-blocks/{block_id:int}", opt={"scopes": ["settlement:read"]},
          summary="One of your prepaid point blocks")
-    async def block(self, request: Request, state: State, block_id: int) -> BlockOut:
+    async def block(self, request: Request, state: State, block_id: RowId) -> BlockOut:
         partner_id = request.user.partner_id
         async with tenant_connection(state.pool, partner_id) as conn:
             row = await conn.fetchrow("SELECT * FROM prepaid_blocks WHERE id = $1"

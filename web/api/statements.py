@@ -12,16 +12,14 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
 from settlement import statements as service
 from tenants.auth import PartnerPrincipal
-from web.api.schemas import IdempotencyKey, strict_body
+from web.api.schemas import IdempotencyHeader, RowId, strict_body
 from web.idempotency import request_hash, run_idempotent_on
 from web.security import requires_scope
-
-IdempotencyHeader = Annotated[IdempotencyKey, HeaderParameter(name="Idempotency-Key")]
 
 
 class StatementSummary(Struct):
@@ -103,7 +101,7 @@ class StatementController(Controller):
          summary="A statement with its lines",
          description="`integrity` is `mismatch` when the finalized run's stored content "
          "hash no longer matches its lines (tell the operator).")
-    async def detail(self, request: Request, state: State, statement_id: int) -> StatementOut:
+    async def detail(self, request: Request, state: State, statement_id: RowId) -> StatementOut:
         async with state.pool.acquire() as conn:
             found = await service.get_statement(conn, statement_id, request.user.partner_id)
         s = found["statement"]
@@ -118,7 +116,7 @@ class StatementController(Controller):
 
     @get("/{statement_id:int}/csv", opt={"scopes": ["settlement:read"]},
          summary="A statement's lines as CSV", media_type="text/csv")
-    async def csv(self, request: Request, state: State, statement_id: int) -> Response:
+    async def csv(self, request: Request, state: State, statement_id: RowId) -> Response:
         async with state.pool.acquire() as conn:
             found = await service.get_statement(conn, statement_id, request.user.partner_id)
         name = f"statement-{found['statement']['period']}-{statement_id}.csv"
@@ -132,7 +130,7 @@ class StatementController(Controller):
           description="While the run is in review and before its dispute deadline. "
           "Refusals: 404 line-not-found, 409 dispute-window-closed, 409 "
           "dispute-already-open.")
-    async def dispute(self, request: Request, state: State, statement_id: int, line_id: int,
+    async def dispute(self, request: Request, state: State, statement_id: RowId, line_id: RowId,
                       data: JSONBody[DisputeLine], idempotency_key: IdempotencyHeader
                       ) -> Response:
         principal: PartnerPrincipal = request.user
