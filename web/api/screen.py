@@ -53,7 +53,10 @@ async def screen_request(request: Request) -> None:
         for name, value in params:
             if isinstance(value, str) and NUL in value:
                 raise _refuse(NUL_MESSAGE, name, source)
-    if request.method not in BODY_METHODS or not (await request.body()).strip():
+    if request.method not in BODY_METHODS:
+        return
+    body = await request.body()
+    if not body.strip():
         return
     try:
         # Decoded once here; Litestar reuses it for the handler's `data`.
@@ -62,5 +65,16 @@ async def screen_request(request: Request) -> None:
         raise ClientException(str(exc), extra={"slug": "malformed-json"}) from exc
     except RecursionError as exc:
         raise _refuse(TOO_DEEP, "data", "body") from exc
+    if not _may_be_refused(body):
+        return
     if (refused := refusal(decoded)) is not None:
         raise _refuse(refused[1], refused[0], "body")
+
+
+def _may_be_refused(body: bytes) -> bool:
+    """Whether the walk in `refusal` is needed: NUL reaches a decoded string only as the
+    escape \\u0000 (or raw, if a decoder let it through), and no document nests deeper
+    than its count of opening brackets. A purchase of twenty lines passes both tests in
+    microseconds instead of a walk of every value."""
+    return (b"\\u0000" in body or b"\x00" in body
+            or body.count(b"{") + body.count(b"[") > MAX_DEPTH)
