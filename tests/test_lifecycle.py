@@ -297,11 +297,11 @@ async def test_expiry_job_moves_remainders_to_breakage_once(db, partner, setting
     assert (await partner.redeem(member, 60)).status_code == 201  # first-expiring first
     expiring = await _expiring(db, member, NOW)
     assert expiring == []  # the old lot is already past its date
-    breakage = await _breakage(db)
+    breakage = await _breakage(db, member)
     async with db.acquire() as conn:
         assert await lifecycle.expire_points(conn, NOW) >= 1
         assert await lifecycle.expire_points(conn, NOW) == 0
-    assert await _breakage(db) - breakage == 40
+    assert await _breakage(db, member) - breakage == 40
     assert (await partner.balance(member))["available"] == 30
     lot = await db.fetchrow("SELECT status, remaining FROM lots WHERE entry_id = $1",
                             old["entry_id"])
@@ -325,9 +325,14 @@ async def _expiring(db, member: str, now: datetime) -> list[dict]:
         return await lifecycle.expiring_points(conn, now, member_id=uuid.UUID(member))
 
 
-async def _breakage(db) -> int:
-    return await db.fetchval("SELECT coalesce(sum(p.amount), 0) FROM postings p JOIN accounts a"
-                             " ON a.id = p.account_id WHERE a.kind = 'operator_breakage'")
+async def _breakage(db, member: str) -> int:
+    """What the member's entries moved to breakage (other tests' lots expire in the same
+    run of the coalition-wide job)."""
+    return await db.fetchval(
+        "SELECT coalesce(sum(p.amount), 0) FROM postings p"
+        " JOIN accounts a ON a.id = p.account_id"
+        " JOIN journal_entries e ON e.id = p.entry_id"
+        " WHERE a.kind = 'operator_breakage' AND e.member_id = $1", uuid.UUID(member))
 
 
 # Checkout holds ---------------------------------------------------------------------------
@@ -393,7 +398,7 @@ async def test_points_held_past_their_expiry_expire_once_released(db, partner, s
     member = await partner.enroll()
     old = await buy(db, partner, member, 100, occurred_at=NOW - timedelta(days=400))
     held = (await _hold(db, partner, member, 60)).json()
-    breakage = await _breakage(db)
+    breakage = await _breakage(db, member)
     async with db.acquire() as conn:
         assert await lifecycle.expire_points(conn, NOW) >= 1
     assert (await _close(db, partner, held["id"], None)).status == 200
@@ -403,7 +408,7 @@ async def test_points_held_past_their_expiry_expire_once_released(db, partner, s
     await assert_verified(db)
     async with db.acquire() as conn:
         assert await lifecycle.expire_points(conn, NOW) >= 1
-    assert await _breakage(db) - breakage == 100
+    assert await _breakage(db, member) - breakage == 100
     assert (await partner.balance(member))["available"] == 0
     await assert_verified(db)
 

@@ -167,8 +167,11 @@ async def _loyalty_rows(db, partner: uuid.UUID, member: uuid.UUID, other: uuid.U
     await db.execute("INSERT INTO rule_hits (entry_id, partner_id, member_id, rule_id,"
                      " rule_version, points, funding, occurred_at) VALUES ($1, $2, $3,"
                      " gen_random_uuid(), 1, 100, 'partner', now())", earn, partner, member)
+    # Closed already: an open hold on an entry that held nothing would be released by a
+    # later test's hold-expiry job, crediting points never taken.
     await db.execute("INSERT INTO point_holds (partner_id, member_id, points, hold_entry_id,"
-                     " expires_at) VALUES ($1, $2, 30, $3, now())", partner, member, redemption)
+                     " expires_at, status) VALUES ($1, $2, 30, $3, now(), 'voided')",
+                     partner, member, redemption)
     await db.execute("INSERT INTO member_events (partner_id, member_id, event_type, reference,"
                      " occurred_at) VALUES ($1, $2, 'webinar', 'W-1', now())", partner, member)
     await db.execute("INSERT INTO member_referrals (referee_id, referrer_id, partner_id)"
