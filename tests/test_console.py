@@ -206,6 +206,9 @@ async def test_profile_shows_terms_history_and_owner_accepts(app, client, db):
         profile = await browser.get("/partner/profile")
         assert profile.status_code == 200 and "No acceptance recorded" in profile.text
         version = re.search(r'name="version" value="([^"]+)"', profile.text).group(1)
+        stale = await browser.post("/partner/profile/terms", data={
+            "_csrf_token": csrf_of(profile), "version": "1999-01-01"})
+        assert stale.status_code == 409 and 'data-field="version"' in stale.text
         accepted = await browser.post("/partner/profile/terms", data={
             "_csrf_token": csrf_of(profile), "version": version})
         assert accepted.status_code in (302, 303)

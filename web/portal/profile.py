@@ -36,14 +36,18 @@ class ProfilePages(Controller):
                     needs_acceptance=not accepted)
 
     @post("/terms")
-    async def accept_terms(self, request: Request, db_session: Session) -> Redirect:
+    async def accept_terms(self, request: Request, db_session: Session) -> Redirect | Template:
         user = await staff(request, db_session, "profile.view")
         if user.role != "owner":
             raise PageForbidden("Only an owner can accept the partner terms.")
         terms = await current_terms(db_session)
         form = await request.form()
         if form.get("version") != terms.version:
-            raise PageForbidden("These terms are no longer the current version; reload.")
+            # The owner may act, just not on terms that are no longer current: a conflict.
+            return page("message.html", status_code=409, title="Terms changed",
+                        message="These terms are no longer the current version: read the"
+                                " current ones before accepting.", field="version",
+                        link="/partner/profile")
         already = await db_session.scalar(select(TermsAcceptance.id).where(
             TermsAcceptance.partner_id == user.partner_id,
             TermsAcceptance.version == terms.version))
