@@ -3,6 +3,7 @@ append-only storage, exact conversion, the partner API and both consoles."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -207,12 +208,31 @@ async def test_operator_adds_rate_cards_and_fx_rates_in_the_console(app, client,
         listing = await browser.get("/operator/prepaid")
         assert "Console Terms Brand" in listing.text and "12.00 PLN" in listing.text
         token = csrf_of(listing)
+        # A transfer of another amount did arrive: it is recorded on the block and audited
+        # (not refused: a refusal writes nothing, and this money must stay traceable), and
+        # the page it leads to says it did not match and credited nothing.
         short = await browser.post(f"/operator/prepaid/{block.id}/paid",
                                    data={"_csrf_token": token, "amount_paid": "1100"})
-        assert short.status_code == 422 and "not credited" in short.text
+        assert short.status_code == 303, (short.status_code, short.text[:300])
+        shown = await browser.get(short.headers["location"])
+        notice = re.search(r'id="payment-not-credited">(.*?)</p>', shown.text, re.S)
+        assert notice, shown.text[:1000]
+        said = " ".join(notice.group(1).split())
+        assert "11.00 PLN" in said and "12.00 PLN" in said and "does not match" in said \
+            and "no points were credited" in said and "still awaits" in said, said
+        recorded = await db.fetchrow("SELECT status, mismatch_amount FROM prepaid_blocks"
+                                     " WHERE id = $1", block.id)
+        assert tuple(recorded) == ("awaiting_payment", 1100)
+        assert await db.fetchval(
+            "SELECT details->>'outcome' FROM audit_log WHERE action = 'prepaid_block.paid'"
+            " AND target = $1", str(block.id)) == "mismatch"
+        assert await db.fetchval("SELECT coalesce(sum(available), 0) FROM prepaid_balances"
+                                 " WHERE partner_id = $1", target.partner_id) == 0
+        # Another block's page says nothing of it.
+        assert "payment-not-credited" not in (await browser.get("/operator/prepaid")).text
         paid = await browser.post(f"/operator/prepaid/{block.id}/paid",
                                   data={"_csrf_token": token, "amount_paid": "1200"})
-        assert paid.status_code == 303
+        assert paid.status_code == 303 and paid.headers["location"] == "/operator/prepaid"
     assert await db.fetchval("SELECT available FROM prepaid_balances WHERE partner_id = $1",
                              target.partner_id) == 1000
 

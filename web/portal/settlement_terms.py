@@ -16,7 +16,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,7 +124,7 @@ class OperatorTermsPages(Controller):
         return Redirect("/operator/fx-rates", status_code=303)
 
     async def _prepaid_page(self, state: State, user: User, *, errors: dict | None = None,
-                            status_code: int = 200) -> Template:
+                            status_code: int = 200, recorded: int | None = None) -> Template:
         async with state.pool.acquire() as conn:
             balances = await conn.fetch(
                 "SELECT b.*, p.name, t.credit_limit, t.low_balance_alert, t.billing"
@@ -132,13 +132,17 @@ class OperatorTermsPages(Controller):
                 " LEFT JOIN LATERAL settlement_terms_at(b.partner_id, now()) t ON true"
                 " ORDER BY p.name")
             rows = await prepaid.blocks(conn)
+        # The block a payment was just recorded on without crediting it (mark_paid).
+        mismatch = next((b for b in rows if b["id"] == recorded
+                         and b["mismatch_amount"] is not None), None)
         return page("settlement/operator_prepaid.html", status_code=status_code, user=user,
-                    balances=balances, blocks=rows, errors=errors or {})
+                    balances=balances, blocks=rows, errors=errors or {}, mismatch=mismatch)
 
     @get("/prepaid")
-    async def prepaid_blocks(self, request: Request, db_session: Session,
-                             state: State) -> Template:
-        return await self._prepaid_page(state, await operator(request, db_session))
+    async def prepaid_blocks(self, request: Request, db_session: Session, state: State,
+                             recorded: FromQuery[int | None] = None) -> Template:
+        return await self._prepaid_page(state, await operator(request, db_session),
+                                        recorded=recorded)
 
     @post("/prepaid/{block_id:int}/paid")
     async def mark_paid(self, request: Request, db_session: Session, state: State,
@@ -161,9 +165,14 @@ class OperatorTermsPages(Controller):
                              outcome=result.outcome)
         await db_session.commit()
         if result.outcome in ("mismatch", "cancelled"):
-            return await self._prepaid_page(state, user, status_code=422, errors={
-                block_id: f"amount_paid: {int(raw)} recorded but not credited: the block "
-                          f"is {result.block.status} and costs {result.block.price}"})
+            # Not a refusal: the amount is what the bank statement shows arrived, so it is
+            # kept on the block (and in the audit log) for the operator to refund it or
+            # settle the difference. Refusing it (a 4xx) would drop the trace of money
+            # received, or, as a 4xx that writes, break the rule that a refusal changes
+            # nothing. The page it leads to says the amount did not match and that no
+            # points were credited.
+            return Redirect(f"/operator/prepaid?recorded={block_id}#block-{block_id}",
+                            status_code=303)
         return Redirect("/operator/prepaid", status_code=303)
 
     @post("/prepaid/{block_id:int}/cancel")
