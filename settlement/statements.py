@@ -15,6 +15,9 @@ from coalition.errors import Conflict, DomainError, NotFound
 from settlement.runs import verify
 
 VISIBLE = ("in_review", "finalized", "invoiced", "paid", "closed")
+# The API's ceiling on an amount (web/api/schemas.py Minor): an adjustment is summed into
+# a statement's bigint totals with its other lines, so it stays far below bigint's own.
+MAX_ADJUSTMENT = 10**13
 CSV_COLUMNS = ("line_no", "type", "description", "late", "points", "unit_price", "fx_rate",
                "amount_exact", "amount")
 
@@ -131,6 +134,10 @@ async def resolve_dispute(conn: asyncpg.Connection, dispute_id: int, *, accept: 
     if adjustment is not None and (not accept or adjustment == 0):
         raise DomainError("invalid-adjustment", "Invalid adjustment",
                           "An adjustment is a non-zero amount on an accepted dispute.",
+                          field="adjustment")
+    if adjustment is not None and abs(adjustment) > MAX_ADJUSTMENT:
+        raise DomainError("invalid-adjustment", "Invalid adjustment",
+                          f"An adjustment is at most {MAX_ADJUSTMENT} minor units either way.",
                           field="adjustment")
     async with conn.transaction():
         dispute = await conn.fetchrow("SELECT * FROM settlement_disputes WHERE id = $1"

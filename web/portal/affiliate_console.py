@@ -216,8 +216,10 @@ class AffiliateConsolePages(Controller):
                                              action, f"staff:{user.email}", form.get("reason"))
         except DomainError as exc:
             await _reset(db_session, user)
+            # "reason: ..." names the field the person left empty (a ban's reason).
+            detail = f"{exc.field}: {exc.detail}" if exc.field else exc.detail
             return await self._program(db_session, user, program_id,
-                                       errors={f"enrollment.{enrollment_id}": exc.detail},
+                                       errors={f"enrollment.{enrollment_id}": detail},
                                        status_code=exc.status)
         await accounts.audit(db_session, user, f"affiliate_enrollment.{action}",
                              target=str(enrollment_id), partner_id=user.partner_id,

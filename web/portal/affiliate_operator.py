@@ -15,7 +15,7 @@ from coalition.affiliates.payouts import REFERENCE
 from coalition.errors import DomainError
 from settlement import sepa
 from tenants.models import User
-from web.portal.common import operator, page
+from web.portal.common import operator, page, row_id
 from web.portal.payments import money, sepa_download
 
 Session = NamedDependency[AsyncSession]
@@ -65,11 +65,11 @@ class OperatorAffiliatePayoutPages(Controller):
         """The bank statement shows an exported affiliate SEPA credit paid or bounced."""
         user = await operator(request, db_session)
         form = await request.form()
-        raw, status = str(form.get("payout_id", "")), str(form.get("status", ""))
+        key, status = row_id(form.get("payout_id")), str(form.get("status", ""))
         reason = str(form.get("reason", "")).strip() or None
         payment = await state.pool.fetchval(
             "SELECT payment_id FROM affiliate_payouts WHERE id = $1 AND method = 'sepa'",
-            int(raw)) if raw.isdigit() else None
+            key) if key is not None else None
         if payment is None:
             return await self._page(state, user, status_code=400,
                                     error="payout_id: choose a SEPA payout.")

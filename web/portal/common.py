@@ -68,3 +68,14 @@ def safe_next(target: str | None, fallback: str) -> str:
     if target and target.startswith("/") and not target.startswith("//"):
         return target
     return fallback
+
+
+MAX_ROW_ID = 2**63 - 1   # ids are bigint (or smaller): a larger number names no row
+
+
+def row_id(raw: object) -> int | None:
+    """The id of a row a form names (a hidden id field), or None when it is no id at
+    all: not digits, or beyond any id, which the database driver would refuse with an
+    error rather than find nothing."""
+    text = str(raw or "").strip()
+    return int(text) if text.isdigit() and int(text) <= MAX_ROW_ID else None

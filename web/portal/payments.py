@@ -19,7 +19,7 @@ from settlement import payout_details, sepa
 from settlement.payment_state import email_operators
 from tenants import accounts
 from tenants.models import Partner, User
-from web.portal.common import operator, page
+from web.portal.common import operator, page, row_id
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -106,13 +106,13 @@ class OperatorPaymentPages(Controller):
     async def acknowledge(self, request: Request, db_session: Session, state: State
                           ) -> Response:
         user = await operator(request, db_session)
-        raw = (await request.form()).get("id", "")
-        if not str(raw).isdigit():
+        key = row_id((await request.form()).get("id"))
+        if key is None:
             return await self._page(state, user, status_code=400,
                                     error="Choose a notification to acknowledge.")
         await state.pool.execute(
             "UPDATE operator_notifications SET acknowledged_at = now(), acknowledged_by = $2"
-            " WHERE id = $1 AND acknowledged_at IS NULL", int(raw), user.email)
+            " WHERE id = $1 AND acknowledged_at IS NULL", key, user.email)
         return Redirect("/operator/payments")
 
     @post("/sepa")

@@ -32,7 +32,7 @@ from settlement.collect import collect_run
 from tenants import accounts
 from tenants.models import User
 from tenants.scope import tenant_connection
-from web.portal.common import operator, page
+from web.portal.common import operator, page, row_id
 from web.portal.console import provide_console_session, staff
 
 Session = NamedDependency[AsyncSession]
@@ -256,7 +256,8 @@ class OperatorSettlementPages(Controller):
         return page("settlement/operator_run.html", status_code=status_code, user=user,
                     run=run, statements=statements, netting=nets, flows=flows,
                     issuers=issuers, redeemers=redeemers, cells=cells, disputes=disputes,
-                    problems=problems, errors=errors or {})
+                    problems=problems, errors=errors or {},
+                    max_adjustment=service.MAX_ADJUSTMENT)
 
     @get("/{run_id:int}")
     async def run(self, request: Request, db_session: Session, state: State,
@@ -310,17 +311,22 @@ class OperatorSettlementPages(Controller):
         """Accept (optionally with an adjustment in minor units) or reject a dispute."""
         user = await operator(request, db_session)
         form = dict(await request.form())
-        raw_id = str(form.get("dispute_id") or "")
-        key = int(raw_id) if raw_id.isdigit() else 0
+        key = row_id(form.get("dispute_id")) or 0
         try:
             if not await state.pool.fetchval(
                     "SELECT 1 FROM settlement_disputes WHERE id = $1 AND run_id = $2",
                     key, run_id):
                 raise NotFoundException("No such dispute in this run.")
+            decision = form.get("decision")
+            if decision not in ("accept", "reject"):
+                # Not "anything but accept rejects": a decision is one of the two buttons.
+                raise DomainError("invalid-decision", "Accept or reject",
+                                  "The decision is accept or reject.", status=400,
+                                  field="decision")
             adjustment = _int_or_none(form.get("adjustment"), "adjustment")
             async with state.pool.acquire() as conn:
                 row = await service.resolve_dispute(
-                    conn, key, accept=form.get("decision") == "accept",
+                    conn, key, accept=decision == "accept",
                     resolution=str(form.get("resolution") or ""), actor=user.email,
                     adjustment=adjustment)
         except DomainError as exc:
