@@ -194,7 +194,7 @@ OWN_PAGES = {("GET", "/partner"): 200, ("GET", "/partner/clients"): 200,
              ("GET", "/partner/sso"): 200,
              ("POST", "/partner/sso"): 400,     # no issuer given
              ("GET", "/partner/profile"): 200,
-             ("POST", "/partner/profile/terms"): 403,  # no current version posted
+             ("POST", "/partner/profile/terms"): 409,  # no current version posted
              ("GET", "/partner/rewards"): 200,
              ("POST", "/partner/rewards"): 400,        # an empty reward form
              ("GET", "/partner/vouchers"): 200,
