@@ -79,3 +79,32 @@ async def test_forbidden_pages_are_html_403(app, client, browser, smtp):
     # A form posted without its CSRF token.
     no_csrf = await browser.post("/logout", headers=HTML)
     assert_error_page(no_csrf, 403, "Not allowed")
+
+
+async def test_an_id_beyond_any_row_in_a_portal_address_is_a_404(app, client, db):
+    """Every portal route with a numeric id, given one larger than a bigint by a user the
+    page is for (the operator, a partner's owner, an affiliate), answers 404; the database
+    driver would otherwise refuse the number with an error (a 500)."""
+    from tests.affiliate_c_helpers import new_affiliate
+    from tests.test_affiliate_dashboard import affiliate_browser
+    from tests.test_rules_console import operator_browser
+
+    huge = str(10**20)
+    routes = sorted((route.path, method) for route in app.routes
+                    if ":int}" in route.path and not route.path.startswith("/api/")
+                    for method in route.methods - {"HEAD", "OPTIONS"})
+    assert len(routes) >= 20
+    owner, _ = await owner_browser(app, client)
+    users = {"/operator": await operator_browser(app), "/partner": owner,
+             "/affiliate": await affiliate_browser(app, await new_affiliate(db, "sepa"))}
+    tokens = {section: csrf_of(await user.get(section)) for section, user in users.items()}
+    for path, method in routes:
+        section = next(s for s in users if path.startswith(s + "/"))
+        address = "/".join(huge if part.endswith(":int}") else part for part in path.split("/"))
+        answer = await users[section].request(method, address, headers=HTML,
+                                              data=None if method == "GET"
+                                              else {"_csrf_token": tokens[section]})
+        assert answer.status_code == 404, (method, address, answer.status_code)
+        assert_error_page(answer, 404, "Page not found")
+    for user in users.values():
+        await user.aclose()

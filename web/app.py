@@ -71,7 +71,7 @@ from web.portal.affiliate_operator import OperatorAffiliatePayoutPages
 from web.portal.affiliates import AffiliatePages
 from web.portal.auth import AuthPages
 from web.portal.authorize import AuthorizePages
-from web.portal.common import LoginRequired, login_redirect
+from web.portal.common import LoginRequired, login_redirect, path_ids_in_range
 from web.portal.company import CompanyPages
 from web.portal.connections import ConnectionPages
 from web.portal.console import ConsolePages
@@ -310,6 +310,7 @@ def create_app(
             "ledger": Provide(provide_ledger, sync_to_thread=False),
         },
         exception_handlers={**EXCEPTION_HANDLERS, LoginRequired: login_redirect},
+        before_request=path_ids_in_range,
         openapi_config=_openapi(),
         template_config=TemplateConfig(directory=os.path.join(HERE, "templates"),
                                        engine=JinjaTemplateEngine,

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,3 +79,12 @@ def row_id(raw: object) -> int | None:
     error rather than find nothing."""
     text = str(raw or "").strip()
     return int(text) if text.isdigit() and int(text) <= MAX_ROW_ID else None
+
+
+async def path_ids_in_range(request: Request) -> None:
+    """before_request of the portal: an id in the address beyond any row's (the router
+    parses any run of digits) names no page, where the database driver would refuse it
+    with an error. The API refuses the same with a 400 naming the parameter (RowId)."""
+    for value in request.path_params.values():
+        if isinstance(value, int) and not 0 <= value <= MAX_ROW_ID:
+            raise NotFoundException()
