@@ -12,9 +12,12 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -131,12 +134,36 @@ def revoke_family(session: Session, family_id: uuid.UUID | None) -> int:
     return result.rowcount
 
 
+def client_secret_basic(query_client: Callable[[str], ClientAdapter | None],
+                        request: OAuth2Request) -> ClientAdapter | None:
+    """Authlib's client_secret_basic, except that credentials which are not UTF-8 are no
+    client's, as Authlib already takes credentials that are not base64 (it let the
+    UnicodeDecodeError through: a 500)."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
+
+
+def check_token_param(request: OAuth2Request) -> None:
+    """Revocation and introspection need `token`. token_type_hint is only a hint, which a
+    server may ignore when it tells a token's kind by itself (RFC 7009 and RFC 7662,
+    section 2.1), as _find_token does by the prefix: an unknown hint is no error (Authlib
+    answered it with a 401 unsupported_token_type, as if the client had not
+    authenticated)."""
+    if "token" not in request.form:
+        raise InvalidRequestError("The token parameter is required.")
+
+
 class TokenRevocation(RevocationEndpoint):
     """RFC 7009. Only the client the token was issued to may revoke it. Revoking a
     refresh token revokes the whole grant (every access token descending from it)."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
+
+    def check_params(self, request: OAuth2Request, client: ClientAdapter) -> None:
+        check_token_param(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
         with self.server.session_factory() as session:
@@ -160,6 +187,9 @@ class TokenIntrospection(IntrospectionEndpoint):
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
     SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
+
+    def check_params(self, request: OAuth2Request, client: ClientAdapter) -> None:
+        check_token_param(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenAdapter | None:
         with self.server.session_factory() as session:

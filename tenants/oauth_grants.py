@@ -187,6 +187,11 @@ class CoalitionOpenIDCode(OpenIDCode):
 
     def validate_openid_authorization_request(self, grant: grants.BaseGrant,
                                               redirect_uri: str) -> None:
+        if "\x00" in (grant.request.payload.data.get("nonce") or ""):
+            # PostgreSQL text cannot hold it: looking it up or storing it would fail.
+            raise InvalidRequestError("nonce must not contain the NUL character.",
+                                      state=grant.request.payload.state,
+                                      redirect_uri=redirect_uri)
         grant.request.server = grant.server
         super().validate_openid_authorization_request(grant, redirect_uri)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from tenants.oauth import (
     FormRequest,
     TokenIntrospection,
     TokenRevocation,
+    client_secret_basic,
 )
 from tenants.oauth_grants import (
     AuthorizationCodeGrant,
@@ -34,6 +35,20 @@ from tenants.oauth_grants import (
     RequireS256,
 )
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES, hash_secret
+
+# Said when Authlib gives an error no description. Fixed text: a description must stay
+# within RFC 6749 section 5.2's characters, so it never repeats what the client sent.
+ERROR_DESCRIPTIONS = {
+    "invalid_request": "The request is missing a required parameter or has a malformed one.",
+    "invalid_client": "Client authentication failed.",
+    "invalid_grant": "The code, refresh token or token is invalid, expired, revoked, or was "
+                     "issued to another client.",
+    "unauthorized_client": "The client may not use this grant type.",
+    "unsupported_grant_type": "grant_type must be authorization_code, refresh_token or "
+                              "client_credentials.",
+    "invalid_scope": "The requested scope is invalid, unknown, or more than the client may "
+                     "have.",
+}
 
 
 class CoalitionAuthorizationServer(AuthorizationServer):
@@ -49,6 +64,7 @@ class CoalitionAuthorizationServer(AuthorizationServer):
         # Called (from the worker thread) after a grant revoked tokens, so this process
         # stops trusting cached ones at once; other processes hear the NOTIFY.
         self.on_tokens_revoked: Callable[[], None] | None = None
+        self.register_client_auth_method("client_secret_basic", client_secret_basic)
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(AuthorizationCodeGrant, [RequireS256(), CoalitionOpenIDCode()])
         self.register_grant(RefreshTokenGrant)
@@ -77,6 +93,9 @@ class CoalitionAuthorizationServer(AuthorizationServer):
         return f"{parts.scheme}://{parts.netloc}"
 
     def query_client(self, client_id: str) -> ClientAdapter | None:
+        if "\x00" in client_id:
+            # No client's id, and PostgreSQL text cannot hold it (the query would fail).
+            return None
         with self.session_factory() as session:
             row = session.scalar(
                 select(OAuthClient)
@@ -148,6 +167,15 @@ class CoalitionAuthorizationServer(AuthorizationServer):
 
     def handle_response(self, status: int, body: dict, headers: list[tuple[str, str]]):
         return status, body, headers
+
+    def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> tuple:
+        """Every error says what is wrong (error_description), where Authlib sends some
+        codes bare; an error redirected to the app (body "") is left as it is."""
+        status, body, headers = error(self.get_error_uri(request, error))
+        if isinstance(body, dict) and not body.get("error_description"):
+            body["error_description"] = ERROR_DESCRIPTIONS.get(
+                body.get("error"), "The request was refused.")
+        return self.handle_response(status, body, headers)
 
     def send_signal(self, name: str, *args: object, **kwargs: object) -> None:
         return None

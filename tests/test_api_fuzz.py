@@ -9,6 +9,12 @@ ones (schemathesis' negative mode); some of them are pointed at the partner's re
 members, orders, holds, rewards, vouchers and transactions, and most carry a fresh valid
 Idempotency-Key, so that bodies are exercised past the lookup and header checks.
 
+A second pass sends every operation again with a member-delegated token (a partner app
+acting for one member, with all the member scopes): the routes open to members must
+answer about that member alone, never about a second member of the same brand whose
+secrets are known, and every other route must refuse with a 403 problem and write
+nothing. The OAuth endpoints' own fuzzing is tests/test_oauth_fuzz.py.
+
 Generation is deterministic (`derandomize`), so a run is the same run every time; the
 ledger must verify clean after it."""
 
@@ -34,6 +40,7 @@ import psycopg
 import pytest
 import schemathesis
 from asgi_lifespan import LifespanManager
+from authlib.common.security import generate_token
 
 from coalition.config import Settings
 from coalition.db import DatabaseUrl, drop_database, ensure_database
@@ -45,6 +52,8 @@ from settlement.terms import add_rate_card
 from tests.browser import LiveServer
 from tests.helpers import PartnerClient, new_partner
 from tests.rewards_helpers import make_reward
+from tests.test_oauth_apps import BASE, authorize, log_in, new_app, new_member_login
+from tests.tiering import set_program
 from web.app import create_app
 
 PROBLEM_JSON = "application/problem+json"
@@ -335,6 +344,210 @@ def test_partner_api_answers_bad_input_with_problems_never_500s(
         assert footprint() == before, (
             f"{case.method} {case.formatted_path} answered {response.status_code} but wrote:"
             f" {response.text}")
+
+
+# What a member-delegated token may call: the handlers whose opt names member_scopes
+# (test_member_operations_are_the_routes_open_to_members holds the two together). Every
+# other operation refuses such a token with 403 insufficient-scope, before it reads or
+# writes anything.
+MEMBER_OPERATIONS = frozenset({
+    ("GET", "/api/v1/members/{member_id}"),
+    ("GET", "/api/v1/members/{member_id}/balance"),
+    ("GET", "/api/v1/members/{member_id}/transactions"),
+    ("GET", "/api/v1/members/{member_id}/tier"),
+    ("POST", "/api/v1/redemptions"),
+    ("POST", "/api/v1/redemptions/authorizations"),
+    ("GET", "/api/v1/redemptions/authorizations/{authorization_id}"),
+    ("POST", "/api/v1/redemptions/authorizations/{authorization_id}/capture"),
+    ("POST", "/api/v1/redemptions/authorizations/{authorization_id}/void"),
+    ("GET", "/api/v1/rewards"),
+    ("POST", "/api/v1/rewards/{reward_id}/redemptions"),
+    ("GET", "/api/v1/policies"),
+})
+# Everything the other member has that a member token could touch.
+OTHER_MEMBER_STATE = """
+SELECT m.email, m.name, m.status, m.card_number,
+       (SELECT array_agg(balance ORDER BY id) FROM accounts WHERE member_id = m.id),
+       (SELECT count(*) FROM postings p JOIN accounts a ON a.id = p.account_id
+         WHERE a.member_id = m.id),
+       (SELECT coalesce(sum(remaining), 0) FROM lots WHERE member_id = m.id),
+       (SELECT array_agg(status || ':' || captured ORDER BY id) FROM point_holds
+         WHERE member_id = m.id),
+       (SELECT array_agg(status ORDER BY id) FROM vouchers WHERE member_id = m.id),
+       (SELECT array_agg(coalesce(customer_id, '') ORDER BY partner_id) FROM member_links
+         WHERE member_id = m.id),
+       (SELECT count(*) FROM purchases WHERE member_id = m.id),
+       (SELECT count(*) FROM member_events WHERE member_id = m.id)
+  FROM members m WHERE m.id = %s
+"""
+
+
+@dataclass
+class MemberWorld:
+    """A partner app's token acting for one member, and a second member of the same brand
+    whose every identifier and figure is a secret from that token. `aimed` points cases at
+    both members' things: the token's own, and the other's, which it must never reach."""
+
+    member_id: str
+    auth: dict[str, str]
+    other_id: str
+    secrets: list[str]
+    figures: list[int]
+    aimed: World
+
+
+async def _own_things(partner: PartnerClient, member: str, points: int, currency: str,
+                      reward: uuid.UUID, label: str) -> dict[str, str]:
+    """An earn, a purchase, a held checkout and a voucher of one member at the brand."""
+    earned = await partner.earn(member, points)
+    assert earned.status_code == 201, earned.text
+    order_id = f"{label}-order-{uuid.uuid4().hex[:12]}"
+    order = await partner.post("/api/v1/purchases", {
+        "member": {"id": member}, "order_id": order_id,
+        "occurred_at": datetime.now(UTC).isoformat(), "total": 40_000, "currency": currency,
+        "channel": "store",
+        "lines": [{"sku": "SKU-9", "quantity": 1, "unit_price": 40_000, "amount": 40_000}]})
+    assert order.status_code == 201, order.text
+    hold = await partner.post("/api/v1/redemptions/authorizations",
+                              {"member_id": member, "points": 1_234})
+    assert hold.status_code == 201, hold.text
+    voucher = await partner.post(f"/api/v1/rewards/{reward}/redemptions", {"member_id": member})
+    assert voucher.status_code == 201, voucher.text
+    return {"transaction_id": str(earned.json()["id"]), "order_id": order_id,
+            "authorization_id": hold.json()["id"], "code": voucher.json()["voucher"]["code"]}
+
+
+@pytest.fixture(scope="module")
+async def member_world(fuzz_client: httpx.AsyncClient, fuzz_db: asyncpg.Pool, world: World
+                       ) -> MemberWorld:
+    """The member consents in the portal (authorization code with PKCE) to an app of the
+    fuzzing partner; the other member is enrolled by the partner's server with a name, a
+    customer id and a balance no test data shares."""
+    client, partner = fuzz_client, world.partner
+    # A tier ladder, so that a member's tier is an answer about the member, not a 404.
+    await set_program(fuzz_db, datetime.now(UTC))
+    login = await new_member_login(client)
+    app = await new_app(client, partner)
+    transport = httpx.ASGITransport(app=client.app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as browser, app:
+        await log_in(browser, login)
+        verifier = generate_token(48)
+        back = await authorize(browser, app, verifier)
+        token = await app.fetch_token(f"{BASE}/oauth/token", authorization_response=back,
+                                      code_verifier=verifier)
+    assert set(token["scope"].split()) == {"openid", "profile", "email", "points:read",
+                                           "points:redeem"}
+    own, other_tag = login.member_id, uuid.uuid4().hex[:10]
+    other = await partner.enroll(f"secret-{other_tag}@example.com",
+                                 name=f"Zofia Tajna {other_tag}",
+                                 partner_customer_id=f"secret-customer-{other_tag}")
+    reward = uuid.UUID(world.path_values["reward_id"][0])
+    mine = await _own_things(partner, own, 50_000, world.currency, reward, "own")
+    theirs = await _own_things(partner, other, 7_346_291, world.currency, reward, "other")
+    async with fuzz_db.acquire() as conn:
+        cards = {str(r["id"]): r["card_number"] for r in await conn.fetch(
+            "SELECT id, card_number FROM members WHERE id = ANY($1::uuid[])", [own, other])}
+        referral = await conn.fetchval("SELECT referral_code FROM members WHERE id = $1",
+                                       uuid.UUID(other))
+    balance = await partner.balance(other)
+    # Its balance figures are millions, where the token's own member has thousands.
+    figures = sorted({v for v in balance.values() if isinstance(v, int) and v > 1_000_000})
+    assert figures, balance
+    secrets = [other, f"secret-{other_tag}@example.com", f"Zofia Tajna {other_tag}",
+               f"secret-customer-{other_tag}", cards[other], theirs["order_id"],
+               theirs["authorization_id"], theirs["code"], *([referral] if referral else [])]
+    path_values = {name: [mine[name], theirs[name]] for name in mine}
+    return MemberWorld(
+        member_id=own, auth={"Authorization": f"Bearer {token['access_token']}"},
+        other_id=other, secrets=secrets,
+        figures=figures,
+        aimed=World(partner=partner, currency=world.currency, members=[own, other],
+                    card_numbers=[cards[own], cards[other]],
+                    path_values={**world.path_values, "member_id": [own, other],
+                                 **path_values}))
+
+
+@pytest.fixture(scope="module")
+def other_member_state(fuzz_database: DatabaseUrl, member_world: MemberWorld
+                       ) -> Iterator[Callable[[], tuple]]:
+    with psycopg.connect(fuzz_database.asyncpg_dsn, autocommit=True) as conn:
+        def take() -> tuple:
+            return conn.execute(OTHER_MEMBER_STATE, (member_world.other_id,)).fetchone()
+        yield take
+
+
+def _member_ids(value: Any) -> Iterator[str]:
+    """Every `member_id` anywhere in a decoded body."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "member_id" in item:
+                yield str(item["member_id"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _sent(case: schemathesis.Case) -> str:
+    return json.dumps([case.path_parameters, case.query, case.body, case.headers],
+                      default=str, ensure_ascii=False)
+
+
+def assert_about_own_member(case: schemathesis.Case, response: schemathesis.Response,
+                            member: MemberWorld) -> None:
+    """A member token learns nothing of any other member: no answer holds the other
+    member's secrets (a refusal may repeat what the request itself sent), and every
+    member a successful answer names is the token's own."""
+    text, sent = response.text, _sent(case)
+    success = 200 <= response.status_code < 300
+    leaked = [s for s in member.secrets if s in text and (success or s not in sent)]
+    leaked += [str(n) for n in member.figures if re.search(rf"\b{n}\b", text)
+               and (success or str(n) not in sent)]
+    assert not leaked, (f"{case.method} {case.formatted_path} answered"
+                        f" {response.status_code} with the other member's {leaked}: {text}")
+    if success and "json" in response.headers.get("content-type", [""])[0]:
+        body = response.json()
+        named = set(_member_ids(body))
+        if case.operation.path == "/api/v1/members/{member_id}":
+            named.add(str(body["id"]))
+        assert named <= {member.member_id}, (
+            f"{case.method} {case.formatted_path} answered about members {named}: {text}")
+
+
+@schema.parametrize()
+def test_member_token_acts_for_its_member_only(
+        case: schemathesis.Case, member_world: MemberWorld, fuzz_server: LiveServer,
+        footprint: Callable[[], tuple], other_member_state: Callable[[], tuple]) -> None:
+    _aim(case, member_world.aimed)
+    writes = case.method.upper() == "POST"
+    before, others = (footprint() if writes else None), other_member_state()
+    response = case.call_and_validate(base_url=fuzz_server.url, headers=member_world.auth,
+                                      additional_checks=[problem_document], timeout=30)
+    where = f"{case.method} {case.formatted_path} answered {response.status_code}"
+    # The coverage phase also sends methods the path does not have: a 405 whatever the token.
+    operation = (case.operation.method.upper(), case.operation.path)
+    if case.method.upper() == operation[0] and operation not in MEMBER_OPERATIONS:
+        # A path parameter of the wrong type (a word for an int or uuid) matches no route,
+        # so it is the router's plain 404 before any handler or guard, whatever the token.
+        refusal = (403, "/problems/insufficient-scope")
+        unrouted = (404, "/problems/not-found")
+        assert (response.status_code, response.json()["type"]) in (refusal, unrouted), (
+            f"{where} to a member token: {response.text}")
+    if before is not None and 400 <= response.status_code < 500:
+        assert footprint() == before, f"{where} but wrote: {response.text}"
+    assert other_member_state() == others, f"{where} and changed the other member"
+    assert_about_own_member(case, response, member_world)
+
+
+def test_member_operations_are_the_routes_open_to_members(fuzz_client: httpx.AsyncClient
+                                                          ) -> None:
+    open_to_members = {
+        (method, re.sub(r":\w+\}", "}", route.path))
+        for route in fuzz_client.app.routes if route.path.startswith("/api/v1/")
+        for handler in getattr(route, "route_handlers", [])
+        if "member_scopes" in handler.opt for method in handler.http_methods}
+    assert open_to_members == MEMBER_OPERATIONS
 
 
 async def test_the_fuzzed_schema_is_the_served_one(fuzz_client: httpx.AsyncClient) -> None:

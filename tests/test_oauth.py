@@ -1,5 +1,6 @@
 """OAuth 2.0 client credentials at /oauth/token and bearer authentication on the API."""
 
+import base64
 import uuid
 
 from tenants.service import create_partner, create_server_client
@@ -56,6 +57,44 @@ async def test_token_errors_follow_rfc6749(client):
         auth=(oauth_client.client_id, secret))
     assert scope.status_code == 400
     assert scope.json()["error"] == "invalid_scope"
+
+    # Every error says what is wrong, in RFC 6749 section 5.2's characters only: an
+    # unknown grant type is not repeated back (Authlib sent this one bare).
+    foreign = await client.post("/oauth/token", data={"grant_type": "paßword"},
+                                auth=(oauth_client.client_id, secret))
+    assert foreign.json() == {
+        "error": "unsupported_grant_type",
+        "error_description": "grant_type must be authorization_code, refresh_token or "
+                             "client_credentials."}
+    for answer in (wrong, unknown, grant, scope):
+        assert answer.json()["error_description"].isascii()
+
+
+async def test_unreadable_client_credentials_and_bodies_are_rfc6749_errors(client):
+    """Found by tests/test_oauth_fuzz.py: each of these was a 500 or an RFC 9457 problem."""
+    _, oauth_client, secret = await _client(client)
+    not_utf8 = "Basic " + base64.b64encode(oauth_client.client_id.encode() + b":\xff").decode()
+    for path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+        answer = await client.post(path, data={"grant_type": "client_credentials",
+                                               "token": "cat_x"},
+                                   headers={"Authorization": not_utf8})
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "invalid_client"
+        assert answer.headers["www-authenticate"].startswith("Basic")
+        broken = await client.post(path, content=b"--x\r\n\r\n",
+                                   auth=(oauth_client.client_id, secret),
+                                   headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert broken.status_code == 400, broken.text
+        assert broken.headers["content-type"] == "application/json"
+        assert broken.json() == {"error": "invalid_request",
+                                 "error_description": "The request body is not a valid form."}
+    # A client id PostgreSQL cannot store is no client's, by Basic or in the form.
+    nul = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=("app_\x00", secret))
+    assert nul.status_code == 401 and nul.json()["error"] == "invalid_client"
+    posted = await client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": "srv\x00", "client_secret": secret})
+    assert posted.status_code in (400, 401) and posted.json()["error"] == "invalid_client"
 
 
 async def test_secrets_and_tokens_are_stored_hashed(client, db):

@@ -261,6 +261,21 @@ async def test_bad_client_or_redirect_uri_is_shown_not_redirected(client, browse
     assert "text/html" in shown.headers["content-type"]
     unknown = await browser.get(url.replace(app.client_id, "app_nobody"))
     assert unknown.status_code == 400 and "invalid_client" in unknown.text
+    # Characters an error description may not repeat (RFC 6749 section 4.1.2.1), in a
+    # redirect URI or a response type, and a client id PostgreSQL cannot hold: each was a
+    # 500. Still no verified redirect URI, so still shown.
+    for bad in (url.replace("shop.example.com", 'shop.example.com/"'),
+                url.replace("shop.example.com", "shop.example.com/é"),
+                url.replace("response_type=code", "response_type=c%C3%B3de"),
+                url.replace(app.client_id, "app_%00")):
+        shown = await browser.get(bad)
+        assert shown.status_code == 400 and "location" not in shown.headers, bad
+        assert "text/html" in shown.headers["content-type"]
+    # A nonce PostgreSQL cannot hold goes back to the app (it was a 500).
+    url, _ = app.create_authorization_url(f"{BASE}/oauth/authorize", code_verifier=verifier,
+                                          nonce="a\x00b")
+    back = query_of(location(await browser.get(url)))
+    assert back["error"] == "invalid_request" and "nonce" in back["error_description"]
     # A scope the app was not registered for goes back to the app as invalid_scope.
     narrow = await new_app(client, partner, scopes="openid points:read")
     url, _ = narrow.create_authorization_url(f"{BASE}/oauth/authorize", code_verifier=verifier,
@@ -404,6 +419,10 @@ async def test_consent_and_login_pages_let_the_form_redirect_to_the_app_only(cli
     assert "form-action 'self' https://shop.example.com;" in login_csp
     plain_login = (await browser.get("/login")).headers["content-security-policy"]
     assert "form-action 'self';" in plain_login
+    # A client id PostgreSQL cannot hold names no app (the login page was a 500).
+    odd = await browser.get("/login", params={"next": "/oauth/authorize?client_id=%00"})
+    assert odd.status_code == 200
+    assert "form-action 'self';" in odd.headers["content-security-policy"]
     await log_in(browser, member)
     consent_csp = (await browser.get(url)).headers["content-security-policy"]
     assert "form-action 'self' https://shop.example.com;" in consent_csp

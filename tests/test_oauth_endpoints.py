@@ -43,6 +43,26 @@ async def test_revocation_takes_effect_at_once(app, client):
         assert unknown.status_code == 200
 
 
+async def test_token_type_hints_are_only_hints(app, client):
+    """RFC 7009 and RFC 7662 section 2.1: the server tells a token's kind by itself, so a
+    wrong or unknown hint changes nothing (it was a 401 unsupported_token_type, as if the
+    client had not authenticated, with no WWW-Authenticate and no description)."""
+    partner = await new_partner(client)
+    credentials = (partner.client_id, partner.client_secret)
+    for hint in ("refresh_token", "id_token", "garbage"):
+        seen = await client.post("/oauth/introspect", auth=credentials,
+                                 data={"token": partner.token, "token_type_hint": hint})
+        assert seen.status_code == 200 and seen.json()["active"] is True, seen.text
+    revoked = await client.post("/oauth/revoke", auth=credentials,
+                                data={"token": partner.token, "token_type_hint": "garbage"})
+    assert revoked.status_code == 200, revoked.text
+    assert (await partner.get("/api/v1/members")).status_code == 401
+    missing = await client.post("/oauth/revoke", auth=credentials, data={"hint": "x"})
+    assert missing.status_code == 400
+    assert missing.json() == {"error": "invalid_request",
+                              "error_description": "The token parameter is required."}
+
+
 async def test_only_the_issuing_client_may_revoke(app, client):
     owner = await new_partner(client)
     other = await new_partner(client)
@@ -50,6 +70,7 @@ async def test_only_the_issuing_client_may_revoke(app, client):
         response = await oauth.revoke_token(f"{BASE}/oauth/revoke", token=owner.token)
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_grant"
+        assert response.json()["error_description"]
     assert (await owner.get("/api/v1/members")).status_code == 200
 
 

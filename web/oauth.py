@@ -8,6 +8,7 @@ import anyio
 import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from sqlalchemy import select
 
 from coalition.models import Member
@@ -26,7 +27,13 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 async def _run_endpoint(request: Request, state: State, name: str | None) -> Response:
-    form = await request.form()
+    try:
+        form = await request.form()
+    except ClientException:
+        # A body Litestar cannot parse as a form (a broken multipart one) is the client's
+        # invalid_request here, not an RFC 9457 problem as elsewhere under the API.
+        return _json({"error": "invalid_request",
+                      "error_description": "The request body is not a valid form."}, 400)
     oauth_request = FormRequest(
         request.method, str(request.url), request.headers,
         list(form.multi_items()), list(request.query_params.multi_items()),

@@ -62,6 +62,9 @@ async def login_policy(db_session: AsyncSession, next_path: str | None) -> dict[
     if not next_path or not next_path.startswith("/oauth/authorize?"):
         return None
     client_id = parse_qs(urlsplit(next_path).query).get("client_id", [""])[0]
+    if "\x00" in client_id:
+        # No client's id, and PostgreSQL text cannot hold it (the query would fail).
+        return None
     uris = await db_session.scalar(select(OAuthClient.redirect_uris).where(
         OAuthClient.client_id == client_id, OAuthClient.client_type == "app",
         OAuthClient.revoked_at.is_(None)))
@@ -85,6 +88,12 @@ class AuthorizePages(Controller):
                                                    end_user)
         except OAuth2Error as error:
             return None, _respond(*server.handle_error_response(oauth_request, error))
+        except ValueError:
+            # Authlib refuses to build an error whose description would repeat characters
+            # RFC 6749 forbids there (a quote or a non-ASCII letter in an unregistered
+            # redirect_uri or an unknown response_type). The request is invalid all the
+            # same, and no redirect URI is verified: shown, not redirected.
+            return None, _respond(400, {"error": "invalid_request"}, [])
         return grant, None
 
     async def _issue(self, state: State, oauth_request: FormRequest, grant: object,
