@@ -18,10 +18,9 @@ from asgi_lifespan import LifespanManager
 from litestar import Litestar
 
 from coalition.config import Settings
-from coalition.db import DatabaseUrl, drop_database, ensure_database
-from coalition.migrate import upgrade
+from coalition.db import DatabaseUrl, drop_database
 from tests.browser import CHROMIUM, LAUNCH_ARGS, LiveServer, chromium_missing_reason
-from tests.helpers import PartnerClient, new_partner
+from tests.helpers import PartnerClient, migrated_database, new_partner
 from web.app import create_app
 
 
@@ -54,14 +53,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUrl
 
 @pytest.fixture(scope="session")
 def database_url(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
-    url = server_url.with_database(f"coalition_test_{uuid.uuid4().hex[:10]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    try:
+    with migrated_database(server_url, "coalition_test") as url:
+        yield url
         problems = asyncio.run(_ledger_problems(url))
-    finally:
-        asyncio.run(drop_database(url))
     # Whatever the tests did between them, the ledger they leave must verify clean.
     assert not problems, "coalition ledger verify after the session:\n" + "\n".join(
         f"{p.check}: {p.detail}" for p in problems)
@@ -171,11 +165,8 @@ async def chromium() -> AsyncIterator[Any]:
 def demo_database(server_url):
     """A fresh, migrated database of its own for loading the demo coalition (which
     loads only into an empty one); dropped afterwards."""
-    url = server_url.with_database(f"coalition_demo_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
+    with migrated_database(server_url, "coalition_demo") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -185,18 +176,15 @@ def portal_demo_template(server_url: DatabaseUrl, settings: Settings) -> Iterato
     loading, so every module that needs the demo copies it (`portal_demo`)."""
     from tests.portal_demo import prepare_demo
 
-    url = server_url.with_database(f"coalition_portal_{uuid.uuid4().hex[:8]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
+    with migrated_database(server_url, "coalition_portal") as url:
+        async def load() -> None:
+            application = create_app(settings.model_copy(update={"database_url": url.raw}),
+                                     url)
+            async with LifespanManager(application):
+                await prepare_demo(url, application)
 
-    async def load() -> None:
-        application = create_app(settings.model_copy(update={"database_url": url.raw}), url)
-        async with LifespanManager(application):
-            await prepare_demo(url, application)
-
-    asyncio.run(load())
-    yield url
-    asyncio.run(drop_database(url))
+        asyncio.run(load())
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from coalition.db import DatabaseUrl, drop_database, ensure_database
+from coalition.migrate import upgrade
 from tenants.service import create_partner, create_server_client
 
 
@@ -72,3 +77,15 @@ async def new_partner(
     assert response.status_code == 200, response.text
     result.token = response.json()["access_token"]
     return result
+
+
+@contextmanager
+def migrated_database(server_url: DatabaseUrl, prefix: str) -> Iterator[DatabaseUrl]:
+    """A fresh database of its own on the test server, migrated to head; dropped after."""
+    url = server_url.with_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(url))

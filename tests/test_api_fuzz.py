@@ -20,7 +20,6 @@ ledger must verify clean after it."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import itertools
@@ -43,14 +42,13 @@ from asgi_lifespan import LifespanManager
 from authlib.common.security import generate_token
 
 from coalition.config import Settings
-from coalition.db import DatabaseUrl, drop_database, ensure_database
-from coalition.migrate import upgrade
+from coalition.db import DatabaseUrl
 from coalition.rules.service import create_rule
 from coalition.rules.validation import RuleSpec
 from coalition.verify import verify_ledger
 from settlement.terms import add_rate_card
 from tests.browser import LiveServer
-from tests.helpers import PartnerClient, new_partner
+from tests.helpers import PartnerClient, migrated_database, new_partner
 from tests.rewards_helpers import make_reward
 from tests.test_oauth_apps import BASE, authorize, log_in, new_app, new_member_login
 from tests.tiering import set_program
@@ -175,11 +173,8 @@ def fuzz_database(server_url: DatabaseUrl) -> Iterator[DatabaseUrl]:
     """A database of the module's own. The fuzzer enrols members with whatever emails
     and customer ids it makes up and posts at any moment since 1970; in the shared
     database that would land in other tests' lookups and settlement periods."""
-    url = server_url.with_database(f"coalition_fuzz_{uuid.uuid4().hex[:10]}")
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
+    with migrated_database(server_url, "coalition_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
