@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from coalition import clock
+
 
 @dataclass(frozen=True)
 class MemberContext:
@@ -24,10 +26,12 @@ class MemberContext:
     birth_month: int | None = None
 
 
-# The context's columns for the member `m` (joined with its member_tiers row `t`).
+# The context's columns for the member `m` (joined with its member_tiers row `t`). Whether
+# a manual tier has lapsed is decided in Python (`_tier`), by the platform's clock.
 _COLUMNS = """
-CASE WHEN t.manual_until IS NOT NULL AND t.manual_until <= now() THEN t.earned_code
-     ELSE coalesce(t.tier_code, (SELECT code FROM tiers ORDER BY rank LIMIT 1)) END AS tier,
+t.tier_code AS ctx_tier_code, t.manual_until AS ctx_manual_until,
+t.earned_code AS ctx_earned_code,
+(SELECT code FROM tiers ORDER BY rank LIMIT 1) AS ctx_lowest_tier,
 array(SELECT s.segment_id FROM segment_members s WHERE s.member_id = m.id) AS segments,
 extract(month FROM m.birth_date)::int AS birth_month
 """
@@ -48,9 +52,17 @@ def context_join(member_column: str) -> str:
             " ctx ON true")
 
 
+def _tier(row: asyncpg.Record) -> str | None:
+    """The member's tier now: the earned one once a manual tier has lapsed, else the
+    stored one, else the ladder's lowest."""
+    if row["ctx_manual_until"] is not None and row["ctx_manual_until"] <= clock.now():
+        return row["ctx_earned_code"]
+    return row["ctx_tier_code"] or row["ctx_lowest_tier"]
+
+
 def context_of(row: asyncpg.Record, member_id: uuid.UUID) -> MemberContext:
     """The context from a row produced with `context_join`."""
-    return MemberContext(member_id, row["tier"], frozenset(row["segments"] or ()),
+    return MemberContext(member_id, _tier(row), frozenset(row["segments"] or ()),
                          row["birth_month"])
 
 
@@ -58,7 +70,7 @@ async def member_contexts(conn: asyncpg.Connection, member_ids: list[uuid.UUID]
                           ) -> dict[uuid.UUID, MemberContext]:
     """Contexts for these members, one query. An id with no member gets an empty
     context (no tier, no segments), so callers can index the result by any id given."""
-    found = {row["id"]: MemberContext(row["id"], row["tier"], frozenset(row["segments"]),
+    found = {row["id"]: MemberContext(row["id"], _tier(row), frozenset(row["segments"]),
                                       row["birth_month"])
              for row in await conn.fetch(_QUERY, list(member_ids))}
     return {m: found.get(m) or MemberContext(m, None, frozenset()) for m in member_ids}

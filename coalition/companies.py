@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.eu import vat
 from stdnum.pl import nip
 
+from coalition import clock
 from coalition.errors import DomainError, NotFound
 from coalition.members import Profile, find_or_create_id
 from tenants.models import User
@@ -100,7 +100,7 @@ async def remove(session: AsyncSession, member_id: uuid.UUID, user_id: uuid.UUID
         raise DomainError("last-admin", "Last admin",
                           "A company keeps at least one admin: make someone else admin first.",
                           status=409)
-    target.disabled_at = target.disabled_at or datetime.now(UTC)
+    target.disabled_at = target.disabled_at or clock.now()
     await session.flush()
 
 

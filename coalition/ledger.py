@@ -10,6 +10,8 @@ from datetime import datetime
 
 import asyncpg
 
+from coalition import clock
+
 
 @dataclass(frozen=True)
 class PostingResult:
@@ -38,7 +40,7 @@ class PostingRequest:
     idempotency_key: str | None = None
     request_hash: str | None = None
     occurred_at: datetime | None = None
-    # Only the demo loader back-dates postings; the API always posts "now".
+    # Only the demo loader back-dates postings; the API always posts "now" (the clock's).
     posted_at: datetime | None = None
 
 
@@ -46,12 +48,12 @@ _EARN = "SELECT status, body FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9
 _CREDIT = (
     "SELECT status, body FROM ledger_earn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'adjust')"
 )
-_WITHDRAW = "SELECT status, body FROM ledger_withdraw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_WITHDRAW = "SELECT status, body FROM ledger_withdraw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 _REDEEM = "SELECT status, body FROM ledger_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _REVERSE = "SELECT status, body FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _IS_PURCHASE = "SELECT EXISTS (SELECT 1 FROM purchases WHERE entry_id = $1 AND partner_id = $2)"
-_HOLD = "SELECT status, body FROM ledger_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-_HOLD_CLOSE = "SELECT status, body FROM ledger_hold_close($1, $2, $3, $4, $5, $6)"
+_HOLD = "SELECT status, body FROM ledger_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_HOLD_CLOSE = "SELECT status, body FROM ledger_hold_close($1, $2, $3, $4, $5, $6, $7)"
 _RETURN = "SELECT status, body FROM purchase_return($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
@@ -67,7 +69,7 @@ def _args(request: PostingRequest) -> tuple:
         request.request_hash,
         request.actor,
         request.occurred_at,
-        request.posted_at,
+        request.posted_at or clock.now(),
     )
 
 
@@ -83,7 +85,8 @@ class Ledger:
         back points the partner itself issued."""
         if credit:
             return PostingResult(*await self.pool.fetchrow(_CREDIT, *_args(request)))
-        return PostingResult(*await self.pool.fetchrow(_WITHDRAW, *_args(request)[:9]))
+        args = _args(request)
+        return PostingResult(*await self.pool.fetchrow(_WITHDRAW, *args[:9], args[10]))
 
     async def redeem(self, request: PostingRequest) -> PostingResult:
         return PostingResult(*await self.pool.fetchrow(_REDEEM, *_args(request)))
@@ -124,7 +127,7 @@ class Ledger:
             request_hash,
             actor,
             allowed_kinds,
-            posted_at,
+            posted_at or clock.now(),
         )
         return PostingResult(*row)
 
@@ -134,7 +137,7 @@ class Ledger:
         row = await self.pool.fetchrow(
             _HOLD, request.partner_id, request.member_id, request.points, request.order_id,
             request.description, request.idempotency_key, request.request_hash, request.actor,
-            expires_at)
+            expires_at, clock.now())
         return PostingResult(*row)
 
     async def close_hold(self, *, partner_id: uuid.UUID, hold_id: uuid.UUID,
@@ -142,7 +145,7 @@ class Ledger:
                          request_hash: str | None = None) -> PostingResult:
         """Capture `capture` points of a hold (the rest goes back), or void it (None)."""
         row = await self.pool.fetchrow(_HOLD_CLOSE, partner_id, hold_id, capture,
-                                       idempotency_key, request_hash, actor)
+                                       idempotency_key, request_hash, actor, clock.now())
         return PostingResult(*row)
 
     async def purchase_return(self, *, partner_id: uuid.UUID, order_id: str,
@@ -166,11 +169,11 @@ class Ledger:
         row = await conn.fetchrow(
             _RETURN, partner_id, order_id, amount,
             json.dumps(lines) if lines is not None else None, idempotency_key, request_hash,
-            actor, posted_at)
+            actor, posted_at or clock.now())
         return PostingResult(*row)
 
     async def balance(self, member_id: uuid.UUID) -> dict[str, int]:
-        row = await self.pool.fetchrow(_BALANCE, member_id)
+        row = await self.pool.fetchrow(_BALANCE, member_id, clock.now())
         return dict(row)
 
     async def transactions(
@@ -195,7 +198,7 @@ SELECT wallet.balance AS available,
                   WHERE member_id = $1 AND status = 'held'), 0)::bigint AS held,
        coalesce((SELECT sum(remaining) FROM lots
                   WHERE member_id = $1 AND status = 'active' AND remaining > 0
-                    AND expires_at < now() + interval '30 days'), 0)::bigint
+                    AND expires_at < $2::timestamptz + interval '30 days'), 0)::bigint
            AS expiring_within_30_days,
        coalesce(sum(p.amount) FILTER (WHERE coalesce(o.kind, e.kind) IN ('earn', 'activate')),
                 0)::bigint

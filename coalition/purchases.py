@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from coalition import clock
 from coalition.ledger import PostingResult
 
 
@@ -148,7 +149,8 @@ async def _post_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: s
             order.occurred_at, order.currency, order.total, order.channel, order.store_id,
             json.dumps(order.lines), json.dumps(decision.hits, default=str),
             json.dumps(decision.skipped, default=str),
-            json.dumps(referral, default=str) if referral else None, posted_at)
+            json.dumps(referral, default=str) if referral else None,
+            posted_at or clock.now())
         if after_post is None or row["status"] != 201:
             return PostingResult(row["status"], row["body"])
         body = json.loads(row["body"])
@@ -174,7 +176,7 @@ async def amend_response(conn: asyncpg.Connection, partner_id: uuid.UUID,
 _FACTS = "SELECT * FROM purchase_facts($1, $2, $3, $4, $5::uuid[], $6, $7) f"
 _COMMIT = ("SELECT status, body FROM purchase_commit($1, $2, $3, $4, $5, $6, $7, $8::uuid[],"
            " $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18::jsonb, $19::jsonb,"
-           " $20::jsonb, $21::jsonb, $22::jsonb)")
+           " $20::jsonb, $21::jsonb, $22::jsonb, $23)")
 STALE_FACTS = "CL001"  # SQLSTATE purchase_commit raises when a fact changed
 
 
@@ -231,7 +233,8 @@ async def commit_purchase(
             month_start, _json(expected), actor, order.occurred_at, order.currency,
             order.total, order.channel, order.store_id, _json(order.lines),
             _json(decision.hits), _json(decision.skipped),
-            _json(referral) if referral else None, _json(tier) if tier else None)
+            _json(referral) if referral else None, _json(tier) if tier else None,
+            clock.now())
     except asyncpg.UniqueViolationError as exc:
         return _order_posted_meanwhile(exc)
     except asyncpg.PostgresError as exc:
@@ -268,7 +271,7 @@ def _json(value: Any) -> str:
 _EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
                 " $12::uuid[])")
 _EVENT_POST = ("SELECT status, body FROM event_post($1, $2, $3, $4, $5, $6, $7, $8::jsonb,"
-               " $9::jsonb)")
+               " $9::jsonb, $10)")
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,7 @@ async def _post_event_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, ac
         row = await conn.fetchrow(
             _EVENT_POST, partner_id, begun["member_id"], idempotency_key, actor, event_type,
             reference, occurred_at, json.dumps(decision.hits, default=str),
-            json.dumps(decision.skipped, default=str))
+            json.dumps(decision.skipped, default=str), clock.now())
         return PostingResult(row["status"], row["body"])
 
 

@@ -29,12 +29,13 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
 import asyncpg
 
+from coalition import clock
 from coalition.errors import DomainError, NotFound
 
 from .payment_hooks import PaymentChange, on_payment_change
@@ -156,7 +157,7 @@ async def get_block(conn: asyncpg.Connection, block_id: int, partner_id: uuid.UU
 async def request_block(conn: asyncpg.Connection, partner_id: uuid.UUID, points: object,
                         requested_by: str, now: datetime | None = None) -> Block:
     """A block awaiting payment, priced at the issue price in force now (module doc)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     text = str(points).strip() if points is not None and not isinstance(points, bool) else ""
     if isinstance(points, float) or not text.isdigit() or not 0 < int(text) <= MAX_BLOCK_POINTS:
         raise Invalid({"points": f"must be a whole number from 1 to {MAX_BLOCK_POINTS}"},
@@ -199,15 +200,16 @@ async def credit_paid_block(conn: asyncpg.Connection, block_id: int, amount_paid
             return CreditResult("already_paid", _block(row))
         if row["status"] == "cancelled" or amount_paid != row["price"]:
             row = await conn.fetchrow(
-                "UPDATE prepaid_blocks SET mismatch_amount = $2, mismatch_at = now()"
-                " WHERE id = $1 RETURNING *", block_id, amount_paid)
+                "UPDATE prepaid_blocks SET mismatch_amount = $2, mismatch_at = $3"
+                " WHERE id = $1 RETURNING *", block_id, amount_paid, clock.now())
             log.warning("prepaid block %s: payment of %s for a %s block priced %s",
                         block_id, amount_paid, row["status"], row["price"])
             return CreditResult("cancelled" if row["status"] == "cancelled" else "mismatch",
                                 _block(row))
         row = await conn.fetchrow(
-            "UPDATE prepaid_blocks SET status = 'paid', paid_at = now(), amount_paid = $2,"
-            " paid_via = $3 WHERE id = $1 RETURNING *", block_id, amount_paid, paid_via[:200])
+            "UPDATE prepaid_blocks SET status = 'paid', paid_at = $4, amount_paid = $2,"
+            " paid_via = $3 WHERE id = $1 RETURNING *", block_id, amount_paid, paid_via[:200],
+            clock.now())
         terms = await terms_at(conn, row["partner_id"])
         threshold = terms.low_balance_alert if terms else None
         await conn.execute("INSERT INTO prepaid_balances (partner_id) VALUES ($1)"
@@ -227,8 +229,8 @@ async def credit_paid_block(conn: asyncpg.Connection, block_id: int, amount_paid
 async def cancel_block(conn: asyncpg.Connection, block_id: int) -> Block:
     """Cancel a block nobody paid for. A paid block is never cancelled."""
     row = await conn.fetchrow(
-        "UPDATE prepaid_blocks SET status = 'cancelled', cancelled_at = now()"
-        " WHERE id = $1 AND status = 'awaiting_payment' RETURNING *", block_id)
+        "UPDATE prepaid_blocks SET status = 'cancelled', cancelled_at = $2"
+        " WHERE id = $1 AND status = 'awaiting_payment' RETURNING *", block_id, clock.now())
     if row is None:
         raise DomainError("block-not-open", "Block not awaiting payment",
                           "Only a block awaiting payment can be cancelled.", status=409,
@@ -245,9 +247,9 @@ async def send_low_balance_alerts(conn: asyncpg.Connection, mailer: Mailer) -> i
     owners. The claim (alert_sent_at) is taken before sending, so two workers never mail
     the same crossing twice; a failed send releases it for the next run."""
     claimed = await conn.fetch(
-        "UPDATE prepaid_balances b SET alert_sent_at = now() FROM partners p"
+        "UPDATE prepaid_balances b SET alert_sent_at = $1 FROM partners p"
         " WHERE p.id = b.partner_id AND b.low_since IS NOT NULL AND b.alert_sent_at IS NULL"
-        " RETURNING b.partner_id, b.available, p.name")
+        " RETURNING b.partner_id, b.available, p.name", clock.now())
     sent = 0
     for row in claimed:
         recipients = [r["email"] for r in await conn.fetch(

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError, NotFound
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -130,7 +131,7 @@ async def run_period(conn: asyncpg.Connection, period: str, actor: str, *,
                      now: datetime | None = None,
                      dispute_window_days: int | None = None) -> asyncpg.Record:
     """Create the period's draft run, or re-run it, and compute its statements."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     settings = await _settings(conn)
     p = parse_period(period, settings["timezone"])
     if p.end > now:
@@ -192,7 +193,7 @@ async def _transition(conn: asyncpg.Connection, period: str, expected: tuple[str
 async def start_review(conn: asyncpg.Connection, period: str, *,
                        now: datetime | None = None) -> asyncpg.Record:
     """Show the draft to the partners and open the dispute window."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     return await _transition(
         conn, period, ("draft",),
         "UPDATE settlement_runs SET status = 'in_review', review_started_at = $2::timestamptz,"
@@ -211,7 +212,7 @@ async def reopen(conn: asyncpg.Connection, period: str) -> asyncpg.Record:
 async def finalize(conn: asyncpg.Connection, period: str, actor: str, *,
                    now: datetime | None = None, force: bool = False) -> asyncpg.Record:
     """Freeze the run: no open dispute, the window over (unless forced), hash stored."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     run = await get_run(conn, period)
     open_disputes = await conn.fetchval(
         "SELECT count(*) FROM settlement_disputes WHERE run_id = $1 AND status = 'open'",
@@ -267,7 +268,7 @@ async def close(conn: asyncpg.Connection, period: str, *,
     return await _transition(
         conn, period, ("finalized", "invoiced", "paid"),
         "UPDATE settlement_runs SET status = 'closed', closed_at = $2 WHERE id = $1"
-        " RETURNING *", now or datetime.now(UTC))
+        " RETURNING *", now or clock.now())
 
 
 async def discard(conn: asyncpg.Connection, period: str) -> None:
@@ -281,7 +282,7 @@ async def set_payment_status(conn: asyncpg.Connection, statement_id: int, status
     """The one statement column that moves after finalization (payments integration)."""
     done = await conn.execute(
         "UPDATE settlement_statements SET payment_status = $2, payment_updated_at = $3"
-        " WHERE id = $1", statement_id, status, now or datetime.now(UTC))
+        " WHERE id = $1", statement_id, status, now or clock.now())
     if done.endswith(" 0"):
         raise NotFound("statement-not-found", "No such statement",
                        f"No statement {statement_id}.")

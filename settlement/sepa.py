@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from xml.etree import ElementTree
 
 import asyncpg
 from sepaxml import SepaTransfer
 
+from coalition import clock
 from coalition.config import Settings
 from coalition.errors import Conflict, DomainError
 from settlement.bank import BankAccount, check_account
@@ -162,7 +163,7 @@ async def export_ready(pool: asyncpg.Pool, settings: Settings, currency: str, ac
         "SELECT id FROM settlement_payments WHERE kind = 'sepa_credit' AND status = 'ready'"
         " AND currency = $1 AND ($2::text IS NULL OR reference_type = $2)",
         currency.upper(), reference_type)]
-    return await export_batch(pool, settings, ids, datetime.now(UTC).date(), actor)
+    return await export_batch(pool, settings, ids, clock.now().date(), actor)
 
 
 async def mark(pool: asyncpg.Pool, payment_id: int, status: str, reason: str | None = None

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError, NotFound
 from settlement.runs import verify
 
@@ -78,7 +79,7 @@ async def dispute_line(conn: asyncpg.Connection, partner_id: uuid.UUID, line_id:
                        comment: str, actor: str, *, now: datetime | None = None) -> dict:
     """A partner disputes one of its lines while its run is in review and the window
     is open; one open dispute per line."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     comment = comment.strip()
     if not 1 <= len(comment) <= 2000:
         raise DomainError("invalid-comment", "Comment required",
@@ -126,7 +127,7 @@ async def resolve_dispute(conn: asyncpg.Connection, dispute_id: int, *, accept: 
     adjustment (minor units of the partner's settlement currency; positive = the partner
     owes more, negative = a credit): it lands on the next computed draft of the
     partner's cycle (reopen and re-run the current run to bill it there)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     resolution = resolution.strip()
     if not resolution:
         raise DomainError("invalid-resolution", "Resolution required",

@@ -21,12 +21,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError
 
 from .models import BILLING_TYPES, CYCLES
@@ -192,7 +193,7 @@ async def add_rate_card(conn: asyncpg.Connection, partner_id: uuid.UUID,
                         now: datetime | None = None) -> Terms:
     """Validate and append a rate card. Every invalid field is named (422); a card at the
     same instant as an existing one is a 409."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     coalition_currency, zone = await settings(conn)
     errors: dict[str, str] = {}
     effective = _effective_from(raw.get("effective_from"), zone, now, errors)
@@ -261,7 +262,7 @@ async def terms_at(conn: asyncpg.Connection, partner_id: uuid.UUID,
     """The rate card in force at `at` (now by default): the latest effective_from ≤ at."""
     row = await conn.fetchrow(
         "SELECT * FROM settlement_terms WHERE partner_id = $1 AND effective_from <= $2"
-        " ORDER BY effective_from DESC LIMIT 1", partner_id, at or datetime.now(UTC))
+        " ORDER BY effective_from DESC LIMIT 1", partner_id, at or clock.now())
     return _terms(row) if row else None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError
 from tenants.models import AuditEntry, LoginAttempt, User, UserToken
 from tenants.service import hash_secret
@@ -102,7 +103,7 @@ async def create_user(
     user = User(email=email, name=name, kind=kind, partner_id=partner_id, role=role,
                 member_id=member_id, affiliate_id=affiliate_id,
                 password_hash=HASHER.hash(password) if password is not None else None,
-                email_verified_at=datetime.now(UTC) if verified else None)
+                email_verified_at=clock.now() if verified else None)
     # A partner's tenant-scoped session sees only its own staff, so find_user misses
     # other people's accounts; the unique index still refuses the email.
     try:
@@ -122,7 +123,7 @@ def _account_exists() -> Conflict:
 
 
 async def _recent_failures(session: AsyncSession, column, value: str) -> int:
-    since = datetime.now(UTC) - THROTTLE_WINDOW
+    since = clock.now() - THROTTLE_WINDOW
     return await session.scalar(
         select(func.count()).select_from(LoginAttempt).where(
             column == value, LoginAttempt.succeeded.is_(False),
@@ -164,7 +165,7 @@ async def authenticate(session: AsyncSession, email: str, password: str, ip: str
 async def issue_token(session: AsyncSession, user: User, purpose: str) -> str:
     token = secrets.token_urlsafe(32)
     session.add(UserToken(token_hash=hash_secret(token), user_id=user.id, purpose=purpose,
-                          expires_at=datetime.now(UTC) + TOKEN_LIFETIMES[purpose]))
+                          expires_at=clock.now() + TOKEN_LIFETIMES[purpose]))
     await session.flush()
     return token
 
@@ -172,7 +173,7 @@ async def issue_token(session: AsyncSession, user: User, purpose: str) -> str:
 async def consume_token(session: AsyncSession, token: str, purpose: str) -> User | None:
     """The token's user if the token is valid, unused and unexpired; marks it used."""
     row = await session.get(UserToken, hash_secret(token), with_for_update=True)
-    now = datetime.now(UTC)
+    now = clock.now()
     if row is None or row.purpose != purpose or row.used_at is not None or row.expires_at < now:
         return None
     row.used_at = now
@@ -191,7 +192,7 @@ async def reissue_verification(session: AsyncSession, user: User) -> str:
                                                      UserToken.purpose == "verify_email"))
     if latest_expiry is not None:
         # Tokens of one purpose share a lifetime, so the expiry tells when it was issued.
-        wait = latest_expiry - lifetime + VERIFICATION_RESEND_INTERVAL - datetime.now(UTC)
+        wait = latest_expiry - lifetime + VERIFICATION_RESEND_INTERVAL - clock.now()
         if wait.total_seconds() > 0:
             raise TooSoon(max(1, int(wait.total_seconds() + 0.999)))
     await session.execute(delete(UserToken).where(
@@ -201,7 +202,7 @@ async def reissue_verification(session: AsyncSession, user: User) -> str:
 
 
 def mark_verified(user: User) -> None:
-    user.email_verified_at = user.email_verified_at or datetime.now(UTC)
+    user.email_verified_at = user.email_verified_at or clock.now()
 
 
 async def set_password(session: AsyncSession, user: User, password: str) -> None:

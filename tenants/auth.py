@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
+from coalition import clock
 from tenants.service import hash_secret
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ SELECT t.partner_id, p.name, p.status, c.client_id, t.scope, t.member_id, t.user
   JOIN oauth_clients c ON c.id = t.client_pk
   JOIN partners p ON p.id = t.partner_id
  WHERE t.access_token_hash = $1 AND t.revoked_at IS NULL AND c.revoked_at IS NULL
-   AND t.expires_at > now()
+   AND t.expires_at > $2
 """
 
 
@@ -84,11 +84,11 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> PartnerPrincipal | None:
         digest = hash_secret(token)
-        now = time.time()
+        now = clock.now().timestamp()
         cached = self._cache.get(digest) if self.caching else None
         if cached and cached[0] > now:
             return cached[1]
-        row = await self.pool.fetchrow(_LOOKUP, digest)
+        row = await self.pool.fetchrow(_LOOKUP, digest, clock.now())
         if row is None:
             self._cache.pop(digest, None)
             return None

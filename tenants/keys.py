@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from coalition import clock
 from tenants.models import SigningKey
 
 # A new signing key every 30 days; a retired key stays in the JWKS for 7 more days,
@@ -45,7 +46,7 @@ def create_signing_key(session: Session, box: SecretBox) -> SigningKey:
     published while tokens it signed may still be presented)."""
     # One rotation at a time across processes.
     session.execute(text("SELECT pg_advisory_xact_lock(hashtext('oidc-key-rotation'))"))
-    now = datetime.now(UTC)
+    now = clock.now()
     for older in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
         older.retired_at = now
     kid = now.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
@@ -64,7 +65,7 @@ def current_signing_key(session: Session, box: SecretBox) -> tuple[str, RSAKey]:
     row = session.scalar(select(SigningKey).where(SigningKey.retired_at.is_(None))
                          .order_by(SigningKey.created_at.desc()).limit(1))
     pem = box.open(row.private_key_encrypted) if row is not None else None
-    if row is None or pem is None or row.created_at < datetime.now(UTC) - KEY_ROTATION_AGE:
+    if row is None or pem is None or row.created_at < clock.now() - KEY_ROTATION_AGE:
         row = create_signing_key(session, box)
         pem = box.open(row.private_key_encrypted)
     assert pem is not None
@@ -73,7 +74,7 @@ def current_signing_key(session: Session, box: SecretBox) -> tuple[str, RSAKey]:
 
 def published_keys(session: Session) -> dict:
     """The JWKS document: the active key and recently retired ones."""
-    cutoff = datetime.now(UTC) - RETIRED_KEY_PUBLISHED
+    cutoff = clock.now() - RETIRED_KEY_PUBLISHED
     rows = session.scalars(select(SigningKey).where(
         (SigningKey.retired_at.is_(None)) | (SigningKey.retired_at > cutoff))
         .order_by(SigningKey.created_at.desc()))

@@ -13,7 +13,7 @@ import hmac
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
@@ -24,6 +24,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from coalition import clock
 from tenants.models import OAuthClient, OAuthToken
 from tenants.service import hash_secret
 
@@ -63,7 +64,7 @@ class ClientAdapter(ClientMixin):
         if current is not None and hmac.compare_digest(current, offered):
             return True
         previous, until = self.row.previous_secret_hash, self.row.previous_secret_expires_at
-        return (previous is not None and until is not None and until > datetime.now(UTC)
+        return (previous is not None and until is not None and until > clock.now()
                 and hmac.compare_digest(previous, offered))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
@@ -97,7 +98,7 @@ class TokenAdapter(TokenMixin):
         return int((self.row.expires_at - self.row.issued_at).total_seconds())
 
     def is_expired(self) -> bool:
-        return self.row.expires_at <= datetime.now(UTC)
+        return self.row.expires_at <= clock.now()
 
     def is_revoked(self) -> bool:
         return self.row.revoked_at is not None or self.client.revoked_at is not None
@@ -129,7 +130,7 @@ def revoke_family(session: Session, family_id: uuid.UUID | None) -> int:
     result = session.execute(
         update(OAuthToken)
         .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
+        .values(revoked_at=clock.now())
     )
     return result.rowcount
 
@@ -178,7 +179,7 @@ class TokenRevocation(RevocationEndpoint):
                 revoke_family(session, token.row.family_id)
             row = session.get(OAuthToken, token.row.id)
             if row is not None and row.revoked_at is None:
-                row.revoked_at = datetime.now(UTC)
+                row.revoked_at = clock.now()
 
 
 class TokenIntrospection(IntrospectionEndpoint):
@@ -197,7 +198,7 @@ class TokenIntrospection(IntrospectionEndpoint):
         if token is not None and token_string.startswith(REFRESH_TOKEN_PREFIX):
             row = token.row
             if (row.refresh_used_at is not None or row.refresh_expires_at is None
-                    or row.refresh_expires_at <= datetime.now(UTC)):
+                    or row.refresh_expires_at <= clock.now()):
                 return None
         return token
 

@@ -4,7 +4,6 @@ tokens, and refresh tokens that rotate on every use with reuse detection."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from coalition import clock
 from coalition.models import Member
 from tenants.keys import ID_TOKEN_TTL, current_signing_key
 from tenants.models import AuthorizationCode, MemberConsent, OAuthClient, OAuthToken, User
@@ -48,7 +48,7 @@ class MemberUser:
         assert user.member_id is not None
         return cls(user.id, user.member_id, user.email, user.name,
                    user.email_verified_at is not None, card_number,
-                   auth_time or int(time.time()))
+                   auth_time or clock.timestamp())
 
 
 def load_member_user(session: Session, user_id: uuid.UUID,
@@ -134,7 +134,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
                 auth_time=datetime.fromtimestamp(user.auth_time, UTC),
-                family_id=uuid.uuid4(), expires_at=datetime.now(UTC) + CODE_TTL))
+                family_id=uuid.uuid4(), expires_at=clock.now() + CODE_TTL))
 
     def query_authorization_code(self, code: str, client: ClientAdapter) -> CodeAdapter | None:
         """Claims the code in the same statement that finds it, so two concurrent
@@ -147,8 +147,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 .where(AuthorizationCode.code_hash == digest,
                        AuthorizationCode.client_pk == client.row.id,
                        AuthorizationCode.used_at.is_(None),
-                       AuthorizationCode.expires_at > datetime.now(UTC))
-                .values(used_at=datetime.now(UTC))
+                       AuthorizationCode.expires_at > clock.now())
+                .values(used_at=clock.now())
                 .returning(AuthorizationCode))
             if row is not None:
                 return CodeAdapter(row)
@@ -202,7 +202,7 @@ class CoalitionOpenIDCode(OpenIDCode):
         server = request.server
         with server.session_factory() as session, session.begin():
             kid, key = current_signing_key(session, server.box)
-        now = int(time.time())
+        now = clock.timestamp()
         claims: dict = {"iss": server.issuer_for(request), "aud": [request.client.get_client_id()],
                         "iat": now, "exp": now + int(ID_TOKEN_TTL.total_seconds())}
         claims.update(self.get_authorization_code_claims(request.authorization_code))
@@ -251,7 +251,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 reused = True
             elif (row.revoked_at is not None or token.client.revoked_at is not None
                     or row.refresh_expires_at is None
-                    or row.refresh_expires_at <= datetime.now(UTC)):
+                    or row.refresh_expires_at <= clock.now()):
                 return None
             else:
                 return token
@@ -278,7 +278,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 .where(OAuthToken.id == credential.row.id,
                        OAuthToken.refresh_used_at.is_(None),
                        OAuthToken.revoked_at.is_(None))
-                .values(refresh_used_at=datetime.now(UTC))
+                .values(refresh_used_at=clock.now())
                 .returning(OAuthToken.id))
             if claimed is None:
                 revoke_family(session, credential.row.family_id)

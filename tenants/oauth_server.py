@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import AuthorizationServer
@@ -14,6 +14,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coalition import clock
 from tenants.keys import SecretBox
 from tenants.models import OAuthClient, OAuthToken, Partner
 from tenants.oauth import (
@@ -116,7 +117,7 @@ class CoalitionAuthorizationServer(AuthorizationServer):
             family_id = request.authorization_code.row.family_id
         elif request.refresh_token is not None:
             family_id = request.refresh_token.row.family_id
-        now = datetime.now(UTC)
+        now = clock.now()
         refresh = token.get("refresh_token")
         with self.session_factory() as session, session.begin():
             session.add(

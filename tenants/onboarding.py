@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.companies import normalize_tax_id
 from coalition.errors import Conflict, DomainError
 from tenants import accounts
@@ -140,7 +140,7 @@ async def decide(session: AsyncSession, operator: User, partner: Partner, decisi
                           field="note")
     partner.status = new_status
     partner.status_reason = note.strip() or None
-    partner.decided_at = datetime.now(UTC)
+    partner.decided_at = clock.now()
     owner = None
     if decision == "approve" and partner.contact_email:
         owner = await accounts.find_user(session, partner.contact_email)

@@ -7,12 +7,13 @@ import re
 import secrets
 import unicodedata
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError
 from coalition.models import Account
 from tenants.models import OAuthClient, OAuthToken, Partner
@@ -177,7 +178,7 @@ async def rotate_client_secret(session: AsyncSession, client: OAuthClient) -> st
     """A new secret for the client; the old one keeps working for SECRET_ROTATION_GRACE."""
     secret = "cs_" + secrets.token_urlsafe(32)
     client.previous_secret_hash = client.client_secret_hash
-    client.previous_secret_expires_at = datetime.now(UTC) + SECRET_ROTATION_GRACE
+    client.previous_secret_expires_at = clock.now() + SECRET_ROTATION_GRACE
     client.client_secret_hash = hash_secret(secret)
     await session.flush()
     return secret
@@ -186,9 +187,9 @@ async def rotate_client_secret(session: AsyncSession, client: OAuthClient) -> st
 async def revoke_client(session: AsyncSession, client: OAuthClient) -> None:
     """The client can no longer get tokens, and its issued tokens stop working at once
     (the revoked_at trigger notifies every API process)."""
-    client.revoked_at = client.revoked_at or datetime.now(UTC)
+    client.revoked_at = client.revoked_at or clock.now()
     await session.execute(
         update(OAuthToken).where(OAuthToken.client_pk == client.id,
                                  OAuthToken.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC)))
+        .values(revoked_at=clock.now()))
     await session.flush()

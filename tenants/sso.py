@@ -4,7 +4,6 @@ of that partner whose email the provider asserts as verified."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from tenants.keys import SecretBox
 from tenants.models import IdentityProvider, User
@@ -88,7 +88,7 @@ class PendingSignIn:
     started_at: float
 
     def expired(self) -> bool:
-        return time.time() - self.started_at > 600
+        return clock.timestamp() - self.started_at > 600
 
 
 def _client(provider: IdentityProvider, box: SecretBox, redirect_uri: str,
@@ -106,7 +106,7 @@ async def start(provider: IdentityProvider, box: SecretBox, redirect_uri: str,
                 transport: httpx.AsyncBaseTransport | None = None) -> tuple[str, PendingSignIn]:
     metadata = await discover(provider.issuer, transport)
     pending = PendingSignIn(str(provider.partner_id), generate_token(24), generate_token(24),
-                            generate_token(48), time.time())
+                            generate_token(48), clock.timestamp())
     async with _client(provider, box, redirect_uri, transport) as client:
         url, _ = client.create_authorization_url(
             metadata["authorization_endpoint"], state=pending.state, nonce=pending.nonce,

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from coalition import clock
 from tests.helpers import new_key
 
-NOW = datetime.now(UTC) - timedelta(minutes=1)
+NOW = clock.now() - timedelta(minutes=1)
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from coalition import clock
 from tenants.accounts import create_user
 
 PASSWORD = "affiliate secret 12"
@@ -87,7 +88,7 @@ async def commission(db: asyncpg.Pool, enrollment: uuid.UUID, amount: int, *,
         " $2, $3, p.currency, $4, $5, $6, $7 FROM affiliate_enrollments e"
         " JOIN affiliate_programs p ON p.id = e.program_id WHERE e.id = $1 RETURNING id",
         enrollment, kind, order_id, sale, amount, status,
-        at or datetime.now(UTC) - timedelta(days=40))
+        at or clock.now() - timedelta(days=40))
 
 
 async def clicks(db: asyncpg.Pool, enrollment: uuid.UUID, count: int, *,
@@ -97,7 +98,7 @@ async def clicks(db: asyncpg.Pool, enrollment: uuid.UUID, count: int, *,
         " clicked_at, ip_hash, sub_id) SELECT gen_random_uuid(), e.id, e.program_id,"
         " e.partner_id, $2, md5(random()::text), $3 FROM affiliate_enrollments e,"
         " generate_series(1, $4) WHERE e.id = $1",
-        enrollment, at or datetime.now(UTC) - timedelta(days=3), sub_id, count)
+        enrollment, at or clock.now() - timedelta(days=3), sub_id, count)
 
 
 async def wallet_member(db: asyncpg.Pool) -> uuid.UUID:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -38,6 +37,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlalchemy import select
 
+from coalition import clock
 from coalition.affiliates import programs
 from coalition.affiliates.demo import AFFILIATE_LOGIN, AFFILIATES
 from coalition.affiliates.models import Affiliate
@@ -173,7 +173,7 @@ async def set_up(demo: Demo) -> States:
             " ORDER BY m.email LIMIT 1", hurtownia, [JAN, MARIA, KRZYSZTOF])
         bought = await visitor.post("/api/v1/purchases", json={
             "member": {"id": str(buyer)}, "order_id": f"FORMS-{uuid.uuid4().hex[:8]}",
-            "occurred_at": datetime.now(UTC).isoformat(), "total": 12000, "currency": "PLN",
+            "occurred_at": clock.now().isoformat(), "total": 12000, "currency": "PLN",
             "channel": "online", "click_id": click_id}, headers={
             "Authorization": f"Bearer {token.json()['access_token']}",
             "Idempotency-Key": uuid.uuid4().hex})

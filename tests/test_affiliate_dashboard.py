@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
+from coalition import clock
 from coalition.affiliates.payouts import run_payouts
 from settlement import sepa
 from tests.affiliate_c_helpers import (
@@ -50,12 +51,12 @@ async def setup(client, db):
                                  category_rates={"electronics": 250, "books": 1000})
     bags, _ = await new_program(db, partner.partner_id, name="Bags")
     await add_terms(db, shoes, partner.partner_id, 2, min_payout=99999,
-                    effective_from=datetime.now(UTC) + timedelta(days=30))
+                    effective_from=clock.now() + timedelta(days=30))
     e_shoes, code = await enroll(db, shoes, affiliate)
     e_bags, _ = await enroll(db, bags, affiliate, status="pending")
     await clicks(db, e_shoes, 8)
     await clicks(db, e_shoes, 2, sub_id="blog")
-    now = datetime.now(UTC)
+    now = clock.now()
     ids = {
         "approved": await commission(db, e_shoes, 1000, sale=10000, order_id="ord-1",
                                      at=now - timedelta(days=2)),
@@ -88,7 +89,7 @@ async def test_dashboard_figures_chart_terms_and_link_builder(client, db, app):
         assert "Dashboard Brand: Bags" in home.text
         sums = {}
         for status, amount, days_ago in CHART_FACTS:
-            month = f"{datetime.now(UTC) - timedelta(days=days_ago):%Y-%m}"
+            month = f"{clock.now() - timedelta(days=days_ago):%Y-%m}"
             sums[(month, status)] = sums.get((month, status), 0) + amount
         for (month, status), amount in sums.items():
             shown = f"{amount // 100}.{amount % 100:02d}"
@@ -126,7 +127,7 @@ async def test_commissions_list_filters_and_csv(client, db, app):
             (str(ids["clawback"]), "clawback", "ord-2", "0.00", "-1.00"),
             (str(ids["approved"]), "sale", "ord-1", "100.00", "10.00"),
             (str(ids["lead"]), "lead", "", "0.00", "0.50")]
-        today = datetime.now(UTC).date()
+        today = clock.now().date()
         window = await browser.get("/affiliate/commissions.csv", params={
             "date_from": str(today - timedelta(days=3)),
             "date_to": str(today - timedelta(days=2))})

@@ -30,7 +30,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -41,6 +41,7 @@ import schemathesis
 from asgi_lifespan import LifespanManager
 from authlib.common.security import generate_token
 
+from coalition import clock
 from coalition.config import Settings
 from coalition.db import DatabaseUrl
 from coalition.rules.service import create_rule
@@ -53,6 +54,8 @@ from tests.rewards_helpers import make_reward
 from tests.test_oauth_apps import BASE, authorize, log_in, new_app, new_member_login
 from tests.tiering import set_program
 from web.app import create_app
+
+pytestmark = pytest.mark.slow
 
 PROBLEM_JSON = "application/problem+json"
 VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -238,7 +241,7 @@ async def world(fuzz_client: httpx.AsyncClient, fuzz_db: asyncpg.Pool) -> World:
         order_id = f"fuzz-order-{number}"
         order = await partner.post("/api/v1/purchases", {
             "member": {"id": member}, "order_id": order_id,
-            "occurred_at": datetime.now(UTC).isoformat(), "total": 25_000,
+            "occurred_at": clock.now().isoformat(), "total": 25_000,
             "currency": currency, "channel": "store",
             "lines": [{"sku": "SKU-1", "quantity": 2, "unit_price": 12_500, "amount": 25_000}]})
         assert order.status_code == 201, order.text
@@ -305,7 +308,7 @@ def _aim(case: schemathesis.Case, world: World) -> None:
         if "order_id" in body:
             body["order_id"] = f"fuzz-order-{uuid.uuid4().hex}"
         if "occurred_at" in body:
-            moment = datetime.now(UTC) - timedelta(minutes=choose.randrange(1, 60 * 24 * 60))
+            moment = clock.now() - timedelta(minutes=choose.randrange(1, 60 * 24 * 60))
             body["occurred_at"] = moment.isoformat()
     if case.headers is not None and "Idempotency-Key" in case.headers:
         key = case.headers["Idempotency-Key"]
@@ -399,7 +402,7 @@ async def _own_things(partner: PartnerClient, member: str, points: int, currency
     order_id = f"{label}-order-{uuid.uuid4().hex[:12]}"
     order = await partner.post("/api/v1/purchases", {
         "member": {"id": member}, "order_id": order_id,
-        "occurred_at": datetime.now(UTC).isoformat(), "total": 40_000, "currency": currency,
+        "occurred_at": clock.now().isoformat(), "total": 40_000, "currency": currency,
         "channel": "store",
         "lines": [{"sku": "SKU-9", "quantity": 1, "unit_price": 40_000, "amount": 40_000}]})
     assert order.status_code == 201, order.text
@@ -420,7 +423,7 @@ async def member_world(fuzz_client: httpx.AsyncClient, fuzz_db: asyncpg.Pool, wo
     customer id and a balance no test data shares."""
     client, partner = fuzz_client, world.partner
     # A tier ladder, so that a member's tier is an answer about the member, not a 404.
-    await set_program(fuzz_db, datetime.now(UTC))
+    await set_program(fuzz_db, clock.now())
     login = await new_member_login(client)
     app = await new_app(client, partner)
     transport = httpx.ASGITransport(app=client.app)

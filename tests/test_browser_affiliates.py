@@ -17,10 +17,12 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
+import pytest
 
+from coalition import clock
 from coalition.affiliates import payouts
 from coalition.affiliates.commissions import approve_due
 from coalition.affiliates.fraud import MIN_SECONDS_AFTER_CLICK
@@ -39,6 +41,8 @@ from tests.browser import (
 from tests.test_browser_journey import ShopSite
 from tests.test_cli import coalition
 from web.app import create_app
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "affiliate secret 12"
 SEPA = {"sepa_debtor_name": "Coalition Operator Sp. z o.o.",
@@ -144,7 +148,7 @@ async def _partner_server_reports_the_purchase(base_url: str, story: Story) -> N
         bought = await server.post("/api/v1/purchases", headers={
             **bearer, "Idempotency-Key": uuid.uuid4().hex}, json={
             "member": {"id": member_id}, "order_id": f"AFF-{uuid.uuid4().hex[:8]}",
-            "occurred_at": datetime.now(UTC).isoformat(), "total": 120_000,
+            "occurred_at": clock.now().isoformat(), "total": 120_000,
             "currency": "PLN", "channel": "online",
             "lines": [{"sku": "BIKE-1", "category": "bikes", "quantity": 1,
                        "unit_price": 120_000, "amount": 120_000}]})
@@ -162,7 +166,7 @@ async def _hold_passes_and_payout_is_made(journey: Journey, story: Story, db,
     assert "60.00" in await row.inner_text()
     await journey.shot(page, "affiliate-sees-commission-pending")
 
-    later = datetime.now(UTC) + timedelta(days=31)        # the 30-day hold has passed
+    later = clock.now() + timedelta(days=31)        # the 30-day hold has passed
     async with db.acquire() as conn:
         assert await approve_due(conn, later) >= 1
     assert await db.fetchval("SELECT status FROM affiliate_commissions WHERE id = $1",

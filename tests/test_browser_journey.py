@@ -31,6 +31,8 @@ from tests.browser import Journey, Screenshots, fill_form, log_in, submit
 from tests.test_cli import coalition
 from tests.test_onboarding import application
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Story:

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
+import pytest
 
+from coalition import clock
 from tenants.accounts import create_user
 from tenants.service import create_partner, create_server_client
 from tests.browser import Journey, Screenshots, fill_form, link_existing_member, log_in, submit
+
+pytestmark = pytest.mark.slow
 
 OWNER_PASSWORD = "owner secret 123"
 MEMBER_PASSWORD = "member secret 123"
@@ -133,7 +137,7 @@ async def _partner_server_reports_a_purchase(base_url: str, story: Story) -> Non
         bought = await server.post("/api/v1/purchases", headers={
             **bearer, "Idempotency-Key": uuid.uuid4().hex}, json={
             "member": {"id": member_id}, "order_id": f"TILL-{uuid.uuid4().hex[:6]}",
-            "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+            "occurred_at": (clock.now() - timedelta(minutes=1)).isoformat(),
             "total": 25000, "currency": "PLN", "channel": "store",
             "lines": [{"sku": "BEANS-1KG", "category": "coffee", "quantity": 2,
                        "unit_price": 12500, "amount": 25000}]})

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from coalition import clock
 from tenants.accounts import create_user
 from tests.portal import Browser, csrf_of, owner_browser, submit
 
@@ -62,8 +63,8 @@ async def test_rotation_grace_period_ends(app, client, db):
         client_id, secret, pk = await create_client(browser, "members:read")
         page = await browser.get("/partner/clients")
         await browser.post(f"/partner/clients/{pk}/rotate", data={"_csrf_token": csrf_of(page)})
-    await db.execute("UPDATE oauth_clients SET previous_secret_expires_at = now()"
-                     " WHERE client_id = $1", client_id)
+    await db.execute("UPDATE oauth_clients SET previous_secret_expires_at = $2"
+                     " WHERE client_id = $1", client_id, clock.now())
     assert (await token(client, client_id, secret)).status_code == 401
 
 

@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import asyncpg
 
+from coalition import clock
 from coalition.rules.engine import Basket, Shopper, evaluate
 from coalition.rules.service import active_rules
 from coalition.verify import verify_ledger
@@ -24,7 +25,7 @@ async def _demo_history_is_settled(conn: asyncpg.Connection) -> None:
                             " ORDER BY period_start")
     assert rows and rows[-1]["status"] == "draft"
     tz = await conn.fetchval("SELECT timezone FROM coalition_settings")
-    assert rows[-1]["period"] == previous_period(datetime.now(UTC), tz)
+    assert rows[-1]["period"] == previous_period(clock.now(), tz)
     finalized = [r for r in rows if r["status"] == "finalized"]
     assert len(finalized) >= 4 and len(finalized) == len(rows) - 1
     last = finalized[-1]["id"]
@@ -55,7 +56,8 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
                 "SELECT count(DISTINCT date_trunc('month', created_at)) FROM journal_entries")
             assert months >= 5
             kinds = {r[0] for r in await conn.fetch("SELECT DISTINCT kind FROM journal_entries")}
-            assert kinds == {"earn", "redeem", "reverse", "hold"}
+            # 'activate': Moda's pending points, made available as the history goes on.
+            assert kinds == {"earn", "redeem", "reverse", "hold", "activate"}
             rewards = dict(await conn.fetch(
                 "SELECT name, price_points FROM rewards WHERE listed"))
             assert rewards["Zniżka 10% na kolejne zakupy"] == 100
@@ -70,7 +72,7 @@ def test_demo_coalition_loads_once_with_promised_balances(demo_database):
             # prepaid from now with a paid block the history did not draw.
             cards = await conn.fetch(
                 "SELECT p.slug, t.issue_price, t.reimbursement, t.fee_percent, t.billing"
-                " FROM partners p, settlement_terms_at(p.id, now()) t")
+                " FROM partners p, settlement_terms_at(p.id, $1) t", clock.now())
             assert {(r["issue_price"], r["reimbursement"], r["fee_percent"])
                     for r in cards} == {(Decimal("1.2"), Decimal("1.0"), Decimal("2"))}
             assert {r["slug"] for r in cards if r["billing"] == "prepaid"} == {"salon"}
@@ -137,7 +139,7 @@ async def _demo_history_went_through_the_rules(conn) -> None:
         "SELECT event_type, count(*) FROM member_events WHERE points > 0 GROUP BY 1"))
     assert {"signup", "webinar", "survey"} <= set(events)
     holds = await conn.fetch("SELECT status, points FROM point_holds"
-                             " WHERE expires_at > now()")
+                             " WHERE expires_at > $1", clock.now())
     assert [(r["status"], r["points"]) for r in holds] == [("held", 300)]
 
 
@@ -145,7 +147,7 @@ async def _demo_rules_earn_as_promised(conn) -> None:
     """Moda Centrum in April, a VIP buying for 250 PLN: 250 (1 pt per PLN) + 30 (above
     200 PLN) doubled by the spring campaign (+280), then VIP x1.5 on 560 (+280)."""
     moda = await conn.fetchval("SELECT id FROM partners WHERE slug = 'moda'")
-    year = datetime.now(UTC).year
+    year = clock.now().year
     april = datetime(year, 4, 15, 12, tzinfo=UTC)
     rules = await active_rules(conn, moda, april)
     vip = Shopper(tier="vip", segments=frozenset(), first_purchase=False)

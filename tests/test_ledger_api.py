@@ -2,6 +2,7 @@
 
 import asyncio
 
+from coalition import clock
 from tests.helpers import new_key
 from tests.test_lifecycle import assert_verified
 
@@ -43,8 +44,8 @@ async def test_redemption_consumes_lots_first_expiring_first(partner, other_part
     first = (await partner.earn(member, 40)).json()["id"]
     second = (await other_partner.earn(member, 60)).json()["id"]
     # Make the second lot expire sooner: it must be consumed first.
-    await db.execute("UPDATE lots SET expires_at = now() + interval '1 day' WHERE entry_id = $1",
-                     second)
+    await db.execute("UPDATE lots SET expires_at = $2::timestamptz + interval '1 day'"
+                     " WHERE entry_id = $1", second, clock.now())
     redemption = await partner.redeem(member, 70)
     assert redemption.status_code == 201
     rows = await db.fetch(

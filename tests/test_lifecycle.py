@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coalition import lifecycle
+from coalition import clock, lifecycle
 from coalition.importer import import_transactions
 from coalition.ledger import Ledger, PostingRequest
 from coalition.purchases import Decision, MemberRef, Order, post_purchase
 from coalition.verify import verify_ledger
 from tests.helpers import new_key
 
-NOW = datetime.now(UTC)
+NOW = clock.now()
 DAY = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -381,8 +381,8 @@ async def test_void_and_expiry_give_every_point_back(db, partner, other_partner)
     assert (await partner.balance(member))["available"] == 100
     lapsing = (await _hold(db, partner, member, 30, NOW - timedelta(seconds=1))).json()
     async with db.acquire() as conn:
-        assert await lifecycle.expire_holds(conn, datetime.now(UTC)) >= 1
-        assert await lifecycle.expire_holds(conn, datetime.now(UTC)) == 0
+        assert await lifecycle.expire_holds(conn, clock.now()) >= 1
+        assert await lifecycle.expire_holds(conn, clock.now()) == 0
     state = await db.fetchval("SELECT status FROM point_holds WHERE id = $1",
                               uuid.UUID(lapsing["id"]))
     assert state == "expired"
@@ -472,7 +472,7 @@ async def test_queued_jobs_run_on_a_procrastinate_worker_and_twice_change_nothin
     await buy(db, partner, member, 10, occurred_at=NOW + timedelta(days=2))
     assert (await partner.balance(member))["pending"] == 55  # nothing ran yet
     # The jobs' timestamp is their "now": two days on, the first window is over.
-    when = int((NOW + timedelta(days=2, hours=1)).timestamp())
+    when = int(clock.wall_timestamp(NOW + timedelta(days=2, hours=1)))
     async with opened(database_url) as jobs:
         for _ in range(2):
             await activate_pending.defer_async(timestamp=when)

@@ -3,6 +3,7 @@
 import base64
 import uuid
 
+from coalition import clock
 from tenants.service import create_partner, create_server_client
 from tests.helpers import new_partner
 
@@ -121,8 +122,8 @@ async def test_api_requires_valid_bearer_token(client, partner):
 
 
 async def test_expired_and_revoked_tokens_are_refused(client, db, partner):
-    await db.execute("UPDATE oauth_tokens SET expires_at = now() - interval '1 second'"
-                     " WHERE partner_id = $1", partner.partner_id)
+    await db.execute("UPDATE oauth_tokens SET expires_at = $2::timestamptz - interval '1 second'"
+                     " WHERE partner_id = $1", partner.partner_id, clock.now())
     assert (await partner.get("/api/v1/members")).status_code == 401
 
     fresh = await new_partner(client)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -18,7 +18,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from coalition import members
+from coalition import clock, members
 from tenants import accounts
 from tenants.keys import create_signing_key
 from tenants.service import create_app_client
@@ -213,8 +213,9 @@ async def test_codes_are_single_use_short_lived_and_bound(client, browser, partn
 
     # Short-lived: a code past its 60 seconds is refused.
     back = await authorize(browser, app, verifier)
-    await db.execute("UPDATE oauth_authorization_codes SET expires_at = now() - interval '1s'"
-                     " WHERE used_at IS NULL")
+    await db.execute("UPDATE oauth_authorization_codes"
+                     " SET expires_at = $1::timestamptz - interval '1s' WHERE used_at IS NULL",
+                     clock.now())
     late = await client.post("/oauth/token", data={
         "grant_type": "authorization_code", "code": query_of(back)["code"],
         "redirect_uri": CALLBACK, "code_verifier": verifier},
@@ -400,7 +401,7 @@ async def test_refresh_tokens_expire(client, browser, partner, member, db):
                                   authorization_response=await authorize(browser, app, verifier),
                                   code_verifier=verifier)
     await db.execute("UPDATE oauth_tokens SET refresh_expires_at = $1 WHERE member_id = $2",
-                     datetime.now(UTC) - timedelta(seconds=1), uuid.UUID(member.member_id))
+                     clock.now() - timedelta(seconds=1), uuid.UUID(member.member_id))
     expired = await client.post("/oauth/token", data={
         "grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
         auth=(app.client_id, app.client_secret))

@@ -46,6 +46,8 @@ from tests.test_oauth_apps import (
     query_of,
 )
 
+pytestmark = pytest.mark.slow
+
 # Cases per kind of request; a deeper local run explores other cases, still reproducibly:
 #   COALITION_FUZZ_EXAMPLES=300 COALITION_FUZZ_SEED=7 pytest tests/test_oauth_fuzz.py
 EXAMPLES = int(os.environ.get("COALITION_FUZZ_EXAMPLES", "40"))

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from coalition import clock
 from tenants.accounts import create_user
 from tests.helpers import new_partner
 from tests.portal import Browser, csrf_of, submit
@@ -198,7 +199,7 @@ async def test_29_february_is_a_fixed_date_and_never_keeps_the_months(app, db,
     row = await settings_row(db)
     assert (row["expiry_policy"], row["points_validity_months"], row["expiry_fixed_month"]) \
         == ("never", 12, None)
-    assert await db.fetchval("SELECT ledger_lot_expiry(now())") is None
+    assert await db.fetchval("SELECT ledger_lot_expiry($1)", clock.now()) is None
 
 
 async def test_only_operators_change_the_coalition_policies(app, client, db, partner,

@@ -30,6 +30,8 @@ from litestar import Litestar
 from tests.portal_demo import ORIGIN, ROLES, Demo, Role, database_fingerprint, signed_in
 from web.demo import PARTNERS
 
+pytestmark = pytest.mark.slow
+
 MAX_PAGES = 300
 # Pages of one shape (the same route with other ids: /operator/partners/{id}) after
 # which further ones add time, not coverage: a list of 40 members' pages is sampled.

@@ -29,20 +29,24 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import timedelta
 from html.parser import HTMLParser
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
 import pytest
 
+from coalition import clock
 from tests.portal import csrf_of
 from tests.portal_demo import ORIGIN, ROLES, Demo, Role, database_fingerprint, signed_in
 from tests.portal_states import Renew, States, set_up
 from tests.test_onboarding import random_nip
 from tests.test_portal_crawl import MEMBER_FIRST_VISIT, crawl, internal, shape
 from web.demo_history import KRZYSZTOF
+
+pytestmark = pytest.mark.slow
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 LONG = "x" * 5000
@@ -294,7 +298,7 @@ def last_option(control: Control) -> str:
     return control.options[-1]
 
 
-SOON = (date.today() + timedelta(days=30)).isoformat()
+SOON = (clock.today(ZoneInfo("Europe/Warsaw")) + timedelta(days=30)).isoformat()
 PASSWORD = "a forms test password 12"
 IBAN = "PL61 1090 1014 0000 0712 1981 2874"
 # Values that make a form valid where the page leaves a required field empty or offers

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from coalition import clock
 from coalition.errors import DomainError
 from coalition.importer import import_transactions
 from coalition.ledger import Ledger, PostingRequest
@@ -270,6 +271,6 @@ async def test_a_refused_posting_of_a_demo_style_backdated_entry_is_not_drawn(db
     member = uuid.UUID(await partner.enroll())
     result = await Ledger(db).earn(PostingRequest(
         partner_id=partner.partner_id, member_id=member, points=500, actor="demo",
-        posted_at=datetime.now(UTC) - timedelta(days=30)))
+        posted_at=clock.now() - timedelta(days=30)))
     assert result.status == 201
     assert await available(db, partner.partner_id) == 10

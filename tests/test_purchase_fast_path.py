@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
+from coalition import clock
 from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
 from coalition.rules.validation import RuleSpec
 from coalition.tiers import service as tiers
@@ -20,7 +21,7 @@ from tests.test_purchases_api import BASE, LINES, order, rules
 from tests.tiering import set_program
 from web import earning
 
-NOW = datetime.now(UTC) - timedelta(minutes=1)
+NOW = clock.now() - timedelta(minutes=1)
 WELCOME = RuleSpec("Welcome", "first_purchase", {"points": 50}, priority=40)
 
 

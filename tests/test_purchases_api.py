@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from coalition import clock
 from coalition.rules.service import create_rule, edit_rule, get_rule
 from coalition.rules.validation import RuleSpec
 from tests.helpers import new_key
 from tests.test_lifecycle import assert_verified
 
-NOW = datetime.now(UTC) - timedelta(minutes=1)
+NOW = clock.now() - timedelta(minutes=1)
 LINES = [
     {"sku": "PAINT-10L", "category": "paint", "quantity": 2, "unit_price": 5000,
      "amount": 10000},

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from coalition import referrals
+from coalition import clock, referrals
 from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
 from coalition.rules.engine import RuleVersion, Shopper, describe, referral_bonus
 from coalition.rules.service import archive_rule, create_rule, get_rule
@@ -240,14 +240,14 @@ async def test_the_fast_path_sees_a_closed_referral_and_the_locked_path_decides(
     ref = MemberRef(id=uuid.UUID(referee))
     async with db.acquire() as conn:
         settings = await earning.program(conn)
-        day, month, _ = earning.periods(datetime.now(UTC), settings.timezone)
+        day, month, _ = earning.periods(clock.now(), settings.timezone)
         facts = await read_facts(conn, partner_id=partner.partner_id, member=ref,
                                  capped_rules=[], day_start=day, month_start=month)
     assert facts is not None and facts.referrer == uuid.UUID(referrer)
     # The qualifying purchase posts between the read and the commit.
     first = (await partner.post("/api/v1/purchases", order(referee, total=20_000))).json()
     assert first["referral_bonus"]["points"] == 100
-    stale = Order(order_id=new_key(), occurred_at=datetime.now(UTC) - timedelta(minutes=1),
+    stale = Order(order_id=new_key(), occurred_at=clock.now() - timedelta(minutes=1),
                   currency="PLN", total=20_000, channel="store", store_id=None, lines=[])
     referral = {"rule_id": str(rule_id), "version": 1, "name": "Refer a friend",
                 "funding": "partner", "points": 100, "welcome_points": 40,
@@ -282,7 +282,7 @@ async def test_the_monthly_limit_holds_under_concurrency(app, partner, db):
     referrer = await partner.enroll()
     code = await code_of(db, referrer)
     referees = [await partner.enroll(referral_code=code) for _ in range(7)]
-    last_month = (month_start(datetime.now(UTC)) - timedelta(days=10)).isoformat()
+    last_month = (month_start(clock.now()) - timedelta(days=10)).isoformat()
 
     async def buy(referee: str, at: str | None = None):
         body = order(referee, total=1_000)
@@ -401,7 +401,7 @@ async def test_a_referral_rules_budget_holds_when_referees_qualify_at_once(app, 
 
 async def test_a_coalition_funded_rule_pays_from_the_operator(app, partner, db):
     # Active only in a past window of its own, so no other test's purchase meets it.
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    start = clock.now().replace(microsecond=0) - timedelta(hours=5)
     async with app.state.sessionmaker() as session:
         rule = await create_rule(session, None, RuleSpec(
             "Coalition referral", "referral", {"points": 70, "welcome_points": 30},
@@ -432,7 +432,7 @@ async def test_a_coalition_funded_rule_pays_from_the_operator(app, partner, db):
     finally:
         async with app.state.sessionmaker() as session:
             await archive_rule(session, await get_rule(session, rule.id, None),
-                               datetime.now(UTC))
+                               clock.now())
             await session.commit()
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from coalition import clock
 from coalition.audience import MemberContext
 from coalition.errors import DomainError
 from coalition.rewards import eligible
@@ -68,7 +69,7 @@ def test_eligible_checks_window_stock_tier_and_segments():
     assert eligible(vip_only, MemberContext(member, "vip", frozenset({segment}))) is None
     assert "selected members" in eligible(vip_only, MemberContext(member, "vip", frozenset()))
     vip_only.tiers, vip_only.segments = [], []
-    now = datetime.now(UTC)
+    now = clock.now()
     vip_only.valid_from = now + timedelta(days=1)
     assert "Available from" in eligible(vip_only, MemberContext(member, None, frozenset()))
     assert eligible(vip_only, MemberContext(member, None, frozenset()),
@@ -111,7 +112,7 @@ async def test_redemption_burns_at_the_rewards_partner_and_issues_a_voucher(
 async def test_every_refusal_writes_nothing(app, partner, other_partner, db, case):
     pool = app.state.pool
     member = await _member_with(partner, 150)
-    now = datetime.now(UTC)
+    now = clock.now()
     fields = {
         "inactive": {"active": False},
         "not yet": {"valid_from": now + timedelta(days=3)},
@@ -214,8 +215,8 @@ async def test_an_expired_voucher_cannot_be_used(app, partner, db):
     member = await _member_with(partner, 100)
     reward = await make_reward(db, partner.partner_id, voucher_days=7)
     code = (await _redeem(app.state.pool, reward, member))["voucher"]["code"]
-    await db.execute("UPDATE vouchers SET expires_at = now() - interval '1 minute'"
-                     " WHERE code = $1", code)
+    await db.execute("UPDATE vouchers SET expires_at = $2::timestamptz - interval '1 minute'"
+                     " WHERE code = $1", code, clock.now())
     async with app.state.pool.acquire() as conn:
         assert (await find_voucher(conn, partner.partner_id, code))["status"] == "expired"
     with pytest.raises(DomainError) as refused:

@@ -7,6 +7,7 @@ import uuid
 
 from authlib.common.security import generate_token
 
+from coalition import clock
 from coalition.verify import verify_ledger
 from tests.helpers import new_key
 from tests.rewards_helpers import footprint, make_reward, wallet
@@ -136,8 +137,8 @@ async def test_concurrent_consumes_over_http_one_wins(partner, db):
 async def test_expired_voucher_is_422(partner, db):
     _, _, redeemed = await _voucher(partner, db, voucher_days=1)
     code = redeemed["voucher"]["code"]
-    await db.execute("UPDATE vouchers SET expires_at = now() - interval '1 second'"
-                     " WHERE code = $1", code)
+    await db.execute("UPDATE vouchers SET expires_at = $2::timestamptz - interval '1 second'"
+                     " WHERE code = $1", code, clock.now())
     assert (await partner.get(f"/api/v1/vouchers/{code}")).json()["status"] == "expired"
     expired = await partner.post(f"/api/v1/vouchers/{code}/consume")
     assert expired.status_code == 422 and expired.json()["type"] == "/problems/voucher-expired"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from coalition import clock
 from coalition.rewards import grant_purchase_coupons
 from coalition.rewards.service import consume
 from coalition.verify import verify_ledger
@@ -25,7 +26,7 @@ async def _grant(app, partner_id, member, order_id, total, at=None):
     async with app.state.pool.acquire() as conn:
         return await grant_purchase_coupons(
             conn, partner_id=partner_id, member_id=uuid.UUID(member), order_id=order_id,
-            total=total, occurred_at=at or datetime.now(UTC))
+            total=total, occurred_at=at or clock.now())
 
 
 async def test_a_qualifying_purchase_grants_one_coupon_usable_at_the_other_brand(
@@ -66,7 +67,7 @@ async def test_a_qualifying_purchase_grants_one_coupon_usable_at_the_other_brand
 async def test_coupons_respect_window_stock_limit_gates_and_active_flags(
         app, partner, other_partner, db):
     member = await partner.enroll()
-    now = datetime.now(UTC)
+    now = clock.now()
     limited = await make_reward(db, other_partner.partner_id, stock=1, listed=False)
     await _offer(db, partner.partner_id, limited, min_total=100)
     capped = await make_reward(db, other_partner.partner_id, per_member_limit=1, listed=False)

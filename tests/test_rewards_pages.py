@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from coalition import clock
 from coalition.rewards.service import insert_voucher, reward_of
 from tenants.accounts import create_user
 from tests.portal import Browser, csrf_of, owner_browser, submit
@@ -129,7 +130,7 @@ async def test_a_reward_targets_only_the_partners_own_segments(app, client, db):
     recent = {"conditions": [{"type": "last_purchase", "within_days": 30}]}
     async with db.acquire() as conn:
         mine, theirs = [await segments.save(conn, owner, None, f"Recent {uuid.uuid4().hex[:6]}",
-                                            None, recent, "test", datetime.now(WARSAW))
+                                            None, recent, "test", clock.now().astimezone(WARSAW))
                         for owner in (partner_id, stranger)]
     reward = {"name": "Tylko dla stałych", "kind": "free_delivery", "price_points": "50",
               "listed": "on", "active": "on"}

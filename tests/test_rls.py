@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 import coalition.members as members_module
 import web.portal.console as console_module
+from coalition import clock
 from tenants.accounts import audit, create_user, issue_token
 from tenants.models import (
     AuthorizationCode,
@@ -142,8 +143,8 @@ async def scenario(app, client, db) -> Scenario:
             code_hash=uuid.uuid4().hex * 2, client_pk=app_client.id, partner_id=a.partner_id,
             user_id=person.id, member_id=uuid.UUID(member), redirect_uri="https://alpha.example/cb",
             scope="openid", code_challenge="x" * 43, code_challenge_method="S256",
-            auth_time=datetime.now(UTC), family_id=uuid.uuid4(),
-            expires_at=datetime.now(UTC) + timedelta(minutes=1)))
+            auth_time=clock.now(), family_id=uuid.uuid4(),
+            expires_at=clock.now() + timedelta(minutes=1)))
         session.add(IdentityProvider(partner_id=a.partner_id, issuer="https://idp.alpha.example",
                                      client_id="alpha", client_secret_encrypted="sealed"))
         await session.commit()

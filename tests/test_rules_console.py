@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from coalition import clock
 from coalition.rules import service
 from tenants.accounts import create_user
 from tests.portal import Browser, csrf_of, owner_browser, submit
@@ -126,10 +127,10 @@ async def test_bad_input_names_the_field_and_saves_nothing(app, client, db, fiel
 
 async def test_the_rules_list_shows_what_each_rule_awarded_at_the_brand(app, client, db,
                                                                           partner):
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     browser, partner_id = await owner_browser(app, client)
-    now = datetime.now(UTC)
+    now = clock.now()
     async with browser:
         rule_id = uuid.UUID(await create(browser, **BASE_RULE))
         members = [uuid.UUID(await partner.enroll()) for _ in range(2)]
@@ -153,7 +154,6 @@ async def test_the_rules_list_shows_what_each_rule_awarded_at_the_brand(app, cli
 
 
 async def test_a_partners_rule_targets_only_the_partners_own_segments(app, client, db):
-    from datetime import UTC, datetime
 
     from coalition.segments import service as segments
     browser, partner_id = await owner_browser(app, client)
@@ -162,7 +162,7 @@ async def test_a_partners_rule_targets_only_the_partners_own_segments(app, clien
     async with db.acquire() as conn:
         mine, theirs, shared = [
             await segments.save(conn, owner, None, f"Recent {uuid.uuid4().hex[:6]}", None,
-                                recent, "test", datetime.now(UTC))
+                                recent, "test", clock.now())
             for owner in (partner_id, stranger, None)]
     async with browser:
         for foreign in (theirs, shared):     # another brand's, the coalition's
@@ -295,7 +295,7 @@ async def test_calendar_lays_campaigns_out_by_month(app, client):
 
 async def test_active_rules_cache_sees_edits_at_once_and_through_notify(app, client, db):
     browser, partner_id = await owner_browser(app, client)
-    at = datetime.now(UTC)
+    at = clock.now()
     async with browser:
         rule_id = uuid.UUID(await create(browser, **BASE_RULE))
         async with db.acquire() as conn:
@@ -308,8 +308,8 @@ async def test_active_rules_cache_sees_edits_at_once_and_through_notify(app, cli
             assert [(r.version, r.params["points"]) for r in again if r.partner_id] == [(2, 3)]
             # Another process archiving it: only the NOTIFY can tell this one.
             assert service.CACHE._listener is not None
-            await db.execute("UPDATE earning_rules SET archived_at = now() WHERE id = $1",
-                             rule_id)
+            await db.execute("UPDATE earning_rules SET archived_at = $2 WHERE id = $1",
+                             rule_id, clock.now())
             for _ in range(50):
                 if not service.CACHE._entries:
                     break
@@ -340,7 +340,7 @@ async def test_budget_cannot_drop_below_what_was_awarded(app, client, db):
         async with db.acquire() as conn:
             rules = [r for r in await service.active_rules(conn, (await db.fetchval(
                 "SELECT partner_id FROM earning_rules WHERE id = $1", uuid.UUID(rule_id))),
-                datetime.now(UTC)) if r.partner_id]
+                clock.now()) if r.partner_id]
             assert await service.budget_left(conn, rules) == {uuid.UUID(rule_id): 300}
         refused = await submit(browser, f"/partner/rules/{rule_id}", f"/partner/rules/{rule_id}",
                                **{**BASE_RULE, "budget": "600"})

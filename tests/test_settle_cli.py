@@ -12,6 +12,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
+from coalition import clock
 from settlement import runs
 from tests.helpers import new_partner
 from tests.settlement_helpers import add_terms, earn, new_member, redeem
@@ -217,7 +218,7 @@ async def test_draft_settlement_job_drafts_the_previous_month_once(client, db, d
     await earn(db, partner.partner_id, member, 500, "2012-05-20")
     jobs._database["dsn"] = database_url.asyncpg_dsn
     # The cron fires on the 1st at 02:10 UTC (04:10 in Warsaw): last month is 2012-05.
-    fired = int(datetime(2012, 6, 1, 2, 10, tzinfo=UTC).timestamp())
+    fired = int(clock.wall_timestamp(datetime(2012, 6, 1, 2, 10, tzinfo=UTC)))
     try:
         assert await jobs.draft_settlement(fired) == "2012-05: drafted (draft)"
         assert await _status(db, "2012-05") == "draft"
@@ -231,7 +232,7 @@ async def test_draft_settlement_job_drafts_the_previous_month_once(client, db, d
         assert await jobs.draft_settlement(fired) == "2012-05: exists"
         assert await _status(db, "2012-05") == "in_review"
         # Next month's firing while this run is still open: reported, not raised.
-        july = int(datetime(2012, 7, 1, 2, 10, tzinfo=UTC).timestamp())
+        july = int(clock.wall_timestamp(datetime(2012, 7, 1, 2, 10, tzinfo=UTC)))
         assert await jobs.draft_settlement(july) == (
             "2012-06: not drafted: The 2012-05 run is still open: finalize or discard it"
             " first.")

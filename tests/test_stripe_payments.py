@@ -9,7 +9,6 @@ the payout details page and the partner's payments API."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import date
 from decimal import Decimal
@@ -34,6 +33,7 @@ from tests.stripe_fixtures import (  # noqa: F401  (fixtures)
     stripe_api,
     stripe_app,
     stripe_client,
+    stripe_time,
 )
 from tests.test_tier_pages import new_login
 
@@ -124,7 +124,7 @@ async def status_of(db, payment) -> str:
 
 
 async def test_events_in_any_order_end_in_the_right_state(stripe_client, stripe_api, db):
-    t0 = int(time.time())
+    t0 = stripe_time()
     paid_first, obj = await open_invoice(stripe_client, stripe_api)
     paid = {**obj, "status": "paid", "amount_paid": 10500}
     outcomes = []
@@ -177,7 +177,7 @@ async def test_replay_changes_nothing_and_unknown_types_are_stored(stripe_client
 
 async def test_bad_signatures_are_refused_and_store_nothing(stripe_client, db):
     body = json.dumps(event("invoice.paid", {"id": "in_forged", "amount_paid": 1})).encode()
-    for signature in (sign(body, "whsec_wrong"), sign(body, timestamp=int(time.time()) - 3600),
+    for signature in (sign(body, "whsec_wrong"), sign(body, timestamp=stripe_time() - 3600),
                       "t=1,v1=00", "", sign(body + b" ")):
         response = await post_event(stripe_client, body, signature)
         assert response.status_code == 400, response.text

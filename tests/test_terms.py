@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import asyncpg
 import pytest
 
+from coalition import clock
 from coalition.errors import Conflict, DomainError
 from settlement import prepaid
 from settlement.terms import (
@@ -38,7 +39,7 @@ def quote_code() -> str:
 
 
 async def test_a_price_change_mid_period_applies_from_its_date(db, partner):
-    now = datetime.now(UTC)
+    now = clock.now()
     later = now + timedelta(days=10)
     async with db.acquire() as conn:
         first = await add_rate_card(conn, partner.partner_id, CARD, "op", now=now)
@@ -92,7 +93,7 @@ async def test_every_invalid_field_is_named(db, partner):
 
 
 async def test_rate_cards_and_fx_rates_are_never_rewritten(db, partner):
-    now = datetime.now(UTC)
+    now = clock.now()
     code = quote_code()
     async with db.acquire() as conn:
         card = await add_rate_card(conn, partner.partner_id, CARD, "op", now=now)
@@ -140,7 +141,7 @@ async def test_fx_lookup_takes_the_latest_rate_on_or_before_the_day_and_converts
 
 async def test_a_settlement_currency_needs_a_rate_in_force_at_the_card_date(db, partner):
     code = quote_code()
-    soon = datetime.now(UTC) + timedelta(days=5)
+    soon = clock.now() + timedelta(days=5)
     async with db.acquire() as conn:
         await add_fx_rate(conn, {"base": "PLN", "quote": code, "rate": "0.25",
                                  "effective_from": (soon + timedelta(days=3)).date()})
@@ -257,7 +258,7 @@ async def test_partner_console_shows_terms_and_requests_blocks(app, client, db, 
         terms = await browser.get("/partner/terms")
         assert "1.2" in terms.text and "prepaid" in terms.text
         # The flag the draw trigger sets (test_prepaid covers when) shows on both pages.
-        await db.execute("UPDATE prepaid_balances SET low_since = now() WHERE partner_id = $1",
-                         partner_id)
+        await db.execute("UPDATE prepaid_balances SET low_since = $2 WHERE partner_id = $1",
+                         partner_id, clock.now())
         assert "Low balance" in (await browser.get("/partner/prepaid")).text
         assert "Low prepaid points balance" in (await browser.get("/partner")).text

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
+from coalition import clock
 from coalition.ledger import Ledger, PostingRequest
 from tenants.accounts import create_user
 from tests.portal import Browser, csrf_of, owner_browser, submit
@@ -30,7 +32,7 @@ async def new_login(app, kind: str, **extra) -> tuple[Browser, str]:
 
 
 async def test_member_home_shows_tier_progress_and_history(app, client, db, partner):
-    now = datetime.now(UTC)
+    now = clock.now()
     await set_program(db, now, downgrade="rolling")
     member = await partner.enroll()
     await buy(db, partner.partner_id, member, 62_550, now - timedelta(days=2))
@@ -50,7 +52,7 @@ async def test_member_home_shows_tier_progress_and_history(app, client, db, part
 
 
 async def test_operator_edits_the_ladder_and_assigns_a_tier(app, client, db, partner):
-    await set_program(db, datetime.now(UTC), downgrade="rolling")
+    await set_program(db, clock.now(), downgrade="rolling")
     member = await partner.enroll()
     card = await db.fetchval("SELECT card_number FROM members WHERE id = $1", uuid.UUID(member))
     operator, _ = await new_login(app, "operator")
@@ -73,7 +75,7 @@ async def test_operator_edits_the_ladder_and_assigns_a_tier(app, client, db, par
         assert bad.status_code == 400 and "(threshold_1)" in bad.text
         bad = await operator.post("/operator/tiers", data={**form, "threshold_0": "5"})
         assert bad.status_code == 400 and "every member holds it" in bad.text
-        last_day = (date.today() + timedelta(days=30)).isoformat()
+        last_day = (clock.today(ZoneInfo("Europe/Warsaw")) + timedelta(days=30)).isoformat()
         assigned = await operator.post("/operator/tiers/assign", data={
             "_csrf_token": csrf, "member": card, "tier": "vip", "until": last_day,
             "reason": "Key account"})
@@ -90,7 +92,7 @@ async def test_operator_edits_the_ladder_and_assigns_a_tier(app, client, db, par
     reasons = [r[0] for r in await db.fetch("SELECT reason FROM tier_history WHERE member_id"
                                              " = $1 ORDER BY id", uuid.UUID(member))]
     assert reasons == ["manual", "manual_expired"]
-    await set_program(db, datetime.now(UTC), downgrade="rolling")
+    await set_program(db, clock.now(), downgrade="rolling")
 
 
 async def test_the_ladder_shows_what_each_tier_unlocks(app, client, db, partner):
@@ -98,7 +100,7 @@ async def test_the_ladder_shows_what_each_tier_unlocks(app, client, db, partner)
     from tests.rewards_helpers import make_reward
     from tests.test_purchases_api import rules
 
-    await set_program(db, datetime.now(UTC))
+    await set_program(db, clock.now())
     mark = uuid.uuid4().hex[:6]
     await rules(app, partner, RuleSpec(f"VIP treat {mark}", "multiplier",
                                        {"multiplier": "2"}, tiers=("vip",), priority=950))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from coalition import clock
 from coalition.audience import member_context, member_contexts
 from coalition.errors import DomainError
 from coalition.tiers import (
@@ -154,7 +155,7 @@ async def test_points_basis_counts_earned_points_net_of_reversals(db, partner):
     await set_program(db, T0, ladder=points_ladder, qualification="points",
                       downgrade="rolling")
     member = await partner.enroll()
-    now = datetime.now(UTC) + timedelta(seconds=5)
+    now = clock.now() + timedelta(seconds=5)
     earn = (await partner.earn(member, 1200)).json()
     assert (await evaluate(db, member, now)).to_code == "vip"
     reversal = await partner.post(f"/api/v1/transactions/{earn['id']}/reversal",
@@ -187,7 +188,7 @@ async def test_manual_assignment_lifts_until_its_end_date_then_lapses(db, partne
 async def test_a_lapsed_manual_tier_no_longer_counts_even_before_the_job(db, partner):
     await set_program(db, T0, downgrade="rolling")
     member = uuid.UUID(await partner.enroll())
-    soon = datetime.now(UTC) + timedelta(seconds=1)
+    soon = clock.now() + timedelta(seconds=1)
     async with db.acquire() as conn:
         await assign_manual(conn, member, "vip", soon, "Trial", "op@x", soon - timedelta(days=1))
         await conn.execute("SELECT pg_sleep(1.1)")
@@ -268,14 +269,15 @@ async def member_token(client, partner, member: str, scope: str) -> dict[str, st
         await session.commit()
     await client.app.state.pool.execute(
         "INSERT INTO oauth_tokens (client_pk, partner_id, member_id, scope, access_token_hash,"
-        " expires_at) VALUES ($1, $2, $3, $4, $5, now() + interval '1 hour')", app_client.id,
-        partner.partner_id, uuid.UUID(member), scope, hash_secret(token))
+        " expires_at) VALUES ($1, $2, $3, $4, $5, $6::timestamptz + interval '1 hour')",
+        app_client.id, partner.partner_id, uuid.UUID(member), scope, hash_secret(token),
+        clock.now())
     return {"Authorization": f"Bearer {token}"}
 
 
 async def test_tier_api_shows_tier_and_progress_to_its_partners_only(
         client, db, partner, other_partner):
-    now = datetime.now(UTC)
+    now = clock.now()
     await set_program(db, now, downgrade="rolling")
     member = await partner.enroll()
     await buy(db, partner.partner_id, member, 75_000, now - timedelta(days=10))

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from coalition import clock
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl, create_engine, create_sessionmaker, resolve_database_url
 from web.demo import DEMO_LOGINS
@@ -97,13 +98,12 @@ def _serve(host: str, port: int, access_log: bool = False, workers: int = 1) -> 
 @click.option("--once", is_flag=True, help="Run every periodic job once, now, and exit.")
 def worker(once: bool) -> None:
     """Run background and periodic jobs (procrastinate); several workers may run at once."""
-    from datetime import UTC, datetime
 
     from web.jobs import run_once, run_worker
 
     url = database_url()
     if once:
-        console.print(asyncio.run(run_once(url, datetime.now(UTC))))
+        console.print(asyncio.run(run_once(url, clock.now())))
         return
     asyncio.run(run_worker(url))
 

@@ -6,13 +6,13 @@ own transaction."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.affiliates import commissions
 from coalition.affiliates.attribution import Flush, Touch
 
@@ -49,6 +49,6 @@ async def signup_lead(db_session: AsyncSession, state: State, member_id: uuid.UU
     if not touch:
         return None
     conn = await session_connection(db_session)
-    return await commissions.for_signup(conn, member_id=member_id, at=datetime.now(UTC),
+    return await commissions.for_signup(conn, member_id=member_id, at=clock.now(),
                                         touch=touch, partner_id=partner_id,
                                         flush=click_flush(state))

@@ -9,10 +9,11 @@ demo only."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from coalition import clock
 from coalition.affiliates.demo import AFFILIATE_LOGIN, seed_affiliates
 from coalition.audience_demo import (
     COMPANY_ADMIN,
@@ -70,9 +71,19 @@ def demo_credentials() -> list[dict]:
 async def load_demo(url: DatabaseUrl, *, now: datetime | None = None, seed: int = 2026,
                     extra_members: int = 40, stripe: Settings | None = None) -> list[dict]:
     """Load the demo coalition unless partners already exist; return the demo credentials.
+    The history ends at the platform clock's reading, or at `now`: then the clock itself
+    is moved there while the demo loads (and runs on from there), so what the loader
+    back-dates and what the platform stamps along the way agree.
     `stripe`: settings pointing at a Stripe sandbox, through which the finalized months
     are collected, paid out and closed (settlement/demo.py `pay_demo`)."""
-    now = now or datetime.now(UTC)
+    if now is None:
+        return await _load_demo(url, clock.now(), seed, extra_members, stripe)
+    with clock.travel(now):
+        return await _load_demo(url, now, seed, extra_members, stripe)
+
+
+async def _load_demo(url: DatabaseUrl, now: datetime, seed: int, extra_members: int,
+                     stripe: Settings | None) -> list[dict]:
     engine = create_engine(url, server_settings={"timezone": "UTC"})
     pool = await asyncpg.create_pool(url.asyncpg_dsn, min_size=1, max_size=2,
                                      server_settings={"timezone": "UTC"})

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from coalition.ledger import Ledger, PostingRequest
+from coalition.lifecycle import activate_pending
 from coalition.purchases import MemberRef, Order
 from web import earning
 from web.demo_catalogue import basket, lines_of
@@ -68,13 +69,22 @@ class History:
         self.first[member_id] = min(self.first.get(member_id, (when, slug)), (when, slug))
 
     async def run(self) -> None:
-        """Everything planned, in the order it happened."""
+        """Everything planned, in the order it happened; then the points whose return
+        window has ended by now become available."""
         for when, _, action, args in sorted(self.steps, key=lambda step: step[:2]):
             await action(when, *args)
         self.steps.clear()
+        await activate_pending(self.conn, self.now)
+
+    async def as_of(self, when: datetime) -> None:
+        """Pending points whose return window had ended by `when` become available, as
+        the periodic job would have made them by then (a posting decides "pending" as
+        of its own moment): every step calls this first."""
+        await activate_pending(self.conn, when)
 
     async def buy(self, when: datetime, slug: str, member_id: uuid.UUID, order_id: str,
                   lines: list[dict]) -> dict:
+        await self.as_of(when)
         order = Order(order_id, when, "PLN", sum(item["amount"] for item in lines), "store",
                       None, lines)
         result = await earning.purchase(
@@ -88,6 +98,7 @@ class History:
     async def give_back(self, when: datetime, slug: str, order_id: str,
                         lines: list[dict] | None = None) -> None:
         """A return of the whole order, or of `lines` ({sku, quantity})."""
+        await self.as_of(when)
         result = await Ledger.purchase_return_on(
             self.conn, partner_id=self.partners[slug], order_id=order_id, amount=None,
             lines=lines, actor="demo", posted_at=when)
@@ -97,12 +108,14 @@ class History:
     async def redeem(self, when: datetime, slug: str, member_id: uuid.UUID, points: int,
                      order_id: str) -> bool:
         """False when the member has too few points (the demo then skips it)."""
+        await self.as_of(when)
         return (await Ledger.redeem_on(self.conn, PostingRequest(
             partner_id=self.partners[slug], member_id=member_id, points=points, actor="demo",
             order_id=order_id, description="Demo reward", posted_at=when))).ok
 
     async def event(self, when: datetime, slug: str, member_id: uuid.UUID, event_type: str,
                     reference: str) -> None:
+        await self.as_of(when)
         result = await earning.event(
             self.conn, partner_id=self.partners[slug], actor="demo",
             member=MemberRef(id=member_id), event_type=event_type, reference=reference,

@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 import procrastinate
 
-from coalition import lifecycle
+from coalition import clock, lifecycle
 from coalition.affiliates.commissions import approve_due
 from coalition.affiliates.payouts import run_payouts
 from coalition.config import get_settings
@@ -53,7 +53,10 @@ _database: dict[str, str] = {}
 
 
 def _at(timestamp: int) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
+    """The moment a periodic job judges what is due by: the moment it was scheduled for,
+    on the platform's clock (procrastinate stamps its schedule by the wall clock, which
+    differs from the platform's under COALITION_NOW)."""
+    return clock.at_wall(timestamp)
 
 
 async def _run(name: str, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> object:

@@ -107,7 +107,7 @@ SELECT a.click_id, a.clicked_at, a.source, a.first_conversion_at,
 _STORE = """
 INSERT INTO affiliate_attributions AS a (member_id, program_id, partner_id, enrollment_id,
                                          click_id, source, clicked_at, attributed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (member_id, program_id) DO UPDATE SET
     enrollment_id = excluded.enrollment_id, click_id = excluded.click_id,
     source = excluded.source, clicked_at = excluded.clicked_at,
@@ -267,7 +267,7 @@ async def _with_touch(conn: asyncpg.Connection, new: dict[str, Any],
     if store:
         first = await conn.fetchval(_STORE, member_id, new["program_id"], partner_id,
                                     new["enrollment_id"], new["click_id"], new["source"],
-                                    new["clicked_at"])
+                                    new["clicked_at"], at)
     return _result(new, terms, first, why, at), ""
 
 

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from coalition import clock
 from coalition.affiliates import fraud
 from coalition.affiliates.attribution import (
     Attributed,
@@ -125,7 +126,7 @@ async def _insert(conn: asyncpg.Connection, a: Attributed, *, kind: str, member_
     hold_until = at + timedelta(days=a.terms["hold_days"])
     # A conversion reported after its hold already ended is approved as of the hold's
     # end (decided_at), the moment the approval job would have approved it.
-    status = ("hold" if held else "approved" if hold_until <= datetime.now(UTC)
+    status = ("hold" if held else "approved" if hold_until <= clock.now()
               else "pending")
     explanation = {**a.explanation, **detail, "amount_before_refunds": amount,
                    "hold_days": a.terms["hold_days"]}

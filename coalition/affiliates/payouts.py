@@ -33,13 +33,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 import asyncpg
 import stripe
 
+from coalition import clock
 from coalition.errors import DomainError
 from settlement import prepaid, sepa
 from settlement import terms as rate_cards
@@ -93,7 +94,7 @@ async def run_payouts(gateway: Transfers, *, now: datetime | None = None,
                       dry_run: bool = False) -> PayoutRun:
     """One payout run: retry Stripe payouts left pending, then pay every enrollment
     whose approved net reaches its minimum."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     run = PayoutRun(dry_run)
     pool = gateway.pool
     if not dry_run:
@@ -271,8 +272,8 @@ async def _settle(conn: asyncpg.Connection, payout_id: int, status: str,
     if payout is None or payout["status"] == status or payout["status"] == "failed":
         return
     if status == "paid":
-        await conn.execute("UPDATE affiliate_payouts SET status = 'paid', paid_at = now(),"
-                           " failure_reason = NULL WHERE id = $1", payout_id)
+        await conn.execute("UPDATE affiliate_payouts SET status = 'paid', paid_at = $2,"
+                           " failure_reason = NULL WHERE id = $1", payout_id, clock.now())
         await conn.execute("UPDATE affiliate_commissions SET status = 'paid'"
                            " WHERE payout_id = $1 AND status = 'approved'", payout_id)
     elif status == "failed":

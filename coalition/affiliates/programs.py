@@ -19,7 +19,7 @@ import secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.affiliates import tracking
 from coalition.affiliates.models import (
     CLICK_MODELS,
@@ -351,7 +352,7 @@ async def add_terms(session: AsyncSession, partner_id: uuid.UUID, program_id: uu
         recurring_months=spec.recurring_months,
         attribution_window_days=spec.attribution_window_days, click_model=spec.click_model,
         hold_days=spec.hold_days, min_payout_minor=spec.min_payout_minor,
-        effective_from=spec.effective_from or datetime.now(UTC), created_by=actor)
+        effective_from=spec.effective_from or clock.now(), created_by=actor)
     session.add(terms)
     await session.flush()
     _forget_after_commit(session, None)   # the attribution window is in the cached codes
@@ -368,7 +369,7 @@ async def terms_in_force(session: AsyncSession, program_id: uuid.UUID,
     """The highest version whose effective_from is at or before `at` (now)."""
     return await session.scalar(select(ProgramTerms).where(
         ProgramTerms.program_id == program_id,
-        ProgramTerms.effective_from <= (at or datetime.now(UTC))).order_by(
+        ProgramTerms.effective_from <= (at or clock.now())).order_by(
         ProgramTerms.version.desc()).limit(1))
 
 
@@ -399,7 +400,7 @@ async def join_program(session: AsyncSession, affiliate_id: uuid.UUID,
         raise Conflict("affiliate-program-not-ready", "Program not open yet",
                        "The program has no commission terms yet; try again later.")
     note = (note or "").strip()[:2000] or None
-    now = datetime.now(UTC)
+    now = clock.now()
     auto = program.enrollment == "auto"
     for _ in range(5):
         enrollment = Enrollment(
@@ -466,7 +467,7 @@ async def decide_enrollment(session: AsyncSession, partner_id: uuid.UUID,
                        f"An enrollment that is {enrollment.status} cannot be {target}.")
     enrollment.status = target
     enrollment.status_reason = reason
-    enrollment.decided_at = datetime.now(UTC)
+    enrollment.decided_at = clock.now()
     enrollment.decided_by = actor
     await session.flush()
     _forget_after_commit(session, enrollment.code)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.pl import nip as pl_nip
 
+from coalition import clock
 from coalition.affiliates.models import AFFILIATE_KINDS, PAYOUT_METHODS, Affiliate
 from coalition.errors import Conflict, DomainError
 from coalition.models import Member
@@ -151,7 +151,7 @@ async def sign_up(session: AsyncSession, spec: SignupSpec) -> tuple[Affiliate, U
         func.lower(Member.email) == spec.email.lower()))
     affiliate = Affiliate(kind=spec.kind, name=spec.name, company_name=spec.company_name or None,
                           nip=spec.nip or None, email=spec.email, website=spec.website or None,
-                          terms_version=AGREEMENT_VERSION, terms_accepted_at=datetime.now(UTC),
+                          terms_version=AGREEMENT_VERSION, terms_accepted_at=clock.now(),
                           member_id=own_member, **payout)
     try:
         async with session.begin_nested():

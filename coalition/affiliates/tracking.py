@@ -24,9 +24,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
+
+from coalition import clock
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ _LOOKUP = """
 SELECT e.id, e.program_id, e.partner_id, p.landing_url,
        e.status = 'approved' AND p.status = 'active' AND a.status = 'active' AS trackable,
        coalesce((SELECT t.attribution_window_days FROM affiliate_program_terms t
-                  WHERE t.program_id = p.id AND t.effective_from <= now()
+                  WHERE t.program_id = p.id AND t.effective_from <= $2
                   ORDER BY t.version DESC LIMIT 1), 30) AS window_days
   FROM affiliate_enrollments e
   JOIN affiliate_programs p ON p.id = e.program_id
@@ -101,7 +103,7 @@ class CodeCache:
         hit, target = self.get(code)
         if hit:
             return target
-        row = await pool.fetchrow(_LOOKUP, code) if len(code) <= 40 else None
+        row = await pool.fetchrow(_LOOKUP, code, clock.now()) if len(code) <= 40 else None
         target = CodeTarget(row["id"], row["program_id"], row["partner_id"],
                             row["landing_url"], row["window_days"],
                             row["trackable"]) if row else None
@@ -158,7 +160,7 @@ class ClickRecorder:
         if len(self._buffer) >= MAX_BUFFERED_CLICKS:
             log.error("click buffer full (database not answering?): click not recorded")
             return click_id
-        self._buffer.append((click_id, target.enrollment_id, datetime.now(UTC),
+        self._buffer.append((click_id, target.enrollment_id, clock.now(),
                              hash_ip(self.secret, address), user_agent[:500], referrer[:1000],
                              sub_id[:SUB_ID_MAX] if sub_id else None))
         if len(self._buffer) >= self.batch:

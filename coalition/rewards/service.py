@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
+from coalition import clock
 from coalition.audience import MemberContext, member_context
 from coalition.errors import Conflict, DomainError, NotFound
 from coalition.ledger import Ledger, PostingRequest
@@ -73,7 +74,7 @@ def eligible(reward: Reward, context: MemberContext, *, at: datetime | None = No
     """None when the member may redeem the reward now (active, inside its validity window,
     in stock, tier and segment gates passed); else the reason, in words for the member.
     The per-member limit and the balance need the database: redeem() checks those."""
-    refusal = _refusal(reward, context, at or datetime.now(UTC))
+    refusal = _refusal(reward, context, at or clock.now())
     return refusal[1] if refusal else None
 
 
@@ -88,7 +89,7 @@ SELECT v.*, r.name AS reward_name, r.kind, r.value, r.currency, r.category,
 
 
 def present_voucher(row: asyncpg.Record, at: datetime | None = None) -> dict:
-    at = at or datetime.now(UTC)
+    at = at or clock.now()
     expired = row["expires_at"] is not None and row["expires_at"] <= at
     state = "expired" if row["status"] == "issued" and expired else row["status"]
     return {
@@ -125,11 +126,12 @@ async def insert_voucher(conn: asyncpg.Connection, reward: Reward, member_id: uu
                 return await conn.fetchval(
                     "INSERT INTO vouchers (code, reward_id, member_id, partner_id,"
                     " issuer_partner_id, source, points, entry_id, offer_id, order_id,"
-                    " request_key, expires_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                    " now() + make_interval(days => $12::int)) RETURNING id",
+                    " request_key, issued_at, expires_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13::timestamptz,"
+                    " $13::timestamptz + make_interval(days => $12::int)) RETURNING id",
                     new_code(), reward.id, member_id, reward.partner_id, issuer, source,
-                    points, entry_id, offer_id, order_id, request_key, reward.voucher_days)
+                    points, entry_id, offer_id, order_id, request_key, reward.voucher_days,
+                    clock.now())
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "uq_vouchers_code":
                 raise
@@ -174,7 +176,7 @@ async def redeem(conn: asyncpg.Connection, *, reward_id: uuid.UUID, member_id: u
     (the portal form's one-time token) returns the voucher the same form already
     produced instead of redeeming twice.
     Runs in the caller's transaction when there is one, else in its own."""
-    at = at or datetime.now(UTC)
+    at = at or clock.now()
     async with conn.transaction():
         if partner_id is not None and not await conn.fetchval(
                 "SELECT 1 FROM member_links WHERE partner_id = $1 AND member_id = $2",
@@ -281,10 +283,10 @@ async def consume(conn: asyncpg.Connection, *, partner_id: uuid.UUID, code: str,
     if normal is None:
         raise _voucher_not_found()
     voucher_id = await conn.fetchval(
-        "UPDATE vouchers SET status = 'used', used_at = now(), used_order_id = $3,"
+        "UPDATE vouchers SET status = 'used', used_at = $5, used_order_id = $3,"
         " used_by = $4 WHERE code = $1 AND partner_id = $2 AND status = 'issued'"
-        " AND (expires_at IS NULL OR expires_at > now()) RETURNING id",
-        normal, partner_id, order_id, actor)
+        " AND (expires_at IS NULL OR expires_at > $5) RETURNING id",
+        normal, partner_id, order_id, actor, clock.now())
     if voucher_id is not None:
         return present_voucher(await _voucher(conn, voucher_id))
     row = await conn.fetchrow(_VOUCHER + " WHERE v.code = $1 AND v.partner_id = $2",
@@ -318,8 +320,8 @@ async def member_catalogue(conn: asyncpg.Connection, member_id: uuid.UUID) -> li
         "   AND v.status <> 'cancelled') AS taken"
         " FROM rewards r JOIN partners p ON p.id = r.partner_id"
         " WHERE r.active AND r.listed AND p.status = 'active'"
-        " AND (r.valid_until IS NULL OR r.valid_until > now())"
-        " ORDER BY r.price_points, p.name, r.name", member_id)
+        " AND (r.valid_until IS NULL OR r.valid_until > $2)"
+        " ORDER BY r.price_points, p.name, r.name", member_id, clock.now())
     context = await member_context(conn, member_id)
     balance = await conn.fetchval("SELECT balance FROM accounts WHERE member_id = $1"
                                   " AND kind = 'member_wallet'", member_id) or 0

@@ -4,7 +4,7 @@ all or part of them, or void. A hold nobody closes lapses by itself (web/jobs.py
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
@@ -13,6 +13,7 @@ from litestar.params import JSONBody, PathParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import NotFound
 from coalition.ledger import Ledger, PostingRequest
 from tenants.auth import PartnerPrincipal
@@ -46,7 +47,7 @@ class CheckoutController(Controller):
         data = await strict_body(request, Authorize)
         principal: PartnerPrincipal = request.user
         ensure_acting_for(principal, data.member_id)
-        expires_at = (datetime.now(UTC) + timedelta(seconds=data.expires_in_seconds)
+        expires_at = (clock.now() + timedelta(seconds=data.expires_in_seconds)
                       if data.expires_in_seconds else None)
         result = await ledger.hold(PostingRequest(
             partner_id=principal.partner_id, member_id=data.member_id, points=data.points,

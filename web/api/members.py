@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -14,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import members, referrals
+from coalition import clock, members, referrals
 from coalition.affiliates.attribution import Touch
 from coalition.companies import company_profile
 from coalition.errors import DomainError, NotFound
@@ -124,7 +123,7 @@ class MemberController(Controller):
     ) -> Response[MemberOut]:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, EnrollMember)
-        members.check_birth_date(data.birth_date, datetime.now(UTC).date())
+        members.check_birth_date(data.birth_date, clock.now().date())
         if data.kind == "company":
             if data.birth_date is not None:
                 raise DomainError("validation-error", "Invalid request",

@@ -6,7 +6,7 @@ partner's owner its return window, in the portal (web/portal/policies.py)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
@@ -14,7 +14,7 @@ from msgspec import Struct
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import policies
+from coalition import clock, policies
 from tenants.auth import PartnerPrincipal
 from web.security import requires_scope
 
@@ -63,7 +63,7 @@ class PolicyController(Controller):
     async def show(self, request: Request, db_session: Session) -> PoliciesOut:
         principal: PartnerPrincipal = request.user
         current = await policies.load(db_session)
-        expires_now = await policies.expiry_of_points_earned_at(db_session, datetime.now(UTC))
+        expires_now = await policies.expiry_of_points_earned_at(db_session, clock.now())
         row = (await db_session.execute(text(
             "SELECT p.pending_days, s.timezone FROM partners p, coalition_settings s"
             " WHERE p.id = :p AND s.id = 1"), {"p": principal.partner_id})).one()

@@ -13,6 +13,7 @@ from litestar.params import JSONBody
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.affiliates import commissions
 from coalition.affiliates.attribution import Touch
 from coalition.errors import DomainError, NotFound
@@ -78,7 +79,7 @@ def _moment(value: datetime, field: str) -> datetime:
         raise DomainError("validation-error", "Invalid request",
                           f"{field} needs a time zone offset (e.g. 2026-11-26T10:00:00+01:00).",
                           status=400, field=field)
-    if value > datetime.now(UTC) + CLOCK_SKEW:
+    if value > clock.now() + CLOCK_SKEW:
         raise DomainError("validation-error", "Invalid request", f"{field} is in the future.",
                           status=422, field=field)
     if value < EARLIEST:
@@ -179,7 +180,7 @@ class PurchaseController(Controller):
                 lines=lines, actor=principal.actor, idempotency_key=idempotency_key,
                 request_hash=request_hash(request, data))
             if result.status == 201:
-                now = datetime.now(UTC)
+                now = clock.now()
                 await commissions.apply_return(conn, principal.partner_id, order_id, now)
                 result = await earning.tier_after_return(
                     conn, partner_id=principal.partner_id, idempotency_key=idempotency_key,
@@ -201,7 +202,7 @@ class EventController(Controller):
                      idempotency_key: IdempotencyHeader) -> Response:
         data = await strict_body(request, PostEvent)
         member = _member(data.member)
-        occurred_at = _moment(data.occurred_at or datetime.now(UTC), "occurred_at")
+        occurred_at = _moment(data.occurred_at or clock.now(), "occurred_at")
         principal: PartnerPrincipal = request.user
         async with state.pool.acquire() as conn:
             result = await earning.event(

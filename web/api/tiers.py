@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
@@ -12,6 +12,7 @@ from litestar.params import FromPath
 from msgspec import Struct
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import NotFound
 from coalition.tiers import member_status
 from web.api.members import require_visible
@@ -72,7 +73,7 @@ class TierController(Controller):
         # Qualification counts purchases at every brand: read outside the tenant scope,
         # after the visibility check, like the coalition-wide balance.
         async with state.pool.acquire() as conn:
-            status = await member_status(conn, member_id, datetime.now(UTC))
+            status = await member_status(conn, member_id, clock.now())
         if status is None:
             raise NotFound("no-tier-ladder", "No tiers", "The coalition has no tier ladder.")
         t, nxt = status.tier, status.next_tier

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
@@ -16,6 +16,7 @@ from litestar.exceptions import NotFoundException
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.affiliates import dashboard
 from coalition.affiliates.models import COMMISSION_STATUSES
 from tenants.models import User
@@ -66,7 +67,7 @@ class AffiliateDashboardPages(Controller):
     async def home(self, request: Request, db_session: Session, state: State,
                    enrollment: str | None = None, sub: str | None = None) -> Template:
         user = await affiliate(request, db_session)
-        now = datetime.now(UTC)
+        now = clock.now()
         async with state.pool.acquire() as conn:
             rows = await dashboard.enrollments(conn, user.affiliate_id, now)
             by_month = await dashboard.months(conn, user.affiliate_id, now)

@@ -8,7 +8,6 @@ commissions out even if a filter were forgotten."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
@@ -18,6 +17,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.affiliates import commissions
 from coalition.affiliates.models import COMMISSION_STATUSES
 from tenants import accounts
@@ -73,7 +73,7 @@ async def _decide(db_session: AsyncSession, user: User, commission_id: int, rele
                   partner_id: uuid.UUID | None) -> None:
     conn = await session_connection(db_session)
     status = await commissions.decide(conn, commission_id, release=release, actor=user.email,
-                                      now=datetime.now(UTC), partner_id=partner_id)
+                                      now=clock.now(), partner_id=partner_id)
     if status is None:
         raise NotFoundException("No such held commission.")
     await accounts.audit(db_session, user, "affiliate_commission.release" if release

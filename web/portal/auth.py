@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -12,7 +10,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import members, referrals
+from coalition import clock, members, referrals
 from coalition.errors import DomainError
 from tenants import accounts
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
@@ -75,7 +73,7 @@ class AuthPages(Controller):
                         unverified=exc.slug == "email-not-verified")
         await db_session.commit()
         request.clear_session()
-        request.set_session({"user_id": str(user.id), "auth_time": int(time.time())})
+        request.set_session({"user_id": str(user.id), "auth_time": clock.timestamp()})
         return Redirect(safe_next(form.get("next"), HOME[user.kind]))
 
     @post("/logout")

@@ -4,7 +4,6 @@ after that they go back to the app as RFC 6749 section 4.1.2.1 parameters."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import anyio
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.models import Member, MemberLink
 from tenants import accounts
 from tenants.models import MemberConsent, OAuthClient, Partner, User
@@ -169,7 +169,7 @@ async def record_consent(db_session: AsyncSession, user: User, client: OAuthClie
                 scope=scope)
         .on_conflict_do_update(index_elements=["client_pk", "member_id"],
                                set_={"scope": scope, "revoked_at": None,
-                                     "granted_at": datetime.now(UTC)}))
+                                     "granted_at": clock.now()}))
     await db_session.execute(
         insert(MemberLink).values(partner_id=client.partner_id, member_id=user.member_id)
         .on_conflict_do_nothing())

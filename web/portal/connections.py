@@ -4,7 +4,6 @@ switch that disconnects one (every token that partner holds for the member dies)
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
@@ -14,6 +13,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from tenants import accounts
 from tenants.models import MemberConsent, OAuthClient, OAuthToken, Partner
 from tenants.service import MEMBER_SCOPES
@@ -27,7 +27,7 @@ async def disconnect(db_session: AsyncSession, partner_id: uuid.UUID,
     """Withdraw every consent the member gave the partner's apps and revoke every token
     the partner holds for the member. The revoked_at trigger makes every API process
     forget those tokens at once."""
-    now = datetime.now(UTC)
+    now = clock.now()
     withdrawn = await db_session.execute(
         update(MemberConsent)
         .where(MemberConsent.partner_id == partner_id, MemberConsent.member_id == member_id,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -18,7 +17,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import referrals
+from coalition import clock, referrals
 from coalition.errors import DomainError
 from tenants import accounts
 from tenants.mail import Mailer
@@ -122,7 +121,7 @@ class ConsolePages(Controller):
         referral_figures = [referrals.figures_of(label, (await db_session.execute(text(
             "SELECT * FROM referral_figures_mine(:s, :e)"), {"s": start, "e": end}))
             .mappings().one())
-            for label, start, end in referrals.report_periods(datetime.now(UTC), timezone)]
+            for label, start, end in referrals.report_periods(clock.now(), timezone)]
         return page("partner_home.html", user=user, partner=partner, figures=figures,
                     recent=recent, prepaid_low=prepaid_low,
                     referral_figures=referral_figures)
@@ -253,7 +252,7 @@ class ConsolePages(Controller):
         if user.role != "owner" and target.role == "owner":
             raise PageForbidden("Only an owner can remove an owner.")
         await self._keep_an_owner(db_session, target, leaving_owner=True)
-        target.disabled_at = datetime.now(UTC)
+        target.disabled_at = clock.now()
         await accounts.audit(db_session, user, "staff.remove", target=target.email,
                              partner_id=user.partner_id)
         await db_session.commit()

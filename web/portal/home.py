@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
@@ -11,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import referrals
+from coalition import clock, referrals
 from coalition.tiers import history as tier_history
 from coalition.tiers import member_status
 from web.portal.common import current_user, operator, page, require
@@ -53,7 +52,7 @@ class HomePages(Controller):
         me = await state.pool.fetchrow("SELECT card_number, kind, company_name FROM members"
                                        " WHERE id = $1", user.member_id)
         async with state.pool.acquire() as conn:
-            tier = await member_status(conn, user.member_id, datetime.now(UTC))
+            tier = await member_status(conn, user.member_id, clock.now())
             tiers = await tier_history(conn, user.member_id, 10)
             code = await referrals.ensure_code(conn, user.member_id)
         return page("member_home.html", user=user, balance=balance, history=history,
@@ -80,6 +79,6 @@ class HomePages(Controller):
             " (SELECT currency FROM coalition_settings) AS currency")
         timezone = await state.pool.fetchval("SELECT timezone FROM coalition_settings")
         figures = await referrals.figures(
-            state.pool, referrals.report_periods(datetime.now(UTC), timezone))
+            state.pool, referrals.report_periods(clock.now(), timezone))
         return page("operator_home.html", user=user, partners=partners, totals=totals,
                     referral_figures=figures)

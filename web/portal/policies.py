@@ -6,7 +6,6 @@ recorded in the audit log with its before and after values."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import policies
+from coalition import clock, policies
 from coalition.errors import DomainError
 from tenants import accounts
 from tenants.models import AuditEntry, Partner, User
@@ -54,7 +53,7 @@ async def _context(session: AsyncSession) -> dict[str, Any]:
     where month ends and fixed dates are taken."""
     zone = ZoneInfo((await session.execute(text(
         "SELECT timezone FROM coalition_settings WHERE id = 1"))).scalar_one())
-    expires_now = await policies.expiry_of_points_earned_at(session, datetime.now(UTC))
+    expires_now = await policies.expiry_of_points_earned_at(session, clock.now())
     return {"policies": await policies.load(session), "expiry_labels": EXPIRY_LABELS,
             "return_labels": RETURN_LABELS, "zone": zone.key,
             "expires_now": expires_now.astimezone(zone) if expires_now else None,

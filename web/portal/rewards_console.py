@@ -6,7 +6,6 @@ same service call as the API's, filtered to this partner."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +18,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from coalition.rewards import service
 from coalition.rewards.models import KIND_LABELS, Reward, describe
@@ -137,7 +137,7 @@ class RewardConsolePages(Controller):
                         reward=reward, kinds=KIND_LABELS, form=dict(form), errors=exc.errors)
         for name, value in fields.items():
             setattr(reward, name, value)
-        reward.updated_at = datetime.now(UTC)
+        reward.updated_at = clock.now()
         await accounts.audit(db_session, user, "reward.update", target=str(reward.id),
                              partner_id=user.partner_id)
         await db_session.commit()
@@ -149,7 +149,7 @@ class RewardConsolePages(Controller):
         user = await staff(request, db_session, "rewards.manage")
         reward = await _own_reward(db_session, user, reward_id)
         reward.active = (await request.form()).get("active") == "on"
-        reward.updated_at = datetime.now(UTC)
+        reward.updated_at = clock.now()
         await accounts.audit(db_session, user, "reward.activate" if reward.active
                              else "reward.deactivate", target=str(reward.id),
                              partner_id=user.partner_id)

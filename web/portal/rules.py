@@ -30,6 +30,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.commerce import CHANNELS
 from coalition.errors import DomainError
 from coalition.models import CoalitionSettings
@@ -121,7 +122,7 @@ async def list_page(db_session: AsyncSession, scope: Scope) -> Template:
     listed = await _rules(db_session, scope)
     awarded = await service.performance(
         db_session, [rule.id for rule, _ in listed],
-        datetime.now(scope.tz) - timedelta(days=PERFORMANCE_DAYS), scope.partner_id)
+        clock.now().astimezone(scope.tz) - timedelta(days=PERFORMANCE_DAYS), scope.partner_id)
     rows = [(rule, version, describe(service.from_record(version), scope.currency),
              window_text(version, scope.tz), awarded.get(rule.id, service.Performance()))
             for rule, version in listed]
@@ -131,7 +132,7 @@ async def list_page(db_session: AsyncSession, scope: Scope) -> Template:
 
 def _blank_basket(scope: Scope) -> dict[str, Any]:
     return {"channel": "store", "tier": "", "first_purchase": False,
-            "occurred_on": datetime.now(scope.tz).date().isoformat(),
+            "occurred_on": clock.today(scope.tz).isoformat(),
             "lines": [{"sku": "SKU-1", "category": "general", "quantity": "1",
                        "unit_price": "120.00"}] + [{"sku": "", "category": "", "quantity": "",
                                                     "unit_price": ""}] * (SAMPLE_LINES - 1)}
@@ -206,7 +207,7 @@ def _sample(form: Any, scope: Scope) -> tuple[dict[str, Any], Basket, Shopper]:
         "channel": form.get("sample_channel") or "store",
         "tier": (form.get("sample_tier") or "").strip().lower(),
         "first_purchase": form.get("sample_first_purchase") == "on",
-        "occurred_on": form.get("sample_date") or datetime.now(scope.tz).date().isoformat(),
+        "occurred_on": form.get("sample_date") or clock.today(scope.tz).isoformat(),
         "lines": []}
     if shown["channel"] not in CHANNELS:
         raise DomainError("invalid-basket", "Invalid sample basket", "Unknown channel.",
@@ -297,7 +298,7 @@ async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) 
 
 
 async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None) -> Template:
-    year = year or datetime.now(scope.tz).year
+    year = year or clock.now().astimezone(scope.tz).year
     starts = [datetime(year, m, 1, tzinfo=scope.tz) for m in range(1, 13)]
     ends = [*starts[1:], datetime(year + 1, 1, 1, tzinfo=scope.tz)]
     rows = []
@@ -319,7 +320,7 @@ async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None
 async def archive_action(request: Request, db_session: AsyncSession, scope: Scope,
                   rule_id: uuid.UUID) -> Redirect:
     rule = await _owned(db_session, scope, rule_id)
-    await service.archive_rule(db_session, rule, datetime.now(UTC))
+    await service.archive_rule(db_session, rule, clock.now())
     await accounts.audit(db_session, scope.user, "rule.archive", target=str(rule.id),
                          partner_id=scope.partner_id)
     await db_session.commit()

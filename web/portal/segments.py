@@ -9,7 +9,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 import asyncpg
 from litestar import Controller, Request, Response, get, post
@@ -19,6 +18,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from coalition.segments import service as segments
 from tenants.models import User
@@ -68,7 +68,7 @@ class _Editor:
     async def submit(self, request: Request, state: State, user: User,
                      owner: uuid.UUID | None, segment_id: uuid.UUID | None) -> Response:
         form = dict(await request.form())
-        now = datetime.now(UTC)
+        now = clock.now()
         context = {"user": user, "form": form, "base": self.base, "can_edit": True,
                    "coalition": owner is None, "segment": {"id": segment_id}
                    if segment_id else None}

@@ -10,7 +10,6 @@ a block request, runs on the login role with the logged-in staff member's partne
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -20,6 +19,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from settlement import prepaid
 from settlement.models import BILLING_TYPES, CYCLES
@@ -65,7 +65,7 @@ class OperatorTermsPages(Controller):
                 raise NotFoundException("No such partner.")
             history = await terms_history(conn, partner_id)
             currency = await conn.fetchval("SELECT currency FROM coalition_settings")
-        now = datetime.now(UTC)
+        now = clock.now()
         current = next((t for t in history if t.effective_from <= now), None)
         return page("settlement/operator_rate_card.html", status_code=status_code, user=user,
                     partner=partner, history=history, current=current, now=now,
@@ -202,7 +202,7 @@ class PartnerTermsPages(Controller):
         async with tenant_connection(state.pool, user.partner_id) as conn:
             history = await terms_history(conn, user.partner_id)
             currency = await conn.fetchval("SELECT currency FROM coalition_settings")
-        now = datetime.now(UTC)
+        now = clock.now()
         return page("settlement/partner_terms.html", user=user, history=history, now=now,
                     current=next((t for t in history if t.effective_from <= now), None),
                     currency=currency)

@@ -4,7 +4,6 @@ company sign-in button on the login page, and the callback from the provider."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
@@ -13,6 +12,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from tenants import accounts, sso
 from tenants.keys import SecretBox
@@ -121,6 +121,6 @@ class SsoLoginPages(Controller):
                              partner_id=user.partner_id, issuer=provider.issuer)
         await db_session.commit()
         request.clear_session()
-        request.set_session({"user_id": str(user.id), "auth_time": int(time.time()),
+        request.set_session({"user_id": str(user.id), "auth_time": clock.timestamp(),
                              "sso": provider.issuer})
         return Redirect(HOME[user.kind])

@@ -14,8 +14,6 @@ after a path parameter in Litestar)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncpg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -25,6 +23,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from settlement import runs
 from settlement import statements as service
@@ -123,7 +122,7 @@ class PartnerStatementPages(Controller):
         s = found["statement"]
         open_lines = {d["line_id"] for d in found["disputes"] if d["status"] == "open"}
         can_dispute = (s["run_status"] == "in_review" and s["dispute_deadline"] is not None
-                       and s["dispute_deadline"] > datetime.now(UTC)
+                       and s["dispute_deadline"] > clock.now()
                        and user.role in ("owner", "admin"))
         return page("settlement/partner_statement.html", status_code=status_code, user=user,
                     s=s, lines=found["lines"], disputes=found["disputes"],
@@ -207,7 +206,7 @@ class OperatorSettlementPages(Controller):
         async with state.pool.acquire() as conn:
             rows = await runs.list_runs(conn)
             settings = await conn.fetchrow("SELECT currency, timezone FROM coalition_settings")
-        suggested = runs.previous_period(datetime.now(UTC), settings["timezone"])
+        suggested = runs.previous_period(clock.now(), settings["timezone"])
         return page("settlement/operator_runs.html", status_code=status_code, user=user,
                     runs=rows, currency=settings["currency"], suggested=suggested,
                     form=form or {}, errors=errors or {})

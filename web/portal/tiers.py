@@ -6,7 +6,7 @@ re-evaluation of everyone. Spend thresholds are typed in the coalition currency 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.errors import DomainError
 from coalition.tiers import assign_manual, end_manual, load_program, reevaluate_all
 from coalition.tiers.admin import TierInput, save_program
@@ -133,7 +134,7 @@ class OperatorTierPages(Controller):
                             downgrade=form.get("downgrade", ""))
             async with state.pool.acquire() as conn:
                 changed = await save_program(conn, tiers, policy, user.email,
-                                             datetime.now(UTC))
+                                             clock.now())
         except DomainError as exc:
             return await self._page(state, user, exc.status, error=exc.detail,
                                     error_field=_row_field(exc.field, rows))
@@ -146,7 +147,7 @@ class OperatorTierPages(Controller):
     async def assign(self, request: Request, db_session: Session, state: State) -> Response:
         user = await operator(request, db_session)
         form = await request.form()
-        now = datetime.now(UTC)
+        now = clock.now()
         try:
             async with state.pool.acquire() as conn:
                 member = await _member_by(conn, form.get("member", ""))
@@ -182,7 +183,7 @@ class OperatorTierPages(Controller):
         async with state.pool.acquire() as conn:
             member = await _member_by(conn, form.get("member", ""))
             if member is not None:
-                await end_manual(conn, member["id"], user.email, datetime.now(UTC))
+                await end_manual(conn, member["id"], user.email, clock.now())
         if member is None:
             return await self._page(state, user, 404, error="No member has this card number"
                                     " or email.", error_field="member")
@@ -195,6 +196,6 @@ class OperatorTierPages(Controller):
                          ) -> Template:
         user = await operator(request, db_session)
         async with state.pool.acquire() as conn:
-            changed = await reevaluate_all(conn, datetime.now(UTC))
+            changed = await reevaluate_all(conn, clock.now())
         return await self._page(state, user, saved=f"Re-evaluated; {changed} members changed"
                                 " tier.")
