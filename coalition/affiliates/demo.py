@@ -48,6 +48,9 @@ AFFILIATES = [
                 payout=PayoutSpec("sepa", account_holder="Narzędzia24 Sp. z o.o.",
                                   iban="PL27114020040000300201355387", bic="BREXPLPW"))),
 ]
+# Commission past its hold that the demo gives each affiliate in each program: the
+# minimum payout and a fifth, so the payout job has money to pay out on any day.
+TARGET_APPROVED = TermsSpec.min_payout_minor * 6 // 5
 # Which affiliates promote which programs (indexes into the lists above).
 JOINS = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2)]
 
@@ -73,29 +76,65 @@ async def seed_affiliates(session: AsyncSession, pool: asyncpg.Pool,
     for who, which in JOINS:
         enrollment = await programs.join_program(session, affiliate_ids[who],
                                                  program_ids[which], None)
-        enrollments.append((enrollment.id, program_ids[which], PROGRAMS[which][0]))
+        enrollments.append((enrollment.id, program_ids[which], PROGRAMS[which][0],
+                            _base_rate_bp(PROGRAMS[which][2])))
     await session.commit()
+    taken: set[tuple[uuid.UUID, uuid.UUID]] = set()
     async with pool.acquire() as conn, conn.transaction():
-        for enrollment_id, program_id, slug in enrollments:
-            await _clicks_and_sales(conn, enrollment_id, program_id, partners[slug], now, rng)
+        for enrollment_id, program_id, slug, rate_bp in enrollments:
+            await _clicks_and_sales(conn, enrollment_id, program_id, partners[slug], now, rng,
+                                    rate_bp, taken)
         # The approval job, day by day: each commission is approved when its hold ends,
         # so it lands on the statement of the month it became payable.
         for days_ago in range(150, -1, -1):
             await approve_due(conn, now - timedelta(days=days_ago))
 
 
+def _base_rate_bp(terms: dict) -> int:
+    return terms["rate_bp"] if "rate_bp" in terms else terms["tiers"][0][1]
+
+
 async def _clicks_and_sales(conn: asyncpg.Connection, enrollment_id: uuid.UUID,
                             program_id: uuid.UUID, partner_id: uuid.UUID, now: datetime,
-                            rng: random.Random) -> None:
+                            rng: random.Random, rate_bp: int,
+                            taken: set[tuple[uuid.UUID, uuid.UUID]]) -> None:
     """Browsing clicks over 150 days, and a click an hour before some of the partner's
-    purchases, which the commission code then attributes."""
+    purchases, which the commission code then attributes.
+
+    Whatever the day the demo is loaded, each affiliate has approved money waiting above
+    its program's minimum payout: sales past the hold period are picked until their
+    commission (at the program's base rate) reaches TARGET_APPROVED, then one to three
+    recent ones, still on hold. Each member converts once per program (the programs pay
+    a member's first attributed purchase)."""
     clicks = [(now - timedelta(days=rng.uniform(0, 150)), None)
               for _ in range(rng.randint(40, 90))]
-    sales = await conn.fetch(
+    sales = [sale for sale in await conn.fetch(
         "SELECT order_id, member_id, occurred_at, total, currency FROM purchases"
         " WHERE partner_id = $1 AND occurred_at > $2 AND returned_total = 0"
         " ORDER BY occurred_at", partner_id, now - timedelta(days=150))
-    sold = rng.sample(list(sales), min(len(sales), rng.randint(3, 6)))
+        if (program_id, sale["member_id"]) not in taken]
+    matured = now - timedelta(days=TermsSpec.hold_days + 2)
+    older = [sale for sale in sales if sale["occurred_at"] < matured]
+    recent = [sale for sale in sales if sale["occurred_at"] >= matured]
+    rng.shuffle(older)
+    sold, expected = [], 0
+    for sale in older:
+        if expected >= TARGET_APPROVED and len(sold) >= 2:
+            break
+        if (program_id, sale["member_id"]) in taken:
+            continue
+        taken.add((program_id, sale["member_id"]))
+        sold.append(sale)
+        expected += sale["total"] * rate_bp // 10_000
+    wanted = rng.randint(1, 3)
+    for sale in rng.sample(recent, len(recent)):
+        if wanted == 0:
+            break
+        if (program_id, sale["member_id"]) in taken:
+            continue
+        taken.add((program_id, sale["member_id"]))
+        sold.append(sale)
+        wanted -= 1
     clicks += [(sale["occurred_at"] - timedelta(hours=1), sale) for sale in sold]
     tz = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings WHERE id = 1"))
     for clicked_at, sale in sorted(clicks, key=lambda c: c[0]):
