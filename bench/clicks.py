@@ -1,11 +1,11 @@
 """Tracking-link redirects against the API's earn, in one run on one server.
 
-    python bench/clicks.py [--clients 8] [--seconds 15] [--codes 100]
+    python bench/clicks.py [--clients 8] [--seconds 15] [--codes 100] [--members 10000]
 
-Sets up the earn benchmark's database (its own: coalition_bench_clicks) as
-bench/ledger_throughput.py does (its functions, not a copy), adds an affiliate program
-with --codes approved affiliates, serves the real app (uvicorn, one worker), drives
-POST /api/v1/earn with bench/loadgen.py,
+Sets up the earn benchmark's database (its own: coalition_bench_clicks, dropped at the
+end) as bench/ledger_throughput.py does (its functions, not a copy), adds an affiliate
+program with --codes approved affiliates, serves the real app (uvicorn, one worker),
+drives POST /api/v1/earn with bench/loadgen.py,
 then GET /r/{code} with C keep-alive clients for T seconds (this file's own driver, in
 its own process, which keeps the click id of every 302). Prints redirects per second
 and p99 next to earn's, and their ratio (target: >= 2 x earn, p99 <= 20 ms). Then stops
@@ -172,6 +172,15 @@ def main() -> None:
                                      ).with_database("coalition_bench_clicks")
     asyncio.run(drop_database(bench_url))
     asyncio.run(ensure_database(bench_url))
+    try:
+        run(args, bench_url)
+    finally:
+        # A scratch database: a benchmark left behind would only fill the server's disk.
+        asyncio.run(drop_database(bench_url))
+
+
+def run(args: argparse.Namespace, bench_url: DatabaseUrl) -> None:
+    """Earn, then the redirects, on one server; then their figures and the lost clicks."""
     upgrade(bench_url)
     print(f"before: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +195,8 @@ def main() -> None:
         try:
             token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
                                data={"grant_type": "client_credentials"}).json()["access_token"]
-            earn = load(port, "earn", token, members, args.clients, args.seconds)
+            earn = load(port, "earn", token, members, args.clients, args.seconds,
+                        server.pid)
             clicks = load_clicks(port, codes_file, ids_file, args.clients, args.seconds)
             print(f"during: {load_average()}")
         finally:

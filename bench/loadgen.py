@@ -11,9 +11,16 @@ import asyncio
 import json
 import random
 import resource
+import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
+
+# Run as a script, this file's directory heads sys.path, not the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from coalition import clock
 
 CATEGORIES = ["tools", "paint", "garden", "lighting", "plumbing"]
 
@@ -29,9 +36,15 @@ def basket(rng: random.Random) -> tuple[list[dict], int]:
     return lines, sum(line["amount"] for line in lines)
 
 
+def _occurred_at() -> str:
+    """A few seconds ago on the platform's clock (the server's, when COALITION_NOW moves
+    it): an order the server sees as taken in its future would be refused."""
+    return (clock.now() - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def purchase(member: str, rng: random.Random) -> dict:
     lines, total = basket(rng)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    now = _occurred_at()
     return {"member": {"id": member}, "order_id": uuid.uuid4().hex, "occurred_at": now,
             "total": total, "currency": "PLN", "channel": "store", "lines": lines}
 
@@ -49,7 +62,7 @@ def _purchase_body(member: str, rng: random.Random) -> bytes:
         _BASKETS.extend((json.dumps(lines), total)
                         for lines, total in (basket(pool) for _ in range(256)))
     lines, total = rng.choice(_BASKETS)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    now = _occurred_at()
     return (f'{{"member": {{"id": "{member}"}}, "order_id": "{uuid.uuid4().hex}", '
             f'"occurred_at": "{now}", "total": {total}, "currency": "PLN", '
             f'"channel": "store", "lines": {lines}}}').encode()
