@@ -2,8 +2,11 @@
 # Each creates or refreshes .venv from pyproject.toml by itself.
 SHELL := /bin/bash
 VENV := .venv
+# The newest Python 3.11+ on PATH. Probed quietly: a pyenv shim answers `command -v` for
+# versions it cannot run and complains on stderr when asked to.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	>/dev/null 2>&1 && { echo $$p; break; }; done)
 HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 CHROMIUM := /usr/bin/chromium
@@ -12,6 +15,7 @@ CHROMIUM := /usr/bin/chromium
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1), $$(command -v $(PYTHON)))"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 
