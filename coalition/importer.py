@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from coalition import clock
 from coalition.cards import is_valid_card_number
 
 MAX_POINTS = 10**12
@@ -138,10 +139,12 @@ _POST = [
     """SELECT a.id FROM accounts a
         WHERE a.member_id IN (SELECT member_id FROM import_rows WHERE entry_id IS NOT NULL)
         ORDER BY a.id FOR NO KEY UPDATE""",
+    # created_at: the posting moment on the platform's clock (the prepaid draw prices by it).
     """INSERT INTO journal_entries (id, kind, partner_id, member_id, order_id, description,
-                                    idempotency_key, actor, metadata, occurred_at)
+                                    idempotency_key, actor, metadata, occurred_at, created_at)
        SELECT entry_id, 'earn', $1, member_id, order_ref, 'Imported purchase',
-              'import ' || order_ref, $2, jsonb_build_object('import_line', line), occurred_at
+              'import ' || order_ref, $2, jsonb_build_object('import_line', line), occurred_at,
+              $3::timestamptz
          FROM import_rows WHERE entry_id IS NOT NULL""",
     """INSERT INTO postings (entry_id, account_id, amount)
        SELECT r.entry_id, i.id, -r.points
@@ -243,7 +246,7 @@ async def _post_chunk(
         allocate, lock_wallets, entries, postings, lots, wallets = _POST
         await conn.execute(allocate)
         await conn.fetch(lock_wallets)
-        await conn.execute(entries, partner_id, actor)
+        await conn.execute(entries, partner_id, actor, clock.now())
         await conn.execute(postings, partner_id)
         await conn.execute(lots, partner_id)
         await conn.execute(wallets)

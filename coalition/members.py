@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition import clock
 from coalition.cards import new_card_number
 from coalition.errors import Conflict, DomainError
 from coalition.models import Member, MemberLink
@@ -52,9 +53,10 @@ async def find_or_create_id(
             async with session.begin_nested():
                 row = (await session.execute(
                     text("SELECT member_id, created, kind FROM member_find_or_create("
-                         ":e, :n, :c, :b, :k, :cn, :t)"),
+                         ":e, :n, :c, :b, :k, :cn, :t, :now)"),
                     {"e": email, "n": name, "c": new_card_number(), "b": profile.birth_date,
-                     "k": profile.kind, "cn": profile.company_name, "t": profile.tax_id})).one()
+                     "k": profile.kind, "cn": profile.company_name, "t": profile.tax_id,
+                     "now": clock.now()})).one()
         except IntegrityError as exc:  # a card number collision: draw another one
             if "card_number" not in str(exc.orig):
                 raise
@@ -111,7 +113,8 @@ async def enroll(
 
     await session.execute(
         insert(MemberLink)
-        .values(partner_id=partner_id, member_id=member_id, customer_id=customer_id)
+        .values(partner_id=partner_id, member_id=member_id, customer_id=customer_id,
+                created_at=clock.now())
         .on_conflict_do_nothing()
     )
     link = await session.get_one(MemberLink, (partner_id, member_id))

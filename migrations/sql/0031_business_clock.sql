@@ -11,12 +11,17 @@
 --   expiry, whether it has expired, and the moment of its entries; ledger_expire_holds
 --   hands its p_now on.
 -- * prepaid_draw takes the rate card in force when the entries were posted.
+-- * ledger_activate_due and ledger_expire_due date their entries' created_at by p_now,
+--   as every posting function does (a journal entry's created_at is its posting moment).
+-- * member_find_or_create takes p_now for a new member's created_at (the member counts as
+--   new in that month's figures); callers always pass it, the default keeps old callers.
 
 DROP FUNCTION ledger_withdraw(uuid, uuid, bigint, text, text, jsonb, text, text, text);
 DROP FUNCTION ledger_hold(uuid, uuid, bigint, text, text, text, text, text, timestamptz);
 DROP FUNCTION ledger_hold_close(uuid, uuid, bigint, text, text, text);
 DROP FUNCTION ledger_hold_settle(uuid, bigint, text, text, text);
 DROP FUNCTION event_post(uuid, uuid, text, text, text, text, timestamptz, jsonb, jsonb);
+DROP FUNCTION member_find_or_create(text, text, text, date, text, text, text);
 DROP FUNCTION purchase_commit(uuid, text, text, uuid, text, text, text, uuid[], timestamptz,
                               timestamptz, jsonb, text, timestamptz, text, bigint, text, text,
                               jsonb, jsonb, jsonb, jsonb, jsonb);
@@ -70,7 +75,7 @@ BEGIN
         'metadata', coalesce(p_metadata, '{}'), 'created_at', v_created,
         'balance', jsonb_build_object('available', v_balance))::text;
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-END $$;;
+END $$;
 
 CREATE OR REPLACE FUNCTION ledger_credit_lots(
     p_entry bigint, p_partner uuid, p_member uuid, p_partner_points bigint,
@@ -112,7 +117,7 @@ BEGIN
         PERFORM ledger_repay_debt(p_member, p_entry, v_balance - v_total, v_total);
     END IF;
     RETURN v_pending;
-END $$;;
+END $$;
 
 CREATE FUNCTION ledger_hold_settle(p_hold uuid, p_capture bigint, p_outcome text,
                                    p_idem_key text, p_actor text, p_now timestamptz)
@@ -169,7 +174,7 @@ BEGIN
            captured = v_capture, closed_at = p_now
      WHERE id = h.id;
     RETURN v_balance;
-END $$;;
+END $$;
 
 CREATE FUNCTION ledger_hold(
     p_partner uuid, p_member uuid, p_points bigint, p_order_id text, p_description text,
@@ -218,7 +223,7 @@ BEGIN
     status := 201;
     body := ledger_hold_body(v_hold, v_balance);
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-END $$;;
+END $$;
 
 CREATE FUNCTION ledger_hold_close(
     p_partner uuid, p_hold uuid, p_capture bigint, p_idem_key text, p_request_hash text,
@@ -265,7 +270,7 @@ BEGIN
     status := 200;
     body := ledger_hold_body(h.id, v_balance);
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-END $$;;
+END $$;
 
 CREATE OR REPLACE FUNCTION ledger_expire_holds(p_now timestamptz, p_limit int DEFAULT 1000)
 RETURNS int LANGUAGE plpgsql AS $$
@@ -283,7 +288,7 @@ BEGIN
         v_done := v_done + 1;
     END LOOP;
     RETURN v_done;
-END $$;;
+END $$;
 
 CREATE FUNCTION event_post(
     p_partner uuid, p_member uuid, p_idem_key text, p_actor text, p_event_type text,
@@ -349,7 +354,7 @@ BEGIN
         'balance', (SELECT jsonb_build_object('available', balance) FROM accounts
                      WHERE accounts.member_id = p_member))::text;
     PERFORM idempotency_finish(p_partner, p_idem_key, status, body);
-END $$;;
+END $$;
 
 CREATE FUNCTION purchase_commit(
     p_partner uuid, p_idem_key text, p_request_hash text,
@@ -439,7 +444,7 @@ BEGIN
              WHERE partner_id = p_partner AND key = p_idem_key;
         END IF;
     END IF;
-END $$;;
+END $$;
 
 CREATE OR REPLACE FUNCTION prepaid_draw() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -481,4 +486,118 @@ BEGIN
         END IF;
     END LOOP;
     RETURN NULL;
-END $$;;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_activate_due(p_now timestamptz, p_limit int DEFAULT 1000)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    v_candidate record;
+    v_lot record;
+    v_wallet bigint;
+    v_balance bigint;
+    v_entry bigint;
+    v_done int := 0;
+BEGIN
+    FOR v_candidate IN SELECT id, member_id FROM lots
+                        WHERE status = 'pending' AND available_at <= p_now
+                        ORDER BY available_at, id LIMIT p_limit LOOP
+        -- The wallet first, like every other writer, then the lot.
+        PERFORM 1 FROM accounts WHERE member_id = v_candidate.member_id FOR NO KEY UPDATE;
+        SELECT * INTO v_lot FROM lots WHERE id = v_candidate.id AND status = 'pending' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        IF v_lot.remaining = 0 THEN
+            UPDATE lots SET status = 'cancelled' WHERE id = v_lot.id;
+            CONTINUE;
+        END IF;
+        UPDATE accounts SET balance = balance + v_lot.remaining, version = version + 1
+         WHERE member_id = v_lot.member_id RETURNING id, balance INTO v_wallet, v_balance;
+        INSERT INTO journal_entries (kind, partner_id, member_id, description, actor,
+                                     metadata, occurred_at, created_at)
+        VALUES ('activate', v_lot.partner_id, v_lot.member_id,
+                'Points available: the return window ended', 'system:activation',
+                jsonb_build_object('lot', v_lot.id, 'earned_by', v_lot.entry_id), p_now, p_now)
+        RETURNING id INTO v_entry;
+        INSERT INTO postings (entry_id, account_id, amount)
+        VALUES (v_entry, ledger_partner_account(v_lot.partner_id, 'partner_pending'), -v_lot.remaining),
+               (v_entry, v_wallet, v_lot.remaining);
+        UPDATE lots SET status = 'active' WHERE id = v_lot.id;
+        PERFORM ledger_repay_debt(v_lot.member_id, v_entry, v_balance - v_lot.remaining,
+                                  v_lot.remaining);
+        v_done := v_done + 1;
+    END LOOP;
+    RETURN v_done;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_expire_due(p_now timestamptz, p_limit int DEFAULT 1000)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    v_member uuid;
+    v_points bigint;
+    v_wallet bigint;
+    v_entry bigint;
+    v_done int := 0;
+BEGIN
+    FOR v_member IN SELECT DISTINCT member_id FROM lots
+                     WHERE status = 'active' AND remaining > 0 AND expires_at <= p_now
+                     LIMIT p_limit LOOP
+        SELECT id INTO v_wallet FROM accounts WHERE member_id = v_member FOR NO KEY UPDATE;
+        SELECT coalesce(sum(remaining), 0) INTO v_points FROM lots
+         WHERE member_id = v_member AND status = 'active' AND remaining > 0
+           AND expires_at <= p_now;
+        CONTINUE WHEN v_points = 0;
+        UPDATE accounts SET balance = balance - v_points, version = version + 1
+         WHERE id = v_wallet;
+        INSERT INTO journal_entries (kind, partner_id, member_id, description, actor,
+                                     occurred_at, created_at)
+        VALUES ('expire', NULL, v_member, 'Points expired', 'system:expiry', p_now, p_now)
+        RETURNING id INTO v_entry;
+        INSERT INTO postings (entry_id, account_id, amount)
+        VALUES (v_entry, v_wallet, -v_points),
+               (v_entry, ledger_operator_account('operator_breakage'), v_points);
+        INSERT INTO lot_movements (lot_id, entry_id, kind, points)
+        SELECT id, v_entry, 'expire', remaining FROM lots
+         WHERE member_id = v_member AND status = 'active' AND remaining > 0
+           AND expires_at <= p_now;
+        UPDATE lots SET remaining = 0, status = 'expired'
+         WHERE member_id = v_member AND status = 'active' AND remaining > 0
+           AND expires_at <= p_now;
+        v_done := v_done + 1;
+    END LOOP;
+    RETURN v_done;
+END $$;
+
+CREATE FUNCTION member_find_or_create(p_email text, p_name text, p_card text,
+                                      p_birth_date date DEFAULT NULL,
+                                      p_kind text DEFAULT 'person',
+                                      p_company_name text DEFAULT NULL,
+                                      p_tax_id text DEFAULT NULL,
+                                      p_now timestamptz DEFAULT NULL,
+                                      OUT member_id uuid, OUT created boolean,
+                                      OUT kind text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    INSERT INTO members (email, name, card_number, birth_date, kind, company_name, tax_id,
+                         created_at)
+    VALUES (p_email, p_name, p_card, p_birth_date, p_kind, p_company_name, p_tax_id,
+            coalesce(p_now, now()))
+    ON CONFLICT ((lower(email))) DO NOTHING
+    RETURNING id INTO member_id;
+    created := member_id IS NOT NULL;
+    IF created THEN
+        INSERT INTO accounts (code, kind, member_id, balance, lower_bound)
+        VALUES ('member:' || member_id, 'member_wallet', member_id, 0, 0);
+        kind := p_kind;
+    ELSE
+        SELECT m.id, m.kind INTO STRICT member_id, kind FROM members m
+         WHERE lower(m.email) = lower(p_email);
+        IF p_birth_date IS NOT NULL AND kind = p_kind THEN
+            UPDATE members m SET birth_date = p_birth_date
+             WHERE m.id = member_id AND m.birth_date IS NULL;
+        END IF;
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION member_find_or_create(text, text, text, date, text, text, text,
+                                             timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION member_find_or_create(text, text, text, date, text, text, text,
+                                                timestamptz) TO coalition_tenant;

@@ -7,7 +7,9 @@ sql/0031_business_clock.sql: ledger_withdraw, event_post and purchase_commit tak
 posting moment (p_posted_at); ledger_hold, ledger_hold_close and ledger_hold_settle take
 p_now; ledger_credit_lots decides "pending" against its entry's created_at, and
 prepaid_draw takes the rate card in force when the entries were posted. None of them
-calls now() for a business decision any more (coalition/clock.py).
+calls now() for a business decision any more (coalition/clock.py). ledger_activate_due and
+ledger_expire_due date their entries' created_at by p_now, and member_find_or_create takes
+p_now for a new member's created_at.
 """
 from pathlib import Path
 
@@ -45,6 +47,8 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION ledger_hold_settle(uuid, bigint, text, text, text, timestamptz)")
     op.execute("DROP FUNCTION event_post(uuid, uuid, text, text, text, text, timestamptz,"
                " jsonb, jsonb, timestamptz)")
+    op.execute("DROP FUNCTION member_find_or_create(text, text, text, date, text, text, text,"
+               " timestamptz)")
     op.execute("DROP FUNCTION purchase_commit(uuid, text, text, uuid, text, text, text,"
                " uuid[], timestamptz, timestamptz, jsonb, text, timestamptz, text, bigint,"
                " text, text, jsonb, jsonb, jsonb, jsonb, jsonb, timestamptz)")
@@ -57,3 +61,10 @@ def downgrade() -> None:
     _previous("0028_event_referral_limits.sql", "event_post")
     _previous("0026_purchase_plans.sql", "purchase_commit")
     _previous("0016_prepaid.sql", "prepaid_draw")
+    _previous("0013_points_lifecycle.sql", "ledger_activate_due")
+    _previous("0013_points_lifecycle.sql", "ledger_expire_due")
+    _previous("0011_member_door.sql", "member_find_or_create")
+    op.execute("REVOKE ALL ON FUNCTION member_find_or_create(text, text, text, date, text,"
+               " text, text) FROM PUBLIC")
+    op.execute("GRANT EXECUTE ON FUNCTION member_find_or_create(text, text, text, date, text,"
+               " text, text) TO coalition_tenant")
