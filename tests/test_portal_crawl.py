@@ -6,20 +6,26 @@ link, and submits every GET form (filters, the link builder), breadth-first:
 - no page fails (5xx), no link is dead (404) or refused (401/403/other 4xx) to the
   user it is shown to, and no signed-in user is sent to the login page;
 - every HTML page has a <title> and shows no template source ("{{", "{%", a None);
+- no page carries inline code the Content-Security-Policy refuses: no <script> without
+  src, no <style>, no style="" or on…="" attribute, no javascript: link;
 - every stylesheet, script and image a page references loads;
 - browsing changes nothing in the database (a GET that writes is a bug).
 Then every page any user reached is asked for by every user who did not: another kind
 of user's page is a 403 (the login page for nobody), never a failure, and another
-brand's page never shows that brand. Last, every portal page is reached by some link,
-but those listed in NOT_LINKED with their reason."""
+brand's page never shows that brand. Every portal page is reached by some link, but
+those listed in NOT_LINKED with their reason. Last, headless Chromium opens one page of
+each route the crawl reached, in the session of a role that reached it, and no page breaks
+the app's Content-Security-Policy; a statement's Print button opens the print dialog."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import asyncpg
@@ -27,7 +33,10 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from coalition.config import Settings
+from tests.browser import LiveServer
 from tests.portal_demo import ORIGIN, ROLES, Demo, Role, database_fingerprint, signed_in
+from web.app import create_app
 from web.demo import PARTNERS
 
 pytestmark = pytest.mark.slow
@@ -42,8 +51,8 @@ NOT_CRAWLED = [
     # click on purpose: following them is a visit, not browsing (tests/test_affiliate_
     # tracking.py covers them).
     re.compile(r"^/r/"),
-    # The OpenAPI viewer is a generated page (not a portal template) whose scripts come
-    # from a CDN; test_demo_and_docs.py checks it answers.
+    # The OpenAPI viewer is a generated page, not a portal template: tests/test_api_docs.py
+    # checks it, in a browser too.
     re.compile(r"^/schema(/|$)"),
 ]
 
@@ -69,6 +78,7 @@ class Page(HTMLParser):
         self.links: list[str] = []
         self.assets: list[str] = []
         self.title: str | None = None
+        self.inline: list[str] = []       # code the Content-Security-Policy refuses
         self._in_title = False
         self._form: tuple[str, list[tuple[str, str]], list[tuple[str, list[str]]]] | None = None
         self._select: tuple[str, list[str]] | None = None
@@ -76,6 +86,12 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {k: v or "" for k, v in attrs}
+        self.inline.extend(f'<{tag} {k}="{v}">' for k, v in values.items()
+                           if k == "style" or k.startswith("on")
+                           or (k in ("href", "src", "action", "formaction")
+                               and v.strip().lower().startswith("javascript:")))
+        if tag == "style" or (tag == "script" and not values.get("src")):
+            self.inline.append(f"<{tag}> without src")
         if tag == "a" and values.get("href"):
             self.links.append(values["href"])
         elif tag == "link" and values.get("href"):
@@ -162,6 +178,8 @@ class Crawl:
     visited: dict[str, int] = field(default_factory=dict)   # url -> status
     problems: list[str] = field(default_factory=list)
     assets: set[str] = field(default_factory=set)
+    html: list[str] = field(default_factory=list)           # the HTML pages, in order
+    cookies: dict[str, str] = field(default_factory=dict)   # the signed-in session's
 
 
 def read_html(where: str, response: httpx.Response, problems: list[str]) -> Page:
@@ -174,6 +192,8 @@ def read_html(where: str, response: httpx.Response, problems: list[str]) -> Page
         if match := pattern.search(response.text):
             shown = response.text[max(match.start() - 80, 0):match.end() + 40]
             problems.append(f"{where} shows template source: {shown!r}")
+    if parsed.inline:
+        problems.append(f"{where} has inline code the CSP refuses: {parsed.inline}")
     return parsed
 
 
@@ -211,6 +231,7 @@ async def crawl(browser: httpx.AsyncClient, role: Role,
                 targets.append(target)
         elif is_html(response):
             parsed = read_html(where, response, result.problems)
+            result.html.append(url)
             if on_page is not None:
                 on_page(url, response)
             result.assets.update(filter(None, (internal(a, url) for a in parsed.assets
@@ -259,6 +280,7 @@ async def crawl_as(app: Litestar, conn: asyncpg.Connection, role: Role) -> Crawl
             if answer.status_code != 200:
                 result.problems.append(f"{role.name}: asset {asset} answered"
                                        f" {answer.status_code}")
+        result.cookies = {cookie.name: cookie.value or "" for cookie in browser.cookies.jar}
     finally:
         await browser.aclose()
     return result
@@ -392,3 +414,88 @@ async def test_every_portal_page_is_linked_from_another(portal_demo: Demo,
     missing = sorted(p for p in pages - reached - set(NOT_LINKED)
                      if not NOT_PORTAL.match(p))
     assert not missing, f"no page links to {missing}"
+
+
+# Each page reports to the test what breaks the policy (the event fires on the element or
+# document and bubbles); print() is stubbed to count its calls instead of opening a dialog.
+WATCH_CSP = """
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.__cspViolation(event.violatedDirective + " refused "
+                        + (event.blockedURI || "inline code") + " at "
+                        + event.sourceFile + ":" + event.lineNumber);
+});
+window.print = function () { window.__printed = (window.__printed || 0) + 1; };
+"""
+PRINT_PAGE = re.compile(r"^/partner/statements/\d+/print$")
+
+
+@pytest.fixture(scope="module")
+def portal_server(portal_demo: Demo, settings: Settings) -> Iterator[LiveServer]:
+    """The module's demo copy over real HTTP, for the browser."""
+    server = LiveServer(create_app(settings.model_copy(
+        update={"database_url": portal_demo.url.raw}), portal_demo.url)).start()
+    yield server
+    server.stop()
+
+
+async def signed_in_page(chromium, base_url: str, crawled: Crawl, problems: list[str]) -> Any:
+    """A page in a browser context of its own, in the session the role's crawl signed in
+    with (no second login: password hashing is the dearest thing a page view can cost);
+    what breaks the policy on it goes to `problems`."""
+    role = crawled.role
+    context = await chromium.new_context(base_url=base_url)
+    context.set_default_timeout(15_000)
+    await context.add_cookies([{"name": name, "value": value, "url": base_url}
+                               for name, value in crawled.cookies.items()])
+    await context.expose_binding(
+        "__cspViolation",
+        lambda source, text: problems.append(f"{role.name}: {source['page'].url}: CSP {text}"))
+    await context.add_init_script(WATCH_CSP)
+    page = await context.new_page()
+    page.on("console", lambda m: m.type == "error" and problems.append(
+        f"{role.name}: {m.location.get('url')}: console error {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"{role.name}: {page.url}: {e}"))
+    return page
+
+
+async def browse(page: Any, role: Role, pages: list[str]) -> int:
+    """Open `pages` in turn; on a statement's printable view, click Print. Returns how many
+    times print() was called."""
+    printed = 0
+    for url in pages:
+        response = await page.goto(url)
+        assert response is not None and response.status == 200, (role.name, url)
+        if PRINT_PAGE.match(url):
+            await page.get_by_role("button", name="Print").click()
+            printed += await page.evaluate("window.__printed || 0")
+    return printed
+
+
+async def test_no_portal_page_breaks_the_content_security_policy(
+        chromium, portal_server: LiveServer, crawls: dict[str, Crawl]) -> None:
+    """One page of each route (path shape) the crawl reached, opened in Chromium by the
+    first role that reached it, in that role's session: no CSP violation (an inline
+    script, style or handler the policy refuses), no console error. The Print button of a
+    statement calls window.print()."""
+    seen: set[str] = set()
+    problems: list[str] = []
+    plan: list[tuple[Role, list[str]]] = []
+    for role in ROLES:
+        pages = []
+        for url in crawls[role.name].html:
+            if (key := shape(url).split("?")[0]) not in seen:
+                seen.add(key)
+                pages.append(url)
+        if pages:
+            plan.append((role, pages))
+    # The roles browse at the same time: the server's and the browser's waits overlap.
+    opened = await asyncio.gather(*(signed_in_page(chromium, portal_server.url,
+                                                   crawls[role.name], problems)
+                                    for role, _ in plan))
+    try:
+        printed = await asyncio.gather(*(browse(page, role, pages)
+                                         for page, (role, pages) in zip(opened, plan, strict=True)))
+    finally:
+        await asyncio.gather(*(page.context.close() for page in opened))
+    assert not problems, "\n".join(problems)
+    assert len(seen) >= 60 and sum(printed) == 1, (sorted(seen), printed)

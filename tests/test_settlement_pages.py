@@ -73,7 +73,7 @@ async def test_operator_and_partners_settle_a_period_through_the_pages(app, clie
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.rstrip().endswith("net,,,,,,,1200")
     printed = await a.get(f"{detail_url}/print")
-    assert "@media print" in printed.text and "12.00 PLN" in printed.text
+    assert "/static/statement-print.css" in printed.text and "12.00 PLN" in printed.text
     assert f"Pages Alpha {mark}" in printed.text
 
     # B sees none of A's statement pages, nor can it dispute A's line.

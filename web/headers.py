@@ -9,14 +9,13 @@ STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# The interactive API docs (Scalar) load from a CDN and bootstrap with an inline script;
-# this one page gets a policy that allows exactly that.
+# The interactive API docs (Swagger UI served from the installed package, web/api_docs.py):
+# scripts, styles, images and the schema fetch from the app itself, nothing else (data:
+# images are the icons inside Swagger UI's own stylesheet: they load nothing).
 DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' data: https://fonts.gstatic.com https://cdn.jsdelivr.net; "
-    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -36,8 +35,7 @@ def security_headers(hsts: bool):
     async def add_headers(message: Message, scope: Scope) -> None:
         if scope["type"] != "http" or message["type"] != "http.response.start":
             return
-        docs = scope["path"].rstrip("/") in ("/schema", "/schema/elements", "/schema/swagger",
-                                             "/schema/redoc")
+        docs = scope["path"].rstrip("/") in ("/schema", "/schema/swagger")
         headers = MutableScopeHeaders.from_message(message)
         if "Content-Security-Policy" not in headers:   # a page may set its own
             headers["Content-Security-Policy"] = DOCS_CSP if docs else STRICT_CSP
