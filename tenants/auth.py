@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from coalition import clock
+from coalition.db import Listener
 from tenants.service import hash_secret
 
 log = logging.getLogger(__name__)
@@ -52,35 +53,28 @@ class TokenVerifier:
     path. A verified token is trusted for at most `cache_seconds` and never past its
     expiry. Revocations and partner status changes reach every process at once: a
     trigger sends NOTIFY coalition_auth and `listen` clears the cache. While the
-    listening connection is down, nothing is cached."""
+    listening connection is down, nothing is cached; it reconnects by itself after a
+    database restart (coalition.db.Listener), and caching resumes with an empty cache."""
 
     def __init__(self, pool: asyncpg.Pool, cache_seconds: int, max_entries: int = 50_000) -> None:
         self.pool = pool
         self.cache_seconds = cache_seconds
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, PartnerPrincipal]] = {}
-        self._listener: asyncpg.Connection | None = None
+        # Bumped by every forget_all: a look-up that raced a notification (or a
+        # reconnection) must not cache what it read before it.
+        self._generation = 0
+        self.listener = Listener(AUTH_CHANNEL, self.forget_all)
 
     async def listen(self, dsn: str) -> None:
-        self._listener = await asyncpg.connect(dsn)
-        await self._listener.add_listener(AUTH_CHANNEL, lambda *_: self.forget_all())
-        self._listener.add_termination_listener(lambda *_: self._lost_listener())
-
-    def _lost_listener(self) -> None:
-        if self._listener is None:  # close() let it go on purpose
-            return
-        log.warning("lost the %s listener; token caching is off", AUTH_CHANNEL)
-        self._listener = None
-        self.forget_all()
+        await self.listener.start(dsn)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            await listener.close()
+        await self.listener.close()
 
     @property
     def caching(self) -> bool:
-        return self.cache_seconds > 0 and self._listener is not None
+        return self.cache_seconds > 0 and self.listener.connected
 
     async def verify(self, token: str) -> PartnerPrincipal | None:
         digest = hash_secret(token)
@@ -88,6 +82,7 @@ class TokenVerifier:
         cached = self._cache.get(digest) if self.caching else None
         if cached and cached[0] > now:
             return cached[1]
+        generation = self._generation
         row = await self.pool.fetchrow(_LOOKUP, digest, clock.now())
         if row is None:
             self._cache.pop(digest, None)
@@ -102,7 +97,7 @@ class TokenVerifier:
             member_id=row["member_id"],
             user_id=row["user_id"],
         )
-        if self.caching:
+        if self.caching and generation == self._generation:
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             self._cache[digest] = (min(now + self.cache_seconds, principal.expires_at),
@@ -110,4 +105,5 @@ class TokenVerifier:
         return principal
 
     def forget_all(self) -> None:
+        self._generation += 1
         self._cache.clear()

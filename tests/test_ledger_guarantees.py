@@ -1,10 +1,15 @@
 """What the database itself guarantees, and what `ledger verify` detects."""
 
 import asyncio
+import time
+import uuid
 
 import asyncpg
+import psycopg
 import pytest
 
+from coalition.db import create_ledger_pool
+from coalition.ledger import Ledger, PostingRequest
 from coalition.verify import verify_ledger
 
 
@@ -117,3 +122,39 @@ async def test_verify_reports_tampering(partner, db):
     finally:
         await db.execute("UPDATE lots SET remaining = remaining + 1 WHERE id = $1", lot)
     assert await _verify(db) == []
+
+
+async def test_a_write_on_a_pooled_connection_the_server_dropped_posts_once(
+        database_url, partner, db):
+    """Issue 16 (8): when the server ends an idle pooled connection (a restart, an
+    administrator, idle_session_timeout), asyncpg may read the server's FATAL goodbye
+    before the socket's end; the connection then still looks open, is handed out, and
+    refuses its next statement before sending any of it. That request failed; now the
+    pool runs it once more on a fresh connection (safe for a write: nothing was sent),
+    and the broken connection is discarded."""
+    member = uuid.UUID(await partner.enroll())
+    pool = await create_ledger_pool(database_url, 1, server_settings={"timezone": "UTC"})
+    try:
+        async with pool.acquire() as conn:
+            doomed = conn.get_server_pid()
+        # Terminated while this event loop is busy (blocking calls on purpose), as a
+        # loaded API process would be; then three turns of the loop: the goodbye is read,
+        # the end of the socket not yet.
+        with psycopg.connect(database_url.raw, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (doomed,))
+            time.sleep(0.2)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        key = uuid.uuid4().hex
+        request = PostingRequest(partner_id=partner.partner_id, member_id=member, points=7,
+                                 actor="test", idempotency_key=key, request_hash="h")
+        posted = await Ledger(pool).earn(request)
+        assert posted.status == 201, posted.body
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() != doomed
+        again = await Ledger(pool).earn(request)  # a client's retry with the same key
+        assert (again.status, again.json()) == (201, posted.json())
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT count(*) FROM journal_entries WHERE partner_id = $1"
+                             " AND idempotency_key = $2", partner.partner_id, key) == 1

@@ -1,5 +1,6 @@
 """OAuth 2.0 client credentials at /oauth/token and bearer authentication on the API."""
 
+import asyncio
 import base64
 import uuid
 
@@ -147,3 +148,44 @@ async def test_scopes_are_enforced_per_route(client):
     assert response.status_code == 403
     assert response.json()["type"] == "/problems/insufficient-scope"
     assert "members:write" in response.json()["detail"]
+
+
+async def test_token_cache_listener_reconnects_after_losing_its_connection(client, db):
+    """Issue 16 (8): a database restart closed the LISTEN coalition_auth connection and
+    nothing reconnected it, so token caching stayed off until the process restarted.
+    Here the server drops just that connection (tests/test_fault_injection.py restarts
+    a whole server)."""
+    verifier = client.app.state.token_verifier
+    assert verifier.caching
+    lost = verifier.listener.server_pid
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", lost)
+    for _ in range(500):
+        if verifier.listener.server_pid not in (None, lost):
+            break
+        await asyncio.sleep(0.01)
+    assert verifier.caching and verifier.listener.server_pid not in (None, lost)
+    # The new connection listens: a revocation still empties every cache at once.
+    fresh = await new_partner(client)
+    assert (await fresh.get("/api/v1/members")).status_code == 200  # cached now
+    await db.execute("UPDATE oauth_clients SET revoked_at = now() WHERE partner_id = $1",
+                     fresh.partner_id)
+    for _ in range(200):
+        if (await fresh.get("/api/v1/members")).status_code == 401:
+            break
+        await asyncio.sleep(0.01)
+    assert (await fresh.get("/api/v1/members")).status_code == 401
+
+
+async def test_a_lookup_racing_a_notification_is_not_cached(client, partner):
+    """A token read from the database before a NOTIFY (a revocation) or a reconnection
+    emptied the cache, and stored after it, would be trusted stale for up to
+    COALITION_TOKEN_CACHE_SECONDS."""
+    verifier = client.app.state.token_verifier
+    verifier.forget_all()
+    lookup = asyncio.create_task(verifier.verify(partner.token))
+    await asyncio.sleep(0)  # the look-up now waits for the database's answer
+    verifier.forget_all()  # what a notification or a reconnection does meanwhile
+    assert await lookup is not None
+    assert verifier._cache == {}
+    assert await verifier.verify(partner.token) is not None  # the next one is cached
+    assert len(verifier._cache) == 1

@@ -307,7 +307,7 @@ async def test_active_rules_cache_sees_edits_at_once_and_through_notify(app, cli
             again = await service.active_rules(conn, partner_id, at)
             assert [(r.version, r.params["points"]) for r in again if r.partner_id] == [(2, 3)]
             # Another process archiving it: only the NOTIFY can tell this one.
-            assert service.CACHE._listener is not None
+            assert service.CACHE.listening
             await db.execute("UPDATE earning_rules SET archived_at = $2 WHERE id = $1",
                              rule_id, clock.now())
             for _ in range(50):
@@ -324,6 +324,30 @@ async def test_active_rules_cache_sees_edits_at_once_and_through_notify(app, cli
                     if r.partner_id] == ["April only"]
             assert [r.name for r in await service.active_rules(conn, partner_id, at)
                     if r.partner_id] == []
+
+
+async def test_rules_cache_listener_reconnects_after_losing_its_connection(app, db):
+    """Issue 16 (8): after a database restart the LISTEN coalition_rules connection was
+    never re-established, so rules were cached POLL_SECONDS only and a missed NOTIFY was
+    never heard of. It comes back by itself, and hears notifications again."""
+    listener = service.CACHE.listener
+    assert service.CACHE.listening
+    lost = listener.server_pid
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", lost)
+    for _ in range(500):
+        if listener.server_pid not in (None, lost):
+            break
+        await asyncio.sleep(0.01)
+    assert service.CACHE.listening and listener.server_pid not in (None, lost)
+    async with db.acquire() as conn:
+        await service.active_rules(conn, uuid.uuid4(), clock.now())
+    assert service.CACHE._entries
+    await db.execute("SELECT pg_notify('coalition_rules', '')")
+    for _ in range(100):
+        if not service.CACHE._entries:
+            break
+        await asyncio.sleep(0.02)
+    assert not service.CACHE._entries
 
 
 async def test_budget_cannot_drop_below_what_was_awarded(app, client, db):

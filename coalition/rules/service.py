@@ -12,7 +12,9 @@ and posts a test purchase a second later must see the new rule, and edits are ra
 while reads are constant. While no listener is connected (a CLI, a worker that never
 called ``listen``, or a lost connection), entries live only ``POLL_SECONDS``, so a
 change is seen within that time; with the listener they still expire after
-``SAFETY_SECONDS`` in case a notification was ever missed.
+``SAFETY_SECONDS`` in case a notification was ever missed. A lost listener (a database
+restart) reconnects by itself with backoff (``coalition.db.Listener``), and the cache is
+cleared when it does, since notifications sent meanwhile were lost.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import asyncpg
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.db import Listener
 from coalition.errors import NotFound
 from coalition.rules.engine import EventHistory, RuleUsage, RuleVersion, capped_rule_ids
 from coalition.rules.models import EarningRule, EarningRuleVersion
@@ -75,30 +78,20 @@ class RulesCache:
     _entries: dict[uuid.UUID, tuple[float, tuple[RuleVersion, ...]]] = field(
         default_factory=dict)
     _generation: int = 0
-    _listener: asyncpg.Connection | None = None
+    listener: Listener = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.listener = Listener(RULES_CHANNEL, self.forget_all)
 
     @property
     def listening(self) -> bool:
-        return self._listener is not None
+        return self.listener.connected
 
     async def listen(self, dsn: str) -> None:
-        self._listener = await asyncpg.connect(dsn)
-        await self._listener.add_listener(RULES_CHANNEL, lambda *_: self.forget_all())
-        self._listener.add_termination_listener(lambda *_: self._lost_listener())
-        self.forget_all()
-
-    def _lost_listener(self) -> None:
-        if self._listener is None:
-            return
-        log.warning("lost the %s listener; rules are cached %ss only", RULES_CHANNEL,
-                    POLL_SECONDS)
-        self._listener = None
-        self.forget_all()
+        await self.listener.start(dsn)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            await listener.close()
+        await self.listener.close()
 
     def forget_all(self) -> None:
         self._generation += 1
@@ -114,7 +107,7 @@ class RulesCache:
         loaded = tuple(from_record(r) for r in await conn.fetch(_CURRENT, partner_id))
         # A change that landed while we were reading must not be shadowed by stale rows.
         if generation == self._generation:
-            ttl = SAFETY_SECONDS if self._listener is not None else POLL_SECONDS
+            ttl = SAFETY_SECONDS if self.listening else POLL_SECONDS
             self._entries[partner_id] = (now + ttl, loaded)
         return loaded
 
