@@ -10,8 +10,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 
-.PHONY: run test lint bench venv chromium
+.PHONY: run test lint bench venv chromium nginx
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -47,7 +48,26 @@ chromium:
 	  echo "      the browser tests will be skipped. Install Debian's 'chromium' package to run them."; \
 	fi
 
-test: $(VENV)/.dev-$(HASH) chromium
+# The tests of deploy/nginx.conf run Debian's nginx in front of the app (nginx -t, TLS,
+# slow clients cut off). As root with apt-get, install it when missing; otherwise say why
+# those tests will be skipped. A failed install does not stop the other tests. The tests
+# run their own nginx on free loopback ports, never the package's service (which a
+# container's policy-rc.d keeps from starting, and a systemd host starts on port 80).
+nginx:
+	@if [ -x $(NGINX) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's nginx package for the reverse-proxy tests..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+	      nginx >/dev/null; } \
+	  || echo "WARNING: apt-get could not install nginx; the reverse-proxy tests will be skipped."; \
+	else \
+	  echo "NOTE: $(NGINX) is missing and cannot be installed here (needs root and apt-get):"; \
+	  echo "      the reverse-proxy tests will be skipped. Install Debian's 'nginx' package to run them."; \
+	fi
+
+test: $(VENV)/.dev-$(HASH) chromium nginx
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -1,10 +1,12 @@
 """Earn, redeem and reverse through the API; balances, history and problem bodies."""
 
 import asyncio
+import uuid
 
 from coalition import clock
 from tests.helpers import new_key
 from tests.test_lifecycle import assert_verified
+from web.api.schemas import MAX_METADATA_BYTES
 
 
 async def test_earn_response_and_balance(partner):
@@ -236,6 +238,41 @@ async def test_a_body_nested_too_deep_is_a_problem_not_a_recursion_error(partner
     assert await db.fetchval("SELECT count(*) FROM journal_entries") == before
     deepest = await earn_with('{"a": ' + "[" * 30 + "]" * 30 + "}")     # 32 levels in all
     assert deepest.status_code == 201, deepest.text
+
+
+async def test_metadata_over_16_kb_is_refused_on_every_route_and_writes_nothing(partner, db):
+    # A 9 MB earn was stored and echoed back. The cap is 16,384 bytes of compact JSON,
+    # counted in UTF-8 bytes, not characters; the refusal posts nothing and leaves the
+    # Idempotency-Key free for a corrected retry.
+    member = await partner.enroll()
+    assert (await partner.earn(member, 100)).status_code == 201
+    frame = len('{"note":""}')
+    at_limit = {"note": "x" * (MAX_METADATA_BYTES - frame)}
+    over = {"note": "x" * (MAX_METADATA_BYTES - frame + 1)}
+    over_in_bytes = {"note": "ż" * ((MAX_METADATA_BYTES - frame) // 2 + 1)}  # 2 bytes each
+    assert len(str(over_in_bytes)) < MAX_METADATA_BYTES
+    written = "SELECT count(*) FROM journal_entries WHERE member_id = $1"
+    before = await db.fetchval(written, uuid.UUID(member))
+    routes = (("/api/v1/earn", {"member_id": member, "points": 5}),
+              ("/api/v1/redemptions", {"member_id": member, "points": 5}),
+              ("/api/v1/adjustments", {"member_id": member, "points": 5, "reason": "Goodwill"}))
+    keys = {path: new_key() for path, _ in routes}
+    for path, body in routes:
+        for metadata in (over, over_in_bytes):
+            refused = await partner.post(path, {**body, "metadata": metadata}, key=keys[path])
+            assert refused.status_code == 400, (path, refused.text[:300])
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            problem = refused.json()
+            assert problem["type"] == "/problems/validation-error"
+            assert problem["field"] == "metadata", problem
+            assert str(MAX_METADATA_BYTES) in problem["detail"]
+            assert len(refused.content) < 1000   # nothing of the metadata echoed back
+    assert await db.fetchval(written, uuid.UUID(member)) == before
+    assert (await partner.balance(member))["available"] == 100
+    for path, body in routes:
+        accepted = await partner.post(path, {**body, "metadata": at_limit}, key=keys[path])
+        assert accepted.status_code == 201, (path, accepted.text[:300])
+        assert accepted.json()["metadata"] == at_limit
 
 
 async def test_idempotency_key_is_required(partner):

@@ -20,9 +20,11 @@ from urllib.parse import urlencode
 
 import httpx
 
+from coalition.referrals import ensure_code
 from tenants.accounts import create_user
 from tenants.service import create_partner
 from tests.portal import csrf_of
+from tests.rewards_helpers import make_reward
 from web.logs import REDACTED, redact, scrub
 
 
@@ -204,6 +206,58 @@ async def test_no_secret_or_token_appears_in_logs(live_server, client, smtp):
     assert any(name.startswith("sqlalchemy.engine") for name, _ in logged)
 
 
+async def test_codes_card_numbers_and_customer_ids_stay_out_of_the_access_log(
+        live_server, partner, db):
+    """A voucher code spends the voucher; a card number, a customer id or a referral code
+    singles out a member. None reaches a log line, while each line still shows which route
+    was called. The SQL engine's DEBUG echo of query parameters is the one record allowed
+    to hold them: it is what that logger is for, and it is off at INFO."""
+    customer_id = f"CRM-{uuid.uuid4().hex[:12]}"
+    member = await partner.enroll(partner_customer_id=customer_id)
+    card_number = (await partner.get(f"/api/v1/members/{member}")).json()["card_number"]
+    await partner.earn(member, 300)
+    reward = await make_reward(db, partner.partner_id)
+    redeemed = await partner.post(f"/api/v1/rewards/{reward}/redemptions",
+                                  {"member_id": member})
+    assert redeemed.status_code == 201, redeemed.text
+    voucher = redeemed.json()["voucher"]["code"]
+    referral = await ensure_code(db, uuid.UUID(member))
+    affiliate = f"AFF{uuid.uuid4().hex[:10].upper()}"
+    identifiers = {"voucher code": voucher, "card number": card_number,
+                   "customer id": customer_id, "referral code": referral,
+                   "affiliate code": affiliate}
+
+    with every_log_record() as records:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=partner.auth) as server:
+            checked = await server.get(f"/api/v1/vouchers/{voucher}")
+            assert checked.status_code == 200, checked.text
+            used = await server.post(f"/api/v1/vouchers/{voucher}/consume",
+                                     json={"order_id": "TILL-9"},
+                                     headers={"Idempotency-Key": uuid.uuid4().hex})
+            assert used.status_code == 200, used.text
+            found = await server.get("/api/v1/members", params={
+                "card_number": card_number, "partner_customer_id": customer_id})
+            assert [item["id"] for item in found.json()["items"]] == [member]
+            assert (await server.get("/api/v1/members",
+                                     params={"card_number": card_number})).status_code == 200
+        async with httpx.AsyncClient(base_url=live_server.url) as browser:
+            assert (await browser.get(f"/join/{referral}")).status_code == 200
+            assert (await browser.get(f"/r/{affiliate}/newsletter")).status_code == 302
+
+    logged = [(record.name, everything_logged(record)) for record in records]
+    for label, value in identifiers.items():
+        leaks = [text for name, text in logged
+                 if value in text and not name.startswith("sqlalchemy.engine")]
+        assert not leaks, f"the {label} appears in the logs: {leaks[:3]}"
+    access = " ".join(text for name, text in logged if name == "uvicorn.access")
+    for line in (f"GET /api/v1/vouchers/{REDACTED} HTTP/1.1",
+                 f"POST /api/v1/vouchers/{REDACTED}/consume HTTP/1.1",
+                 f"GET /api/v1/members?card_number={REDACTED}"
+                 f"&partner_customer_id={REDACTED} HTTP/1.1",
+                 f"GET /join/{REDACTED} HTTP/1.1", f"GET /r/{REDACTED}/newsletter HTTP/1.1"):
+        assert line in access, (line, access)
+
+
 def test_redaction_patterns():
     assert redact("GET /reset-password?token=abc-DEF_1 HTTP/1.1") == (
         f"GET /reset-password?token={REDACTED} HTTP/1.1")
@@ -218,9 +272,17 @@ def test_redaction_patterns():
     assert redact('{"password": "correct horse"}') == f'{{"password": "{REDACTED}"}}'
     assert redact("Authorization: Bearer abcdefghijklmnop") == f"Authorization: Bearer {REDACTED}"
     assert redact("postgresql://app:hunter2@db:5432/x") == f"postgresql://app:{REDACTED}@db:5432/x"
+    assert redact('"GET /api/v1/vouchers/ABCD-EFGH-JKMN-PQRS/consume HTTP/1.1" 200') == (
+        f'"GET /api/v1/vouchers/{REDACTED}/consume HTTP/1.1" 200')
+    assert redact("/api/v1/members?card_number=4006&partner_customer_id=C-1&limit=5") == (
+        f"/api/v1/members?card_number={REDACTED}&partner_customer_id={REDACTED}&limit=5")
+    assert redact("https://coalition.example/join/K7QW2MXP?x=1 path=/r/AFF1") == (
+        f"https://coalition.example/join/{REDACTED}?x=1 path=/r/{REDACTED}")
     # Nothing secret: unchanged.
     for text in ('Bearer realm="coalition"', "status_code=200", "postgresql://app@db/x",
-                 "GET /api/v1/members?cursor=abc&limit=5 HTTP/1.1"):
+                 "GET /api/v1/members?cursor=abc&limit=5 HTTP/1.1",
+                 "GET /partner/vouchers HTTP/1.1", "POST /api/v1/rewards/5/redemptions",
+                 "/usr/share/r/x"):
         assert redact(text) == text
 
 

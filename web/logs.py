@@ -10,8 +10,13 @@ A record is rewritten only when its message would contain something secret-looki
 secret-named query or cookie parameters (`token=`, `code=`, `client_secret=`,
 `password=`, `session=`, `csrftoken=`…), quoted secret fields of a dict or JSON
 (`'access_token': '…'`), `Bearer …`/`Basic …` credentials and passwords in URLs
-(`postgresql://user:…@host`). Arguments are cleaned one by one when that suffices, so
-formatters that read `record.args` (uvicorn's access log) keep working."""
+(`postgresql://user:…@host`). Identifiers that act as keys or single out a customer go
+too: card numbers, customer ids and codes as query parameters (`card_number=`,
+`partner_customer_id=`, `referral_code=`…), and the path segment of a route whose path
+holds one (`/api/v1/vouchers/{code}`, `/join/{code}`, `/r/{code}`), which keeps the route
+readable: `GET /api/v1/vouchers/[redacted]/consume`. Arguments are cleaned one by one
+when that suffices, so formatters that read `record.args` (uvicorn's access log) keep
+working."""
 
 from __future__ import annotations
 
@@ -23,7 +28,10 @@ REDACTED = "[redacted]"
 
 _SENSITIVE_NAMES = (
     r"[\w.\-]*(?:token|secret|passw(?:or)?d|session|csrf|verifier|api_?key)[\w.\-]*"
-    r"|code|auth(?:orization)?_code")
+    r"|code|auth(?:orization)?_code"
+    # A voucher code spends the voucher; a card number or customer id singles out a member.
+    r"|(?:voucher|referral|affiliate|coupon|promo)_?code"
+    r"|[\w.\-]*card_?(?:number|no)|[\w.\-]*customer_?id")
 _PARAMETER = re.compile(
     rf"(?i)\b((?:{_SENSITIVE_NAMES})=)(?!\[redacted\])[^&\s;,'\"<>]+")
 _QUOTED_FIELD = re.compile(
@@ -32,6 +40,13 @@ _QUOTED_FIELD = re.compile(
     r"(?!\[redacted\])[^'\"]*\2")
 _CREDENTIALS = re.compile(r"(?i)\b(bearer|basic)(\s+)(?!\[redacted\])[A-Za-z0-9._~+/=\-]{12,}")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]+:)(?!\[redacted\])[^\s@/]+@")
+# Routes whose path segment is a code: a voucher's (anyone holding it can spend it), a
+# member's referral code, an affiliate's tracking code. Matched only where a path starts
+# (the start of the text, after a space, quote, `=`, or a URL's host), so `/partner/vouchers`
+# and file paths are left alone.
+_SECRET_SEGMENT = re.compile(
+    r"((?:^|(?<=[\s\"'(<=])|//[^/\s\"'<>]*)(?:/api/v\d+/vouchers|/join|/r)/)"
+    r"(?!\[redacted\])[^/?#\s\"'<>]+")
 
 
 def redact(text: str) -> str:
@@ -39,6 +54,7 @@ def redact(text: str) -> str:
     text = _PARAMETER.sub(rf"\1{REDACTED}", text)
     text = _QUOTED_FIELD.sub(rf"\1\2{REDACTED}\2", text)
     text = _CREDENTIALS.sub(rf"\1\2{REDACTED}", text)
+    text = _SECRET_SEGMENT.sub(rf"\1{REDACTED}", text)
     return _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
 
 

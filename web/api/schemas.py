@@ -50,6 +50,18 @@ OrderPath = Annotated[str, PathParameter(min_length=1, max_length=200,
 RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 
 
+# A posting's `metadata` is the partner's own annotation, stored with the journal entry and
+# echoed by every read of it (the response, replays, the member's history). Unbounded, one
+# request stored and echoed 9 MB; the cap is on the compact JSON (UTF-8, no spaces), the
+# form it travels in, as the schema's maxProperties could only count keys.
+MAX_METADATA_BYTES = 16_384
+Metadata = Annotated[dict[str, Any], Meta(
+    description="Your own annotations, stored with the entry and echoed back: a JSON object "
+    f"of at most {MAX_METADATA_BYTES:,} bytes ({MAX_METADATA_BYTES // 1024} KB) written as "
+    "compact JSON (UTF-8, no spaces); a larger one is a 400 validation-error naming "
+    "`metadata`, and nothing is posted.")]
+
+
 ClickId = Annotated[uuid.UUID, Meta(description="The click id an affiliate link added to"
                                              " your landing URL")]
 AffiliateCode = Annotated[str, Meta(min_length=1, max_length=40,
@@ -85,7 +97,7 @@ class EarnPoints(Request):
     points: Points
     order_id: OrderId | None = None
     description: Description | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class RedeemPoints(EarnPoints):
@@ -101,7 +113,7 @@ class AdjustPoints(Request):
     ]
     reason: Annotated[str, Meta(min_length=3, max_length=500)]
     order_id: OrderId | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class ReverseTransaction(Request):
@@ -295,4 +307,20 @@ async def strict_body(request: HttpRequest, schema: type[T], default: T | None =
         raise ValidationException(
             str(exc), extra=[{"message": str(exc), "key": "", "source": "body"}]
         ) from exc
+    check_metadata(decoded)
     return default if decoded is None else decoded
+
+
+def check_metadata(body: object) -> None:
+    """Refuse a body whose `metadata` exceeds MAX_METADATA_BYTES as compact JSON. Checked
+    here, where every route that takes `metadata` decodes its body, so no route can store
+    one unchecked; msgspec's constraints cannot bound an object by its size."""
+    metadata = getattr(body, "metadata", None)
+    if metadata is None:
+        return
+    size = len(msgspec.json.encode(metadata))
+    if size > MAX_METADATA_BYTES:
+        message = (f"must be at most {MAX_METADATA_BYTES} bytes as compact JSON"
+                   f" (this one is {size})")
+        raise ValidationException(f"metadata: {message}", extra=[
+            {"message": message, "key": "metadata", "source": "body"}])
