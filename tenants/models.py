@@ -290,16 +290,22 @@ class LoginAttempt(Base):
     email: Mapped[str] = mapped_column(String(320))
     ip: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Indexed for the maintenance pass, which purges old attempts (tenants/sessions.py).
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 index=True)
 
 
 class WebSession(Base):
-    """Server-side portal sessions; the browser holds only a random session id."""
+    """Server-side portal sessions; the browser holds only a random session id, the table
+    only its SHA-256 (a copy of the table logs no one in). `user_id` is the logged-in
+    user's, so that a password reset can end the user's other sessions."""
 
     __tablename__ = "web_sessions"
 
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 

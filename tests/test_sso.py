@@ -215,3 +215,29 @@ async def test_unreachable_provider_is_refused_and_nothing_saved(client, browser
     assert answer.status_code == 400 and "Could not read" in answer.text
     assert await db.fetchval("SELECT count(*) FROM partner_identity_providers"
                              " WHERE partner_id = $1", partner.partner_id) == 0
+
+
+async def test_company_sign_in_issues_a_new_session_id(client, browser, partner, provider, db):
+    """The sign-in under way is a session (its state and PKCE verifier); the signed-in
+    session gets another id, and the first one is gone (session fixation)."""
+    await configure_sso(client, browser, partner, provider)
+    email = f"fix-{uuid.uuid4().hex[:8]}@firma.example"
+    await staff_user(client, partner.partner_id, email)
+    password = await provider.add_person(email)
+    async with new_browser(client) as anna, new_browser(client) as planted:
+        # An id someone planted, which the store does not know, is never adopted.
+        made_up = "f" * 64
+        anna.cookies.set("session", made_up, domain="testserver.local", path="/")
+        to_provider = _location(await anna.get("/sso/start",
+                                               params={"company": await slug_of(db, partner)}))
+        pending = anna.cookies["session"]
+        assert pending != made_up
+        back = await sign_in_at_provider(to_provider, email, password)
+        assert _location(await anna.get(back.removeprefix("http://testserver.local"))) \
+            == "/partner"
+        assert anna.cookies["session"] != pending
+        assert (await anna.get("/partner")).status_code == 200
+        planted.cookies.set("session", pending, domain="testserver.local", path="/")
+        assert (await planted.get("/partner")).status_code in (302, 303)
+        assert await db.fetchval("SELECT count(*) FROM web_sessions WHERE key_hash ="
+                                 " encode(sha256($1::text::bytea), 'hex')", pending) == 0

@@ -10,7 +10,8 @@ Periodic jobs (times are UTC):
 | activate_pending  | every minute    | pending points whose return window ended          |
 | expire_holds      | every minute    | checkout holds past their timeout give points back |
 | expire_points     | hourly at :05   | expired remainders move to breakage               |
-| maintenance       | every 10 min    | purge old idempotency keys, tokens, codes         |
+| maintenance       | every 10 min    | purge old idempotency keys, tokens, codes,        |
+|                   |                 | expired portal sessions, old login attempts       |
 | reevaluate_tiers  | daily at 01:30  | downgrades and lapsed manual tiers (upgrades are   |
 |                   |                 | immediate, at the purchase)                       |
 | refresh_segments  | hourly at :20   | RFM scores, then every segment's members          |

@@ -1,13 +1,49 @@
-"""A Litestar session store in PostgreSQL: sessions survive restarts and are shared by
-every API process."""
+"""Portal sessions in PostgreSQL: they survive restarts and are shared by every API
+process.
+
+Three things Litestar's server-side sessions do not do, done here:
+
+- The id changes when the privilege does. Litestar keeps the id the browser's cookie
+  brings, even across `clear_session()`, so an id planted before login (session
+  fixation) would be the logged-in session. `start_session` (a login) and
+  `renew_session_id` (a password reset, a confirmed email) move the session to a new id
+  and delete the old one; and an id the store does not know (expired, or made up by
+  whoever planted the cookie) is never adopted, a new one is issued instead.
+- Nothing is stored while there is nothing to keep: an anonymous page view writes no row
+  and sets no cookie (Litestar stores the empty session of every request).
+- The store keeps only the SHA-256 of the id (tenants/sessions.py), and the user a
+  session belongs to, so that a password reset can end the user's other sessions.
+
+A session ended by another request (a logout elsewhere, a password reset) stays ended:
+a request of that session still in flight updates its row only if the row is there."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.middleware.session.server_side import (
+    ServerSideSessionBackend,
+    ServerSideSessionConfig,
+)
 from litestar.stores.base import Store
+from litestar.types import Empty, Message, Scope, ScopeSession
+from litestar.utils.dataclass import extract_dataclass_items
+
+from tenants.sessions import hash_session_id
+
+# Keys of the request's scope["state"] (ASGI's per-request state) the backend reads.
+_KNOWN_ID = "coalition.session.known_id"     # the cookie's id, which the store knew
+_NEW_ID = "coalition.session.new_id"         # the id to issue when not keeping the known
+_RENEW = "coalition.session.renew"           # a handler asked for a new id
 
 
 def _seconds(value: int | timedelta | None) -> float | None:
@@ -16,7 +52,19 @@ def _seconds(value: int | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _owner(data: bytes) -> uuid.UUID | None:
+    """The logged-in user a session's data names (the portal stores `user_id`)."""
+    try:
+        raw = json.loads(data).get("user_id")
+        return uuid.UUID(raw) if isinstance(raw, str) else None
+    except (ValueError, AttributeError):
+        return None
+
+
 class PostgresSessionStore(Store):
+    """Litestar's Store over `web_sessions`. Keys are session ids; the table holds their
+    hashes."""
+
     def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
         self._pool = pool
 
@@ -24,22 +72,36 @@ class PostgresSessionStore(Store):
                   ) -> None:
         data = value.encode() if isinstance(value, str) else value
         await self._pool().execute(
-            "INSERT INTO web_sessions (key, value, expires_at) VALUES ($1, $2, now() + "
-            "make_interval(secs => $3)) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
-            " expires_at = EXCLUDED.expires_at", key, data, _seconds(expires_in))
+            "INSERT INTO web_sessions (key_hash, value, user_id, expires_at) VALUES ($1, $2,"
+            " $3, now() + make_interval(secs => $4)) ON CONFLICT (key_hash) DO UPDATE SET"
+            " value = EXCLUDED.value, user_id = EXCLUDED.user_id,"
+            " expires_at = EXCLUDED.expires_at",
+            hash_session_id(key), data, _owner(data), _seconds(expires_in))
+
+    async def replace(self, key: str, value: bytes, expires_in: int | timedelta | None = None
+                      ) -> bool:
+        """Update a live session; False (and nothing written) when it has ended since the
+        request read it, which `set` would bring back to life."""
+        return bool(await self._pool().fetchval(
+            "UPDATE web_sessions SET value = $2, user_id = $3,"
+            " expires_at = now() + make_interval(secs => $4)"
+            " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
+            " RETURNING true", hash_session_id(key), value, _owner(value),
+            _seconds(expires_in)))
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         if renew_for is not None:
             return await self._pool().fetchval(
                 "UPDATE web_sessions SET expires_at = now() + make_interval(secs => $2)"
-                " WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())"
-                " RETURNING value", key, _seconds(renew_for))
+                " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
+                " RETURNING value", hash_session_id(key), _seconds(renew_for))
         return await self._pool().fetchval(
-            "SELECT value FROM web_sessions WHERE key = $1"
-            " AND (expires_at IS NULL OR expires_at > now())", key)
+            "SELECT value FROM web_sessions WHERE key_hash = $1"
+            " AND (expires_at IS NULL OR expires_at > now())", hash_session_id(key))
 
     async def delete(self, key: str) -> None:
-        await self._pool().execute("DELETE FROM web_sessions WHERE key = $1", key)
+        await self._pool().execute("DELETE FROM web_sessions WHERE key_hash = $1",
+                                   hash_session_id(key))
 
     async def delete_all(self) -> None:
         await self._pool().execute("DELETE FROM web_sessions")
@@ -50,5 +112,96 @@ class PostgresSessionStore(Store):
     async def expires_in(self, key: str) -> int | None:
         seconds = await self._pool().fetchval(
             "SELECT extract(epoch FROM expires_at - now())::int FROM web_sessions"
-            " WHERE key = $1", key)
+            " WHERE key_hash = $1", hash_session_id(key))
         return seconds
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    return scope.setdefault("state", {})  # type: ignore[typeddict-item]
+
+
+class PortalSessionBackend(ServerSideSessionBackend):
+    """Litestar's server-side backend, with new ids on privilege changes, no rows for
+    empty sessions, and no resurrection of ended ones (see the module's docstring)."""
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        session_id = connection.cookies.get(self.config.key)
+        if session_id and session_id != "null":
+            store = self.config.get_store_from_app(connection.scope["app"])
+            data = await self.get(session_id, store=store)
+            if data is not None:
+                _state(connection.scope)[_KNOWN_ID] = session_id
+                return self.deserialize_data(data)
+        return {}
+
+    def get_session_id(self, connection: ASGIConnection) -> str:
+        """The id the session is kept under: the cookie's if the store knew it and no new
+        one was asked for; otherwise one generated here, never the browser's."""
+        state = _state(connection.scope)
+        known = state.get(_KNOWN_ID)
+        if known and not state.get(_RENEW):
+            return known
+        if _NEW_ID not in state:
+            state[_NEW_ID] = self.generate_session_id()
+        return state[_NEW_ID]
+
+    async def store_in_message(self, scope_session: ScopeSession, message: Message,
+                               connection: ASGIConnection) -> None:
+        scope = connection.scope
+        store = self.config.get_store_from_app(scope["app"])
+        if not isinstance(store, PostgresSessionStore):
+            raise TypeError("the portal's sessions need PostgresSessionStore")
+        headers = MutableScopeHeaders.from_message(message)
+        params = dict(extract_dataclass_items(self.config, exclude_none=True,
+                                              include=Cookie.__dict__.keys()))
+        known = _state(scope).get(_KNOWN_ID)
+        # Max-Age 0 as well: Litestar's own (expires=0 beside the configured Max-Age) is
+        # kept by the browser for max_age, with "null" as the id.
+        forget = Cookie(value="null", key=self.config.key, **{**params, "expires": 0,
+                                                               "max_age": 0})
+        if scope_session is Empty or not scope_session:
+            # Nothing to keep: no row, and the browser drops whatever cookie it brought.
+            if known:
+                await self.delete(known, store=store)
+            if connection.cookies.get(self.config.key):
+                headers.add("Set-Cookie", forget.to_header(header=""))
+            return
+        session_id = self.get_session_id(connection)
+        data = self.serialize_data(scope_session, scope)
+        if session_id == known:
+            if not await store.replace(session_id, data, expires_in=self.config.max_age):
+                headers.add("Set-Cookie", forget.to_header(header=""))
+                return
+        else:
+            if known:
+                await self.delete(known, store=store)
+            await self.set(session_id=session_id, data=data, store=store)
+        headers.add("Set-Cookie", Cookie(value=session_id, key=self.config.key,
+                                         **params).to_header(header=""))
+
+
+@dataclass
+class PortalSessionConfig(ServerSideSessionConfig):
+    """ServerSideSessionConfig with PortalSessionBackend (Litestar's way to plug a
+    backend into its session middleware)."""
+
+    _backend_class = PortalSessionBackend
+
+
+def start_session(request: Request, data: dict[str, Any]) -> None:
+    """Log in: the response carries a new session holding only `data`, under a new id;
+    the session the browser came with (its data and its id) is gone."""
+    request.set_session(data)
+    renew_session_id(request)
+
+
+def renew_session_id(request: Request) -> None:
+    """Move the current session, data kept, to a new id when the response is sent, and
+    delete the old id: after a privilege change, an id someone else learnt before it is
+    worth nothing. Without a session there is nothing to move."""
+    _state(request.scope)[_RENEW] = True
+
+
+def current_session_id(request: Request) -> str | None:
+    """The id of the live session this request came with (None for none)."""
+    return _state(request.scope).get(_KNOWN_ID)

@@ -7,6 +7,7 @@ import logging
 import asyncpg
 
 from coalition.config import Settings
+from tenants import sessions
 
 log = logging.getLogger(__name__)
 
@@ -23,5 +24,7 @@ async def maintenance_pass(conn: asyncpg.Connection, settings: Settings) -> dict
         " AND (refresh_expires_at IS NULL OR refresh_expires_at < now() - interval '1 day')")
     codes = await conn.execute(
         "DELETE FROM oauth_authorization_codes WHERE expires_at < now() - interval '1 day'")
+    # Expired portal sessions and old login attempts: nothing else removes them.
+    purged = await sessions.purge(conn)
     return {"idempotency_keys": int(keys.split()[-1]), "oauth_tokens": int(tokens.split()[-1]),
-            "oauth_authorization_codes": int(codes.split()[-1])}
+            "oauth_authorization_codes": int(codes.split()[-1]), **purged}

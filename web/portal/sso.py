@@ -20,6 +20,7 @@ from tenants.models import IdentityProvider, Partner
 from web.portal.auth import base_url
 from web.portal.common import HOME, page
 from web.portal.console import provide_console_session, staff
+from web.sessions import start_session
 
 Session = NamedDependency[AsyncSession]
 PENDING_KEY = "sso_pending"
@@ -120,7 +121,7 @@ class SsoLoginPages(Controller):
         await accounts.audit(db_session, user, "staff.sso_login", target=user.email,
                              partner_id=user.partner_id, issuer=provider.issuer)
         await db_session.commit()
-        request.clear_session()
-        request.set_session({"user_id": str(user.id), "auth_time": clock.timestamp(),
-                             "sso": provider.issuer})
+        # A new session id, as at a password login (web/sessions.py).
+        start_session(request, {"user_id": str(user.id), "auth_time": clock.timestamp(),
+                                "sso": provider.issuer})
         return Redirect(HOME[user.kind])

@@ -1,0 +1,77 @@
+"""Portal session security: how a session id is kept, ending a user's sessions when the
+password changes, and purging what has expired.
+
+The browser holds a session id; `web_sessions` holds only its SHA-256, so a copy of the
+table (a backup, a replica) logs no one in. web/sessions.py is the Litestar store and
+session backend built on this.
+
+Session expiry is technical time: the store stamps and checks `expires_at` with the
+database's now(), and the purge does the same. Login attempts are judged by the platform
+clock (the throttle in tenants/accounts.py counts failures since `clock.now()` minus its
+window), so their purge reads the same clock and never removes one the throttle counts."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import timedelta
+
+import asyncpg
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition import clock
+from tenants.models import AuthorizationCode, OAuthToken, WebSession
+
+# Far beyond the throttle's window (15 minutes), so that purging never lifts a throttle,
+# and long enough to look into yesterday's attack on an account.
+LOGIN_ATTEMPT_RETENTION = timedelta(days=1)
+
+
+def hash_session_id(session_id: str) -> str:
+    """The key a session is stored under. Session ids are 32 random bytes, so a plain
+    SHA-256 is enough: there is nothing to guess that a slow hash would protect."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def end_other_sessions(session: AsyncSession, user_id: uuid.UUID,
+                             keep_session_id: str | None) -> int:
+    """Delete every portal session of the user but the one with id `keep_session_id`
+    (the browser making the change). Returns how many ended."""
+    statement = delete(WebSession).where(WebSession.user_id == user_id)
+    if keep_session_id:
+        statement = statement.where(WebSession.key_hash != hash_session_id(keep_session_id))
+    return (await session.execute(statement)).rowcount
+
+
+async def revoke_remembered_access(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Revoke the OAuth tokens issued for the user (access and refresh: a refresh token is
+    what keeps an app logged in for weeks) and drop the user's unused authorization codes,
+    which could still be exchanged for new ones. The revoked_at trigger on oauth_tokens
+    makes every API process forget the tokens at once. Returns how many tokens."""
+    revoked = await session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=clock.now()))
+    await session.execute(delete(AuthorizationCode).where(
+        AuthorizationCode.user_id == user_id, AuthorizationCode.used_at.is_(None)))
+    return revoked.rowcount
+
+
+async def password_changed(session: AsyncSession, user_id: uuid.UUID,
+                           keep_session_id: str | None) -> None:
+    """Whoever knew the old password (or held a session opened with it) is out: the
+    user's other sessions end and the apps' refresh tokens stop working. In the caller's
+    transaction, so a password that is not saved ends nothing."""
+    await end_other_sessions(session, user_id, keep_session_id)
+    await revoke_remembered_access(session, user_id)
+
+
+async def purge(conn: asyncpg.Connection) -> dict[str, int]:
+    """Delete expired sessions and login attempts older than LOGIN_ATTEMPT_RETENTION (the
+    maintenance pass, web/worker.py)."""
+    sessions = await conn.execute("DELETE FROM web_sessions WHERE expires_at < now()")
+    attempts = await conn.execute("DELETE FROM login_attempts WHERE created_at < $1",
+                                  clock.now() - LOGIN_ATTEMPT_RETENTION)
+    return {"web_sessions": int(sessions.split()[-1]),
+            "login_attempts": int(attempts.split()[-1])}
