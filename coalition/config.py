@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +21,13 @@ class Settings(BaseSettings):
     env: str = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    # What uvicorn allows each server process (`run`, `serve`): an idle keep-alive
+    # connection is closed after this many seconds, and past this many open connections or
+    # requests at once it answers 503 at once rather than let them pile up. Neither bounds
+    # how slowly a client sends its headers or body: a proxy in front does
+    # (deploy/nginx.conf).
+    keepalive_seconds: int = Field(default=5, ge=1)
+    max_concurrency: int = Field(default=200, ge=1)
     # Connections the API keeps for ledger writes (asyncpg) and for CRUD (SQLAlchemy).
     ledger_pool_size: int = 8
     orm_pool_size: int = 5
@@ -63,6 +71,11 @@ class Settings(BaseSettings):
     sepa_debtor_bic: str = ""
     # How often buffered affiliate clicks are written (coalition/affiliates/tracking.py).
     click_flush_seconds: float = 0.2
+    # Password hashes (argon2id, ~200 ms of CPU each) run in worker threads, at most this
+    # many at once (tenants/passwords.py): on two cores, one leaves a core for the API.
+    password_hash_concurrency: int = Field(default=1, ge=1)
+    # A login or password change that waited this long for its turn gets 503 Retry-After.
+    password_hash_max_wait_seconds: float = Field(default=5.0, gt=0)
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

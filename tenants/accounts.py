@@ -3,24 +3,22 @@ and the audit log."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import uuid
 from datetime import timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.errors import Conflict, DomainError
+from tenants import passwords
 from tenants.models import AuditEntry, LoginAttempt, User, UserToken
 from tenants.service import hash_secret
 
-HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
-MIN_PASSWORD_LENGTH = 10
 THROTTLE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_EMAIL = 5
 MAX_FAILURES_PER_IP = 20
@@ -35,7 +33,7 @@ TOKEN_LIFETIMES = {
 # A new verification link at most this often per account.
 VERIFICATION_RESEND_INTERVAL = timedelta(minutes=1)
 # Verifying against this keeps a login for an unknown email as slow as a real one.
-_DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
+_DUMMY_HASH = passwords.HASHER.hash(secrets.token_urlsafe(16))
 
 
 class LoginFailed(DomainError):
@@ -57,11 +55,11 @@ class TooSoon(DomainError):
         self.retry_after = seconds
 
 
-def check_password_rules(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise DomainError("validation-error", "Password too short",
-                          f"Use at least {MIN_PASSWORD_LENGTH} characters.", status=400,
-                          field="password")
+async def check_password_rules(password: str, email: str | None = None) -> None:
+    """Raises DomainError naming `password` unless it may be set for the account `email`:
+    at least 12 characters, not the email nor its part before the @, and zxcvbn score 3 or
+    more. The estimate is CPU work, so it runs off the event loop (tenants/passwords.py)."""
+    await passwords.check_strength(password, email)
 
 
 def check_email(email: str) -> str:
@@ -98,11 +96,10 @@ async def create_user(
                           f"Use at most {MAX_NAME_LENGTH} characters.", status=400, field="name")
     if await find_user(session, email) is not None:
         raise _account_exists()
-    if password is not None:
-        check_password_rules(password)
+    password_hash = (await passwords.hash_new_password(password, email)
+                     if password is not None else None)
     user = User(email=email, name=name, kind=kind, partner_id=partner_id, role=role,
-                member_id=member_id, affiliate_id=affiliate_id,
-                password_hash=HASHER.hash(password) if password is not None else None,
+                member_id=member_id, affiliate_id=affiliate_id, password_hash=password_hash,
                 email_verified_at=clock.now() if verified else None)
     # A partner's tenant-scoped session sees only its own staff, so find_user misses
     # other people's accounts; the unique index still refuses the email.
@@ -141,15 +138,13 @@ async def authenticate(session: AsyncSession, email: str, password: str, ip: str
                               f"Too many failed attempts. Wait {minutes} minutes and try again, "
                               "or reset your password.")
     user = await find_user(session, email)
-    ok = False
-    try:
-        ok = HASHER.verify(user.password_hash if user and user.password_hash else _DUMMY_HASH,
-                           password)
-    except (VerificationError, InvalidHashError):
-        ok = False
+    # PasswordWorkBusy (503) leaves before the attempt is recorded: no guess was judged.
+    ok = await passwords.verify_password(
+        user.password_hash if user and user.password_hash else _DUMMY_HASH, password)
     ok = ok and user is not None and user.password_hash is not None
     # No account has a longer address; its first characters still count for throttling.
-    session.add(LoginAttempt(email=email[:MAX_EMAIL_LENGTH], ip=ip, succeeded=ok))
+    session.add(LoginAttempt(email=email[:MAX_EMAIL_LENGTH], ip=ip, succeeded=ok,
+                             created_at=clock.now()))
     if not ok or user is None:
         raise LoginFailed("login-failed", "Login failed", "Wrong email address or password.")
     if user.disabled_at is not None:
@@ -157,8 +152,10 @@ async def authenticate(session: AsyncSession, email: str, password: str, ip: str
     if user.email_verified_at is None:
         raise LoginFailed("email-not-verified", "Email not verified",
                           "Confirm your email address first: follow the link we sent you.")
-    if HASHER.check_needs_rehash(user.password_hash):
-        user.password_hash = HASHER.hash(password)
+    if passwords.needs_rehash(user.password_hash):
+        # An upgrade can wait for a quieter login; refusing this one for it would not.
+        with contextlib.suppress(passwords.PasswordWorkBusy):
+            user.password_hash = await passwords.hash_password(password)
     return user
 
 
@@ -206,8 +203,7 @@ def mark_verified(user: User) -> None:
 
 
 async def set_password(session: AsyncSession, user: User, password: str) -> None:
-    check_password_rules(password)
-    user.password_hash = HASHER.hash(password)
+    user.password_hash = await passwords.hash_new_password(password, user.email)
     mark_verified(user)  # a password set through an emailed link proves the address
     await session.flush()
 

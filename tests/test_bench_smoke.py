@@ -83,6 +83,16 @@ BENCHES = [
            # Not a speed: every click answered with a 302 must reach the table.
            r"^clicks lost: 0$"),
           ("coalition_bench_clicks",)),
+    Bench("login_contention.py", ("--clients", "2", "--seconds", "1", "--members", "50",
+                                  "--login-loops", "2"),
+          (r"^created 2 portal logins in [\d.]+ s",
+           rf"^earn +: [\d,.]+/s ok, .*{ONLY_201}",
+           rf"^earn \+ 2 login loops +: [\d,.]+/s ok, .*{ONLY_201}",
+           # Every login a real one: the right password, redirected to the portal.
+           r"^login +: [\d,.]+/s ok, .*statuses \{'302': \d+\}",
+           r"^earn with logins / alone: throughput [\d.]+ x, p99 [\d.]+ x; target "
+           r"throughput >= 0.50 x and p99 <= 3 x: (met|NOT met)$"),
+          ("coalition_bench_logins",)),
 ]
 
 

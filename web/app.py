@@ -17,9 +17,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.params import FromPath
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -43,6 +41,7 @@ from coalition.db import (
 from coalition.ledger import Ledger
 from coalition.rules.service import CACHE as RULES_CACHE
 from settlement.stripe_gateway import StripeConfig, StripeGateway
+from tenants import passwords
 from tenants.auth import PartnerPrincipal, TokenVerifier
 from tenants.keys import SecretBox, current_signing_key
 from tenants.mail import Mailer
@@ -62,6 +61,7 @@ from web.api.screen import screen_request
 from web.api.settlement import SettlementController
 from web.api.statements import StatementController
 from web.api.tiers import TierController
+from web.api_docs import SwaggerDocs
 from web.headers import security_headers
 from web.oauth import OAUTH_HANDLERS
 from web.portal.affiliate import AffiliateDashboardPages
@@ -90,9 +90,9 @@ from web.portal.settlement_terms import OperatorTermsPages, PartnerTermsPages
 from web.portal.sso import SsoLoginPages, SsoSettingsPages
 from web.portal.statements import OperatorSettlementPages, PartnerStatementPages
 from web.portal.tiers import OperatorTierPages
-from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, problem
+from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, RETRY_AFTER_SECONDS, problem
 from web.security import BearerTokenMiddleware
-from web.sessions import PostgresSessionStore
+from web.sessions import PortalSessionConfig, PostgresSessionStore
 from web.tracking import TRACKING_HANDLERS
 from web.webhooks import stripe_webhook
 
@@ -125,7 +125,8 @@ async def health(state: State) -> Response:
         with anyio.fail_after(2):
             await state.pool.fetchval("SELECT 1")
     except Exception:
-        return problem(503, "service-unavailable", "The database is not answering.")
+        return problem(503, "service-unavailable", "The database is not answering.",
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return Response({"status": "ok", "database": "ok"})
 
 
@@ -156,7 +157,7 @@ def _openapi() -> OpenAPIConfig:
         "Every POST under /api/v1 takes an Idempotency-Key header. Errors are RFC 9457 "
         "problem documents.",
         path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[SwaggerDocs()],
         components=Components(
             security_schemes={
                 "partner": SecurityScheme(
@@ -182,6 +183,8 @@ def create_app(
 ) -> Litestar:
     settings = settings or get_settings()
     logs.install()  # no token, secret or session id reaches any log handler
+    passwords.configure(settings.password_hash_concurrency,
+                        settings.password_hash_max_wait_seconds)
     if settings.env != "production":
         # Authlib refuses plain http outside loopback; production runs behind TLS.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
@@ -192,6 +195,7 @@ def create_app(
         engine = create_engine(url, settings.orm_pool_size, server_settings=UTC_SESSION)
         pool = await create_ledger_pool(url, settings.ledger_pool_size, server_settings=UTC_SESSION)
         sync_engine = sqlalchemy.create_engine(url.sqlalchemy_sync, pool_size=2,
+                                               pool_pre_ping=True,  # survives a DB restart
                                                connect_args={"options": "-c timezone=UTC"})
         app.state.sessionmaker = create_sessionmaker(engine)
         # Tenant sessions log in as coalition_tenant_login: under row-level security
@@ -219,7 +223,7 @@ def create_app(
         # The cache is per process: a second app in the same process (the tests' live
         # servers run on their own event loop) must neither replace nor close the first
         # app's listener connection, which belongs to the first app's loop.
-        owns_rules_listener = not RULES_CACHE.listening
+        owns_rules_listener = not RULES_CACHE.listener.started  # (even if reconnecting)
         if owns_rules_listener:
             await RULES_CACHE.listen(url.asyncpg_dsn)
         sync_sessions = sessionmaker(sync_engine, expire_on_commit=False)
@@ -264,8 +268,9 @@ def create_app(
     # /r/ tracking links are public redirects: no session look-up, no CSRF cookie.
     cookie_free = ["^/api/", "^/oauth/(?!authorize)", "^/health", "^/schema", "^/static/",
                    "^/problems/", "^/.well-known/", "^/webhooks/", "^/r/"]
-    sessions = ServerSideSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
-                                       samesite="lax", max_age=8 * 3600, exclude=cookie_free)
+    # New ids at login, no rows for anonymous visitors, ids stored hashed (web/sessions.py).
+    sessions = PortalSessionConfig(store="sessions", secure=secure_cookies, httponly=True,
+                                   samesite="lax", max_age=8 * 3600, exclude=cookie_free)
     csrf = CSRFConfig(secret=settings.resolved_secret_key(), cookie_secure=secure_cookies,
                       cookie_samesite="lax", exclude=cookie_free)
     state_holder: dict[str, Litestar] = {}

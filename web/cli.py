@@ -60,6 +60,7 @@ def run(host: str | None, port: int | None) -> None:
 
     url = database_url()
     _upgrade(url)
+    _refuse_unless_checked(url)
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     sandbox = _start_stripe_sandbox(f"http://{host}:{port}")
@@ -81,17 +82,23 @@ def run(host: str | None, port: int | None) -> None:
 @click.option("--workers", default=1, show_default=True,
               help="Server processes; each keeps its own pools and token cache.")
 def serve(host: str | None, port: int | None, access_log: bool, workers: int) -> None:
-    """Serve the HTTP API and portal (migrations must be applied)."""
-    database_url()
+    """Serve the HTTP API and portal (migrations must be applied, `db check` clean)."""
+    _refuse_unless_checked(database_url())
     settings = get_settings()
     _serve(host or settings.host, port or settings.port, access_log, workers)
 
 
 def _serve(host: str, port: int, access_log: bool = False, workers: int = 1) -> None:
+    """uvicorn with the configured limits: an idle keep-alive connection is closed after
+    COALITION_KEEPALIVE_SECONDS, and past COALITION_MAX_CONCURRENCY connections or requests
+    a process answers 503 instead of letting idle or slow clients hold it without bound."""
     import uvicorn
 
+    settings = get_settings()
     uvicorn.run("web.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, log_level=get_settings().log_level.lower())
+                access_log=access_log, log_level=settings.log_level.lower(),
+                timeout_keep_alive=settings.keepalive_seconds,
+                limit_concurrency=settings.max_concurrency)
 
 
 @main.command()
@@ -125,6 +132,64 @@ def _upgrade(url: DatabaseUrl, revision: str = "head") -> None:
     from coalition.migrate import upgrade
 
     upgrade(url, revision)
+
+
+def _print_problems(problems: list, err: bool = False) -> None:
+    from coalition.dbcheck import fixes
+
+    for problem in problems:
+        click.echo(f"  {problem}", err=err)
+    for fix in fixes(problems):
+        click.echo(f"To fix: {fix}.", err=err)
+
+
+@db.command("check")
+def db_check() -> None:
+    """Compare roles, grants, row-level security, SQL functions, triggers and the version
+    with what the migrations create; exit 1 naming each difference (README, "Backup and
+    restore")."""
+    from coalition.dbcheck import check_database
+
+    result = asyncio.run(check_database(database_url()))
+    if result.problems:
+        _print_problems(result.problems)
+        click.echo(f"db check: {len(result.problems)} problems", err=True)
+        sys.exit(1)
+    click.echo(f"db check: clean ({result.summary})")
+
+
+@db.command("repair-roles")
+def db_repair_roles() -> None:
+    """Create missing tenant roles and memberships, re-grant, re-create row-level security
+    policies and flags as the migrations make them; then check. Safe to repeat."""
+    from coalition.dbcheck import repair_roles
+
+    result = asyncio.run(repair_roles(database_url()))
+    for action in result.actions:
+        click.echo(action)
+    if result.check.problems:
+        _print_problems(result.check.problems)
+        click.echo(f"db repair-roles: {len(result.actions)} changes; still"
+                   f" {len(result.check.problems)} problems", err=True)
+        sys.exit(1)
+    click.echo(f"db repair-roles: {len(result.actions)} changes; db check: clean"
+               f" ({result.check.summary})")
+
+
+def _refuse_unless_checked(url: DatabaseUrl) -> None:
+    """A database that lost its tenant roles, grants or policies (a restore without the
+    global roles loses them all, and `db upgrade` sees nothing to do) fails every partner
+    request at best and lets partners see each other at worst: refuse to serve it, and say
+    what is wrong and how to fix it."""
+    from coalition.dbcheck import check_database
+
+    result = asyncio.run(check_database(url))
+    if result.problems:
+        click.echo(f"coalition: not starting, the database is not what the migrations make"
+                   f" it ({len(result.problems)} problems; `coalition db check` lists them"
+                   " again):", err=True)
+        _print_problems(result.problems, err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -238,7 +303,8 @@ def operators() -> None:
 @click.option("--email", required=True)
 @click.option("--name", default=None)
 @click.option("--password", default=None,
-              help="At least 10 characters; prompted for when omitted.")
+              help="At least 12 characters, not the email, hard to guess (zxcvbn score 3+);"
+                   " prompted for when omitted.")
 def operators_create(email: str, name: str | None, password: str | None) -> None:
     """Create an operator account (email verified, ready to log in)."""
     from coalition.errors import DomainError

@@ -53,9 +53,10 @@ LAST = ["Lewandowska", "Wójcik", "Kamińska", "Zieliński", "Szymańska", "Woź
         "Kozłowska", "Jankowski", "Mazur", "Kwiatkowska", "Krawczyk"]
 
 
-# Portal logins the demo creates: (email, password, who).
+# Portal logins the demo creates: (email, password, who). Each passes the password rules
+# (tenants/passwords.py), which refuse one containing its email's local part ("operator").
 DEMO_LOGINS = [
-    ("operator@coalition.example", "demo-operator-pass", "Coalition operator"),
+    ("operator@coalition.example", "demo-platform-pass", "Coalition operator"),
     ("owner@hurtownia.example", "demo-partner-pass", "Hurtownia Budowlana owner"),
     ("jan.kowalski@example.com", "demo-member-pass", "Member Jan Kowalski"),
     COMPANY_ADMIN,

@@ -12,6 +12,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.response import Template
 
+from coalition.db import database_unreachable
 from coalition.errors import DomainError
 from settlement.prepaid import refusal as prepaid_refusal
 
@@ -83,7 +84,8 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "block-not-found": ("Block not found", "No such prepaid point block."),
     "block-not-open": ("Block not awaiting payment", "Only a block awaiting payment can be cancelled."),
     "method-not-allowed": ("Method not allowed", "The route exists but not for this HTTP method."),
-    "service-unavailable": ("Service unavailable", "A dependency (the database) is not answering."),
+    "service-unavailable": ("Service unavailable", "A dependency (the database) is not answering. Retry after the Retry-After header's seconds; a write retried with the same Idempotency-Key never posts twice."),
+    "password-work-busy": ("Too busy", "Too many logins or password changes are waiting for their turn (tenants/passwords.py). Nothing was done; retry after `retry_after` seconds (the Retry-After header)."),
     "internal-error": ("Internal error", "An unexpected error; it has been logged."),
     # Settlement (settlement/runs.py, settlement/statements.py)
     "invalid-period": ("Invalid period", "Periods are YYYY-MM (monthly) or YYYY-Www (ISO week, weekly)."),
@@ -211,9 +213,13 @@ def handle_validation(request: Request, exc: ValidationException) -> Response:
 
 
 def handle_domain_error(request: Request, exc: DomainError) -> Response:
+    # A refusal that says when to come back (a queue that is full) says it to HTTP too.
+    retry = exc.extra.get("retry_after")
+    headers = {"Retry-After": str(retry)} if retry is not None else None
     if wants_html(request):
-        return error_page(exc.status, exc.detail, field=exc.field)
-    return problem(exc.status, exc.slug, exc.detail, title=exc.title, field=exc.field, **exc.extra)
+        return error_page(exc.status, exc.detail, field=exc.field, headers=headers)
+    return problem(exc.status, exc.slug, exc.detail, title=exc.title, field=exc.field,
+                   headers=headers, **exc.extra)
 
 
 _STATUS_SLUGS = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
@@ -244,11 +250,32 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
                    headers=headers or None)
 
 
+# What a 503 tells clients to wait before retrying while the database is unreachable.
+RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable(request: Request) -> Response:
+    """503 with Retry-After: the database is down, restarting or the connection was lost.
+    A retry is safe: a write whose commit may have happened before the connection broke
+    is replayed from its stored answer when retried with the same Idempotency-Key."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if wants_html(request):
+        return error_page(503, headers=headers)
+    return problem(503, "service-unavailable",
+                   "The database is not answering; retry in a moment (writes with the same "
+                   "Idempotency-Key).", headers=headers, retry_after=RETRY_AFTER_SECONDS)
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     # A prepaid partner's issuance refused by the ledger's draw trigger (SQLSTATE CPB01)
     # surfaces as a database error from whichever earning path posted it.
     if (refused := prepaid_refusal(exc)) is not None:
         return handle_domain_error(request, refused)
+    if database_unreachable(exc):
+        # An outage, not a bug: one line per request, no traceback.
+        log.warning("database unreachable on %s %s: %s: %s", request.method,
+                    request.url.path, type(exc).__name__, str(exc).partition("\n")[0][:200])
+        return database_unavailable(request)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if wants_html(request):
         return error_page(500)

@@ -121,7 +121,6 @@ class SignupSpec:
         email = self.email.strip()
         if not EMAIL.match(email) or len(email) > 320:
             raise invalid("email", "Enter a valid email address.")
-        accounts.check_password_rules(self.password)
         company = " ".join(self.company_name.split())
         if self.kind == "company" and not company:
             raise invalid("company_name", "Enter the company's name.")
@@ -141,6 +140,8 @@ async def sign_up(session: AsyncSession, spec: SignupSpec) -> tuple[Affiliate, U
     and commits. Raises DomainError naming the field; 409 account-exists for an email
     that already has an account."""
     spec = spec.checked()
+    # Before anything is written; async, as the strength estimate runs off the loop.
+    await accounts.check_password_rules(spec.password, spec.email)
     if await accounts.find_user(session, spec.email) is not None:
         raise Conflict("account-exists", "Account exists",
                        "An account with this email address already exists.", field="email")

@@ -25,6 +25,7 @@ from coalition.affiliates.signup import (
 from coalition.errors import DomainError
 from coalition.models import Member
 from tenants.models import Partner, User
+from tenants.passwords import PasswordWorkBusy
 from web.portal.auth import base_url, send_verification
 from web.portal.common import current_user, page, require
 
@@ -71,8 +72,12 @@ class AffiliatePages(Controller):
         except DomainError as exc:
             await db_session.rollback()
             shown = {k: v for k, v in form.items() if k != "password"}
-            return page("affiliates/signup.html", status_code=exc.status, form=shown,
-                        errors={exc.field or "form": exc.detail}, agreement=AGREEMENT_VERSION)
+            template = page("affiliates/signup.html", status_code=exc.status, form=shown,
+                            errors={exc.field or "form": exc.detail},
+                            agreement=AGREEMENT_VERSION)
+            if isinstance(exc, PasswordWorkBusy):  # 503: say when to send the form again
+                template.headers["Retry-After"] = str(exc.retry_after)
+            return template
         await send_verification(request, db_session, user)
         await db_session.commit()
         return page("message.html", title="Check your email",

@@ -12,19 +12,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock, members, referrals
 from coalition.errors import DomainError
-from tenants import accounts
+from tenants import accounts, sessions
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
+from tenants.passwords import PasswordWorkBusy
 from web.conversions import CLICK_COOKIE, cookie_click, signup_lead
 from web.portal.authorize import login_policy
 from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
+from web.sessions import current_session_id, renew_session_id, start_session
 
 Session = NamedDependency[AsyncSession]
 
 
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def busy(template: Template, exc: PasswordWorkBusy) -> Template:
+    """The form again, 503 with Retry-After: the password work queue was full, nothing was
+    judged or written, and the same submission will do once the queue drains."""
+    template.headers["Retry-After"] = str(exc.retry_after)
+    return template
 
 
 async def send_verification(request: Request, session: AsyncSession, user: User,
@@ -71,9 +80,13 @@ class AuthPages(Controller):
                         next=form.get("next", ""),
                         headers=await login_policy(db_session, form.get("next")),
                         unverified=exc.slug == "email-not-verified")
+        except PasswordWorkBusy as exc:
+            return busy(page("login.html", status_code=503, error=exc.detail, email=email,
+                             next=form.get("next", ""),
+                             headers=await login_policy(db_session, form.get("next"))), exc)
         await db_session.commit()
-        request.clear_session()
-        request.set_session({"user_id": str(user.id), "auth_time": clock.timestamp()})
+        # A new session id: one planted in the browser before the login is worth nothing.
+        start_session(request, {"user_id": str(user.id), "auth_time": clock.timestamp()})
         return Redirect(safe_next(form.get("next"), HOME[user.kind]))
 
     @post("/logout")
@@ -109,8 +122,13 @@ class AuthPages(Controller):
             errors["email"] = "Enter a valid email address."
         if name and len(name) > accounts.MAX_NAME_LENGTH:
             errors["name"] = f"Use at most {accounts.MAX_NAME_LENGTH} characters."
-        if len(password) < accounts.MIN_PASSWORD_LENGTH:
-            errors["password"] = f"Use at least {accounts.MIN_PASSWORD_LENGTH} characters."
+        try:
+            await accounts.check_password_rules(password, email)
+        except PasswordWorkBusy as exc:
+            return busy(page("register.html", status_code=503, error=exc.detail, email=email,
+                             name=name, referral_code=form.get("referral_code", "")), exc)
+        except DomainError as exc:
+            errors["password"] = exc.detail
         if not errors and await accounts.find_user(db_session, email) is not None:
             errors["email"] = "An account with this email exists: log in or reset the password."
         raw_code = form.get("referral_code", "").strip()
@@ -126,8 +144,13 @@ class AuthPages(Controller):
             # An existing member (say, enrolled by a shop) is never re-bound.
             await db_session.execute(text("SELECT member_referral_bind(:m, NULL, :c, NULL)"),
                                      {"m": member.id, "c": code})
-        user = await accounts.create_user(db_session, email, "member", name=name,
-                                          password=password, member_id=member.id)
+        try:
+            user = await accounts.create_user(db_session, email, "member", name=name,
+                                              password=password, member_id=member.id)
+        except PasswordWorkBusy as exc:
+            await db_session.rollback()  # the member just found or created goes too
+            return busy(page("register.html", status_code=503, error=exc.detail, email=email,
+                             name=name, referral_code=raw_code), exc)
         # Arrived through an affiliate's link: the sign-up is that affiliate's lead.
         await signup_lead(db_session, state, member.id,
                           cookie_click(request.cookies.get(CLICK_COOKIE)))
@@ -137,13 +160,16 @@ class AuthPages(Controller):
                     message=f"We sent a confirmation link to {email}.")
 
     @get("/verify-email")
-    async def verify_email(self, db_session: Session, token: FromQuery[str] = "") -> Template:
+    async def verify_email(self, request: Request, db_session: Session,
+                           token: FromQuery[str] = "") -> Template:
         user = await accounts.consume_token(db_session, token, "verify_email")
         if user is None:
             return page("message.html", status_code=400, title="Link not valid",
                         message="This confirmation link is invalid, used or expired.")
         accounts.mark_verified(user)
         await db_session.commit()
+        # A confirmed address is a privilege change for a session logged in meanwhile.
+        renew_session_id(request)
         return page("message.html", title="Email confirmed",
                     message="Your email address is confirmed. You can log in now.",
                     link="/login")
@@ -222,7 +248,10 @@ class AuthPages(Controller):
         form = await request.form()
         password = form.get("password", "")
         try:
-            accounts.check_password_rules(password)
+            await accounts.check_password_rules(password)
+        except PasswordWorkBusy as exc:
+            return busy(page("reset.html", status_code=503, token=form.get("token", ""),
+                             error=exc.detail), exc)
         except DomainError as exc:
             return page("reset.html", status_code=400, token=form.get("token", ""),
                         error=exc.detail)
@@ -231,8 +260,17 @@ class AuthPages(Controller):
             return page("message.html", status_code=400, title="Link not valid",
                         message="This link is invalid, used or expired. Ask for a new one.",
                         link="/forgot-password")
-        await accounts.set_password(db_session, user, password)
+        try:
+            await accounts.set_password(db_session, user, password)
+        except DomainError as exc:  # the rules with the email known, or a full queue
+            await db_session.rollback()  # the link stays unused, to try again
+            template = page("reset.html", status_code=exc.status,
+                            token=form.get("token", ""), error=exc.detail)
+            return busy(template, exc) if isinstance(exc, PasswordWorkBusy) else template
+        # Whoever used the old password is out; this browser stays, under a new id.
+        await sessions.password_changed(db_session, user.id, current_session_id(request))
         await accounts.audit(db_session, user, "password.reset", target=user.email,
                              partner_id=user.partner_id)
         await db_session.commit()
+        renew_session_id(request)
         return Redirect("/login")

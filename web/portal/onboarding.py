@@ -13,11 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
-from tenants import accounts, onboarding
+from tenants import accounts, onboarding, sessions
 from tenants.mail import Mailer
 from tenants.models import AuditEntry, Partner, TermsAcceptance, User
-from web.portal.auth import base_url
+from tenants.passwords import PasswordWorkBusy
+from web.portal.auth import base_url, busy
 from web.portal.common import operator, page
+from web.sessions import current_session_id, renew_session_id
 
 Session = NamedDependency[AsyncSession]
 CHOICES = {"legal_forms": onboarding.LEGAL_FORMS, "industries": onboarding.INDUSTRIES,
@@ -143,18 +145,31 @@ class OnboardingPages(Controller):
     async def set_password(self, request: Request, db_session: Session) -> Response:
         form = await request.form()
         password, token = form.get("password", ""), form.get("token", "")
+
+        def refused(exc: DomainError) -> Template:
+            template = page("reset.html", status_code=exc.status, token=token,
+                            error=exc.detail, action="/set-password",
+                            heading="Set your password")
+            return busy(template, exc) if isinstance(exc, PasswordWorkBusy) else template
+
         try:
-            accounts.check_password_rules(password)
+            await accounts.check_password_rules(password)
         except DomainError as exc:
-            return page("reset.html", status_code=400, token=token, error=exc.detail,
-                        action="/set-password", heading="Set your password")
+            return refused(exc)
         user = await accounts.consume_token(db_session, token, "invite")
         if user is None:
             return page("message.html", status_code=400, title="Link not valid",
                         message="This invitation link is invalid, used or expired. Ask the "
                         "person who invited you for a new one.")
-        await accounts.set_password(db_session, user, password)
+        try:
+            await accounts.set_password(db_session, user, password)
+        except DomainError as exc:  # the rules with the email known, or a full queue
+            await db_session.rollback()  # the invitation stays unused, to try again
+            return refused(exc)
+        # As after a reset: a password set by link ends the account's other sessions.
+        await sessions.password_changed(db_session, user.id, current_session_id(request))
         await accounts.audit(db_session, user, "user.invite_accepted", target=user.email,
                              partner_id=user.partner_id)
         await db_session.commit()
+        renew_session_id(request)
         return Redirect("/login")
