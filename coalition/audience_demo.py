@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,11 +23,14 @@ async def seed_birth_dates(conn: asyncpg.Connection, now: datetime, seed: int = 
     """Birth dates for the demo members (Jan Kowalski's birthday falls in the current
     month, so "Birthday this month" has him)."""
     rng = random.Random(seed)
+    # The month as the coalition's time zone has it, as the segment judges it.
+    zone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings WHERE id = 1"))
+    today = now.astimezone(zone)
     people = await conn.fetch("SELECT id, email FROM members WHERE kind = 'person'"
                               " AND birth_date IS NULL ORDER BY email")
     for person in people:
         if person["email"] == "jan.kowalski@example.com":
-            born = date(1984, now.month, min(now.day, 28))
+            born = date(1984, today.month, min(today.day, 28))
         else:
             born = date(rng.randint(1950, 2004), rng.randint(1, 12), rng.randint(1, 28))
         await conn.execute("UPDATE members SET birth_date = $2 WHERE id = $1", person["id"],

@@ -4,6 +4,7 @@ import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -147,7 +148,7 @@ async def _demo_rules_earn_as_promised(conn) -> None:
     """Moda Centrum in April, a VIP buying for 250 PLN: 250 (1 pt per PLN) + 30 (above
     200 PLN) doubled by the spring campaign (+280), then VIP x1.5 on 560 (+280)."""
     moda = await conn.fetchval("SELECT id FROM partners WHERE slug = 'moda'")
-    year = clock.now().year
+    year = clock.now().astimezone(ZoneInfo("Europe/Warsaw")).year   # the demo's calendar
     april = datetime(year, 4, 15, 12, tzinfo=UTC)
     rules = await active_rules(conn, moda, april)
     vip = Shopper(tier="vip", segments=frozenset(), first_purchase=False)

@@ -134,6 +134,10 @@ class OnboardingPages(Controller):
             if decision in DECISION_MAILS and partner.contact_email:
                 subject, text = DECISION_MAILS[decision]
                 await mailer.send(partner.contact_email, subject, text.format(note=note))
+        # Other processes drop their cached tokens on NOTIFY coalition_auth, which reaches
+        # this one's listener a moment later; forget now, so a suspension stops the very
+        # next API call here.
+        request.app.state.token_verifier.forget_all()
         return Redirect(f"/operator/partners/{partner_id}")
 
     @get("/set-password")
