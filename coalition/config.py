@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = Field(default=1, ge=1)
     # A login or password change that waited this long for its turn gets 503 Retry-After.
     password_hash_max_wait_seconds: float = Field(default=5.0, gt=0)
+    # argon2id's memory (KiB) and passes for new hashes. The defaults (64 MiB, 3) are the
+    # argon2 library's; lower them only where speed beats an attacker's cost: the tests.
+    password_hash_memory_kib: int = Field(default=65536, ge=8)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    # The proxies whose X-Forwarded-For is believed: comma-separated addresses and CIDR
+    # blocks. Empty: none, the client is the connection's peer. Behind them, the client is
+    # the right-most forwarded address that is not one of them (tenants/throttle.py).
+    trusted_proxies: str = ""
+    # Sign-ups, password-reset and verification-link requests one client address may make
+    # per 10 minutes, of each kind (tenants/throttle.py).
+    email_requests_per_address: int = Field(default=5, ge=1)
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

@@ -16,12 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition import clock
 from coalition.errors import Conflict, DomainError
 from tenants import passwords
-from tenants.models import AuditEntry, LoginAttempt, User, UserToken
+from tenants.models import AuditEntry, User, UserToken
 from tenants.service import hash_secret
+from tenants.throttle import RateLimited, login_allowed_at, record_login, seconds_until
 
-THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_EMAIL = 5
-MAX_FAILURES_PER_IP = 20
 MAX_EMAIL_LENGTH = 320          # users.email, login_attempts.email
 MAX_NAME_LENGTH = 200           # users.name
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -40,8 +38,12 @@ class LoginFailed(DomainError):
     status = 401
 
 
-class TooManyAttempts(DomainError):
-    status = 429
+class TooManyAttempts(RateLimited):
+    """Too many failed logins for the email or from the address: 429, Retry-After."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, "too-many-attempts", "Too many failed logins",
+                         "Too many failed attempts. You can reset your password meanwhile")
 
 
 class TooSoon(DomainError):
@@ -119,32 +121,22 @@ def _account_exists() -> Conflict:
                     "An account with this email address already exists.", field="email")
 
 
-async def _recent_failures(session: AsyncSession, column, value: str) -> int:
-    since = clock.now() - THROTTLE_WINDOW
-    return await session.scalar(
-        select(func.count()).select_from(LoginAttempt).where(
-            column == value, LoginAttempt.succeeded.is_(False),
-            LoginAttempt.created_at > since)) or 0
-
-
 async def authenticate(session: AsyncSession, email: str, password: str, ip: str) -> User:
     """The user for these credentials; raises TooManyAttempts or LoginFailed. Every
-    attempt is recorded (committed by the caller) so throttling survives restarts."""
-    minutes = int(THROTTLE_WINDOW.total_seconds() // 60)
-    if (await _recent_failures(session, func.lower(LoginAttempt.email), email.lower())
-            >= MAX_FAILURES_PER_EMAIL
-            or await _recent_failures(session, LoginAttempt.ip, ip) >= MAX_FAILURES_PER_IP):
-        raise TooManyAttempts("too-many-attempts", "Too many failed logins",
-                              f"Too many failed attempts. Wait {minutes} minutes and try again, "
-                              "or reset your password.")
+    judged attempt is recorded (committed by the caller) so throttling survives restarts.
+    The throttle's advisory locks (tenants/throttle.py) are held from the count to the
+    caller's commit, so parallel guesses for one email or from one address are judged one
+    after the other, each counting the failures before it."""
+    allowed_at = await login_allowed_at(session, email, ip)
+    if allowed_at is not None:
+        raise TooManyAttempts(seconds_until(allowed_at))
     user = await find_user(session, email)
     # PasswordWorkBusy (503) leaves before the attempt is recorded: no guess was judged.
     ok = await passwords.verify_password(
         user.password_hash if user and user.password_hash else _DUMMY_HASH, password)
     ok = ok and user is not None and user.password_hash is not None
     # No account has a longer address; its first characters still count for throttling.
-    session.add(LoginAttempt(email=email[:MAX_EMAIL_LENGTH], ip=ip, succeeded=ok,
-                             created_at=clock.now()))
+    record_login(session, email, ip, ok)
     if not ok or user is None:
         raise LoginFailed("login-failed", "Login failed", "Wrong email address or password.")
     if user.disabled_at is not None:

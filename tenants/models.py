@@ -287,6 +287,9 @@ class LoginAttempt(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Which limit the row counts towards (tenants/throttle.py): "login", a kind of emailed
+    # request ("register", "forgot", "resend"), or "oauth-client" (email is the client id).
+    kind: Mapped[str] = mapped_column(String(32), server_default="login")
     email: Mapped[str] = mapped_column(String(320))
     ip: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column()

@@ -7,8 +7,8 @@ session backend built on this.
 
 Session expiry is technical time: the store stamps and checks `expires_at` with the
 database's now(), and the purge does the same. Login attempts are judged by the platform
-clock (the throttle in tenants/accounts.py counts failures since `clock.now()` minus its
-window), so their purge reads the same clock and never removes one the throttle counts."""
+clock (the throttles in tenants/throttle.py count rows since `clock.now()` minus their
+windows), so their purge reads the same clock and never removes one the throttle counts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition import clock
 from tenants.models import AuthorizationCode, OAuthToken, WebSession
 
-# Far beyond the throttle's window (15 minutes), so that purging never lifts a throttle,
+# Far beyond the throttles' windows (15 minutes for logins, an hour at most for the other
+# kinds of row, tenants/throttle.py), so that purging never lifts a throttle,
 # and long enough to look into yesterday's attack on an account.
 LOGIN_ATTEMPT_RETENTION = timedelta(days=1)
 

@@ -23,6 +23,22 @@ from tests.browser import CHROMIUM, LAUNCH_ARGS, LiveServer, chromium_missing_re
 from tests.helpers import PartnerClient, migrated_database, new_partner
 from web.app import create_app
 
+# argon2id at its lowest cost (1 MiB, one pass: about a millisecond instead of 200): the
+# suite creates and logs in some hundreds of people, and the cost parameters are all that
+# changes, not the code path. tests/test_passwords.py measures with the defaults. Set in
+# the environment too, for the servers and commands the tests start as processes.
+TEST_HASH_COST = {"COALITION_PASSWORD_HASH_MEMORY_KIB": "1024",
+                  "COALITION_PASSWORD_HASH_TIME_COST": "1"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tenants import passwords
+
+    for name, value in TEST_HASH_COST.items():
+        os.environ.setdefault(name, value)
+    passwords.set_cost(int(os.environ["COALITION_PASSWORD_HASH_MEMORY_KIB"]),
+                       int(os.environ["COALITION_PASSWORD_HASH_TIME_COST"]))
+
 
 def _docker_engine_answers() -> bool:
     try:
@@ -89,8 +105,12 @@ def smtp(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def settings(database_url: DatabaseUrl, smtp, tmp_path_factory) -> Settings:
+    # Every test's requests come from one client address (the in-process transport's
+    # 127.0.0.1), so the per-address limit on emailing forms would stop the suite's sign-ups
+    # after five; tests/test_throttle.py puts it back and uses addresses of its own.
     return Settings(database_url=database_url.raw, env="test", smtp_host="127.0.0.1",
-                    smtp_port=smtp.port, data_dir=tmp_path_factory.mktemp("data"))
+                    smtp_port=smtp.port, data_dir=tmp_path_factory.mktemp("data"),
+                    email_requests_per_address=1_000_000)
 
 
 @pytest.fixture(scope="session")

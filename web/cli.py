@@ -95,7 +95,11 @@ def _serve(host: str, port: int, access_log: bool = False, workers: int = 1) -> 
     import uvicorn
 
     settings = get_settings()
+    # Forwarded headers only from COALITION_TRUSTED_PROXIES: uvicorn's default believes
+    # any connection from loopback, so anything on the host could pick its address.
+    trusted = [part.strip() for part in settings.trusted_proxies.split(",") if part.strip()]
     uvicorn.run("web.app:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
                 access_log=access_log, log_level=settings.log_level.lower(),
                 timeout_keep_alive=settings.keepalive_seconds,
                 limit_concurrency=settings.max_concurrency)

@@ -4,6 +4,10 @@ already-read form. Errors follow RFC 6749 section 5.2, not RFC 9457."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from urllib.parse import unquote
+
 import anyio
 import msgspec
 from litestar import Request, Response, get, post, route
@@ -12,18 +16,37 @@ from litestar.exceptions import ClientException
 from sqlalchemy import select
 
 from coalition.models import Member
+from tenants import throttle
 from tenants.auth import TokenVerifier
 from tenants.keys import published_keys
 from tenants.models import User
 from tenants.oauth import FormRequest
 from tenants.oauth_grants import MemberUser, member_claims
 from tenants.oauth_server import CoalitionAuthorizationServer
+from tenants.throttle import RateLimited
+from web.portal.common import client_ip
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(content=msgspec.json.encode(body), status_code=status,
                     headers={"Cache-Control": "no-store", **(headers or {})},
                     media_type="application/json")
+
+
+def _client_id(request: Request, form: object) -> str | None:
+    """The client id a request authenticates as: the user of HTTP Basic credentials
+    (form-encoded, RFC 6749 section 2.3.1), else the form's client_id. Only parsed here,
+    for the throttle; Authlib judges the credentials."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        client_id, colon, _ = decoded.partition(":")
+        return unquote(client_id.replace("+", " ")) if colon and client_id else None
+    value = form.get("client_id") if hasattr(form, "get") else None
+    return value if isinstance(value, str) and value else None
 
 
 async def _run_endpoint(request: Request, state: State, name: str | None) -> Response:
@@ -44,7 +67,23 @@ async def _run_endpoint(request: Request, state: State, name: str | None) -> Res
     else:
         def call(r: FormRequest) -> tuple:
             return server.create_endpoint_response(name, r)
+    # Failed client authentications are limited per client id (tenants/throttle.py): past
+    # the limit, 429 slow_down with Retry-After, before the credentials are looked at.
+    client_id = _client_id(request, form)
+    attempt: int | None = None
+    if client_id is not None:
+        async with state.sessionmaker() as session:
+            try:
+                attempt = await throttle.begin_client_authentication(session, client_id,
+                                                                     client_ip(request))
+            except RateLimited as exc:
+                return _json({"error": "slow_down", "error_description": exc.detail}, 429,
+                             {"Retry-After": str(exc.retry_after)})
     status, body, headers = await anyio.to_thread.run_sync(call, oauth_request)
+    if attempt is not None and not (isinstance(body, dict)
+                                    and body.get("error") == "invalid_client"):
+        async with state.sessionmaker() as session:
+            await throttle.client_authenticated(session, attempt)
     return _json(body, status, dict(headers))
 
 
@@ -53,7 +92,9 @@ async def _run_endpoint(request: Request, state: State, name: str | None) -> Res
       description="RFC 6749 sections 4.1.3, 4.4 and 6. Confidential clients authenticate "
       "with client_secret_basic or client_secret_post; public apps send client_id and the "
       "PKCE code_verifier. Refresh tokens rotate on every use; a reused refresh token "
-      "revokes every token of that authorization. Errors follow RFC 6749 section 5.2.")
+      "revokes every token of that authorization. Errors follow RFC 6749 section 5.2. "
+      "After 10 failed client authentications for one client id within 10 minutes, the "
+      "answer is 429 {\"error\": \"slow_down\"} (RFC 8628) with Retry-After.")
 async def oauth_token(request: Request, state: State) -> Response:
     return await _run_endpoint(request, state, None)
 

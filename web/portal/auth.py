@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock, members, referrals
 from coalition.errors import DomainError
-from tenants import accounts, sessions
+from tenants import accounts, sessions, throttle
 from tenants.accounts import LoginFailed, TooManyAttempts, TooSoon
 from tenants.mail import Mailer
 from tenants.models import User
 from tenants.passwords import PasswordWorkBusy
+from tenants.throttle import RateLimited
 from web.conversions import CLICK_COOKIE, cookie_click, signup_lead
 from web.portal.authorize import login_policy
 from web.portal.common import HOME, client_ip, current_user, page, require, safe_next
@@ -29,11 +30,26 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def busy(template: Template, exc: PasswordWorkBusy) -> Template:
-    """The form again, 503 with Retry-After: the password work queue was full, nothing was
-    judged or written, and the same submission will do once the queue drains."""
+def busy(template: Template, exc: PasswordWorkBusy | RateLimited) -> Template:
+    """The page with Retry-After: the password work queue was full (503), or a throttle
+    refused the request (429); nothing was judged or sent, and the same submission will do
+    after the seconds the header (and the page) says."""
     template.headers["Retry-After"] = str(exc.retry_after)
     return template
+
+
+async def count_email_request(request: Request, session: AsyncSession, kind: str,
+                              email: str) -> None:
+    """tenants/throttle.py's limit on requests that email `email`; raises RateLimited."""
+    await throttle.count_email_request(
+        session, kind, email, client_ip(request),
+        request.app.state.settings.email_requests_per_address)
+
+
+def wait_page(exc: RateLimited, **context: object) -> Template:
+    """429 with Retry-After and a page saying how long to wait."""
+    return busy(page("message.html", status_code=429, title="Please wait",
+                     message=exc.detail, **context), exc)
 
 
 async def send_verification(request: Request, session: AsyncSession, user: User,
@@ -70,9 +86,9 @@ class AuthPages(Controller):
             user = await accounts.authenticate(db_session, email, password, client_ip(request))
         except TooManyAttempts as exc:
             await db_session.commit()
-            return page("login.html", status_code=429, error=exc.detail, email=email,
-                        next=form.get("next", ""),
-                        headers=await login_policy(db_session, form.get("next")))
+            return busy(page("login.html", status_code=429, error=exc.detail, email=email,
+                             next=form.get("next", ""),
+                             headers=await login_policy(db_session, form.get("next"))), exc)
         except LoginFailed as exc:
             await db_session.commit()  # keep the failed attempt for throttling
             # Only after the right password: offer a new confirmation link at once.
@@ -139,6 +155,12 @@ class AuthPages(Controller):
         if errors:
             return page("register.html", status_code=400, errors=errors, email=email, name=name,
                         referral_code=raw_code)
+        try:  # counted only when an email goes out: a refused form is rolled back
+            await count_email_request(request, db_session, "register", email)
+        except RateLimited as exc:
+            await db_session.rollback()
+            return busy(page("register.html", status_code=429, error=exc.detail, email=email,
+                             name=name, referral_code=raw_code), exc)
         member, created = await members.find_or_create(db_session, email, name)
         if created and code is not None:
             # An existing member (say, enrolled by a shop) is never re-bound.
@@ -183,16 +205,23 @@ class AuthPages(Controller):
         """For people who cannot log in yet. The answer never tells whether the address
         has an account, nor whether a link went out (throttled requests send nothing)."""
         email = ((await request.form()).get("email") or "").strip()
+        if email:
+            # Counted whether or not the address has an account, or the 429 would tell.
+            try:
+                await count_email_request(request, db_session, "resend", email)
+            except RateLimited as exc:
+                await db_session.rollback()
+                return wait_page(exc, link="/login")
         user = await accounts.find_user(db_session, email) if email else None
         if (user is not None and user.disabled_at is None and user.email_verified_at is None
                 and user.password_hash is not None):
             try:
                 token = await accounts.reissue_verification(db_session, user)
             except TooSoon:
-                await db_session.rollback()
+                pass  # it wrote nothing; the request is still counted
             else:
                 await send_verification(request, db_session, user, token)
-                await db_session.commit()
+        await db_session.commit()
         return page("message.html", title="Check your email",
                     message="If an account with this address is waiting for confirmation, "
                     "we sent it a new link. Earlier links no longer work.", link="/login")
@@ -204,7 +233,10 @@ class AuthPages(Controller):
             return page("message.html", user=user, title="Email already confirmed",
                         message=f"{user.email} is already confirmed.", link=HOME[user.kind])
         try:
+            await count_email_request(request, db_session, "resend", user.email)
             token = await accounts.reissue_verification(db_session, user)
+        except RateLimited as exc:
+            return wait_page(exc, user=user, link=HOME[user.kind])
         except TooSoon as exc:  # nothing was written; the request's session rolls back
             template = page("message.html", status_code=429, user=user,
                             title="Please wait a moment", message=exc.detail,
@@ -225,6 +257,13 @@ class AuthPages(Controller):
     async def forgot(self, request: Request, db_session: Session) -> Template:
         form = await request.form()
         email = form.get("email", "").strip()
+        if email:
+            # Counted whether or not the address has an account, or the 429 would tell.
+            try:
+                await count_email_request(request, db_session, "forgot", email)
+            except RateLimited as exc:
+                await db_session.rollback()
+                return wait_page(exc, link="/forgot-password")
         user = await accounts.find_user(db_session, email) if email else None
         if user is not None and user.disabled_at is None:
             token = await accounts.issue_token(db_session, user, "reset_password")
@@ -233,7 +272,7 @@ class AuthPages(Controller):
                               f"Set a new password here:\n\n{base_url(request)}/reset-password"
                               f"?token={token}\n\nThe link works once and expires in 1 hour. "
                               "If you did not ask for it, ignore this email.\n")
-            await db_session.commit()
+        await db_session.commit()
         # The same answer whether or not the address has an account.
         return page("message.html", title="Check your email",
                     message="If an account exists for this address, we sent a link to set a "

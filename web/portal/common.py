@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenants.models import User
+from tenants.throttle import client_address
 
 HOME = {"operator": "/operator", "partner_staff": "/partner", "member": "/member",
         "affiliate": "/affiliate"}
@@ -55,7 +56,11 @@ def login_redirect(request: Request, exc: LoginRequired) -> Response:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """Who the throttles count a request against: the peer, or behind a proxy listed in
+    COALITION_TRUSTED_PROXIES the client it names (tenants/throttle.py)."""
+    return client_address(request.client.host if request.client else None,
+                          request.headers.getall("x-forwarded-for", []),
+                          request.app.state.settings.trusted_proxies)
 
 
 def page(template: str, status_code: int = 200, headers: dict[str, str] | None = None,
