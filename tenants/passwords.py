@@ -34,6 +34,7 @@ T = TypeVar("T")
 # lane costs the same CPU on one core (still above OWASP's argon2id minimums). Hashes
 # with four lanes still verify, and are re-hashed at the next login (needs_rehash).
 HASHER = PasswordHasher(parallelism=1)
+DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST = HASHER.memory_cost, HASHER.time_cost
 # OWASP ASVS V2.1.1: at least 12 characters.
 MIN_PASSWORD_LENGTH = 12
 # zxcvbn's scale: 0-2 fall to an online or a throttled offline attack within days;
@@ -100,10 +101,23 @@ class PasswordWork:
 _work: PasswordWork | None = None
 
 
-def configure(concurrency: int, max_wait_seconds: float) -> PasswordWork | None:
-    """Use these limits from now on (the app sets them from its settings at start);
-    returns the previous PasswordWork, which keeps serving work already queued on it."""
+def set_cost(memory_kib: int, time_cost: int) -> None:
+    """argon2id's memory and passes for new hashes (a stored hash carries its own, and
+    one made with others is re-hashed at the next login). Lower them only where speed
+    matters more than an attacker's cost: the test suite, which hashes some hundreds of
+    times (tests/conftest.py; tests/test_passwords.py puts the defaults back)."""
+    global HASHER
+    if (memory_kib, time_cost) != (HASHER.memory_cost, HASHER.time_cost):
+        HASHER = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+
+
+def configure(concurrency: int, max_wait_seconds: float,
+              memory_kib: int = DEFAULT_MEMORY_KIB, time_cost: int = DEFAULT_TIME_COST
+              ) -> PasswordWork | None:
+    """Use these limits and this cost from now on (the app sets them from its settings at
+    start); returns the previous PasswordWork, which keeps serving work already queued."""
     global _work
+    set_cost(memory_kib, time_cost)
     previous, _work = _work, PasswordWork(concurrency, max_wait_seconds)
     return previous
 
@@ -121,6 +135,7 @@ def current() -> PasswordWork:
         from coalition.config import get_settings
 
         settings = get_settings()
+        set_cost(settings.password_hash_memory_kib, settings.password_hash_time_cost)
         _work = PasswordWork(settings.password_hash_concurrency,
                              settings.password_hash_max_wait_seconds)
     return _work

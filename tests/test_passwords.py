@@ -26,6 +26,16 @@ async def verified_user(app, email: str, password: str = STRONG) -> None:
         await session.commit()
 
 
+@pytest.fixture(autouse=True)
+def default_cost():
+    """The suite hashes at the lowest cost (tests/conftest.py); these tests measure and
+    check the cost production uses."""
+    before = passwords.HASHER
+    passwords.set_cost(passwords.DEFAULT_MEMORY_KIB, passwords.DEFAULT_TIME_COST)
+    yield
+    passwords.HASHER = before
+
+
 @pytest.fixture
 def limits():
     """Sets the password work limits for one test, and puts the app's back after."""

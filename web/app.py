@@ -184,7 +184,8 @@ def create_app(
     settings = settings or get_settings()
     logs.install()  # no token, secret or session id reaches any log handler
     passwords.configure(settings.password_hash_concurrency,
-                        settings.password_hash_max_wait_seconds)
+                        settings.password_hash_max_wait_seconds,
+                        settings.password_hash_memory_kib, settings.password_hash_time_cost)
     if settings.env != "production":
         # Authlib refuses plain http outside loopback; production runs behind TLS.
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
