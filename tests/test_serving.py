@@ -306,8 +306,11 @@ def running_nginx(proxy: Proxy) -> Iterator[Proxy]:
 @pytest.fixture(scope="module")
 def app_behind_proxy(database_url: DatabaseUrl, tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[Served]:
-    """The app with its default limits, as nginx would find it."""
-    with coalition_serve(database_url, tmp_path_factory.mktemp("proxied")) as served:
+    """The app with its default limits, as nginx would find it: nginx on loopback is the
+    one proxy it trusts (COALITION_TRUSTED_PROXIES), so it believes the https and client
+    address nginx forwards."""
+    with coalition_serve(database_url, tmp_path_factory.mktemp("proxied"),
+                         trusted_proxies="127.0.0.1") as served:
         yield served
 
 
