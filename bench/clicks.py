@@ -31,18 +31,14 @@ import time
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ledger_throughput import free_port, load, seed, start_server  # noqa: E402
-from coalition.config import get_settings  # noqa: E402
+from bench.scratch import load_average, partner_token, scratch_databases  # noqa: E402
 from coalition.db import (  # noqa: E402
     DatabaseUrl,
-    drop_database,
-    ensure_database,
-    resolve_database_url,
 )
 from coalition.migrate import upgrade  # noqa: E402
 
@@ -138,11 +134,6 @@ def load_clicks(port: int, codes_file: Path, ids_file: Path, clients: int,
     return json.loads(result.stdout)
 
 
-def load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -167,16 +158,8 @@ def main() -> None:
         print(json.dumps(summary))
         return
 
-    settings = get_settings()
-    bench_url = resolve_database_url(settings.database_url, settings.data_dir
-                                     ).with_database("coalition_bench_clicks")
-    asyncio.run(drop_database(bench_url))
-    asyncio.run(ensure_database(bench_url))
-    try:
+    with scratch_databases("coalition_bench_clicks") as (bench_url,):
         run(args, bench_url)
-    finally:
-        # A scratch database: a benchmark left behind would only fill the server's disk.
-        asyncio.run(drop_database(bench_url))
 
 
 def run(args: argparse.Namespace, bench_url: DatabaseUrl) -> None:
@@ -193,8 +176,7 @@ def run(args: argparse.Namespace, bench_url: DatabaseUrl) -> None:
         os.environ["COALITION_CLICK_FLUSH_SECONDS"] = "600"
         server = start_server(bench_url, port)
         try:
-            token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
-                               data={"grant_type": "client_credentials"}).json()["access_token"]
+            token = partner_token(port, client_id, secret)
             earn = load(port, "earn", token, members, args.clients, args.seconds,
                         server.pid)
             clicks = load_clicks(port, codes_file, ids_file, args.clients, args.seconds)

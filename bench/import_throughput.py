@@ -27,12 +27,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coalition.config import get_settings  # noqa: E402
+from bench.scratch import scratch_databases  # noqa: E402
 from coalition.db import (  # noqa: E402
     DatabaseUrl,
-    drop_database,
-    ensure_database,
-    resolve_database_url,
 )
 from coalition.migrate import upgrade  # noqa: E402
 
@@ -75,17 +72,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    settings = get_settings()
-    url = resolve_database_url(settings.database_url, settings.data_dir).with_database(
-        "coalition_bench_import")
-    asyncio.run(drop_database(url))
-    asyncio.run(ensure_database(url))
-    try:
+    with scratch_databases("coalition_bench_import") as (url,):
         run(args, url)
-    finally:
-        # Dropped even when a run fails: a scratch database left behind would only fill
-        # the server's disk.
-        asyncio.run(drop_database(url))
 
 
 def run(args: argparse.Namespace, url: DatabaseUrl) -> None:

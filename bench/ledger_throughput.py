@@ -38,9 +38,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import partner_token, scratch_databases  # noqa: E402
 from coalition import clock  # noqa: E402
-from coalition.config import get_settings  # noqa: E402
-from coalition.db import DatabaseUrl, drop_database, ensure_database, resolve_database_url  # noqa: E402
+from coalition.db import DatabaseUrl  # noqa: E402
 from coalition.importer import import_transactions  # noqa: E402
 from coalition.migrate import upgrade  # noqa: E402
 
@@ -245,19 +245,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10_000)
     args = parser.parse_args()
 
-    settings = get_settings()
-    server_url = resolve_database_url(settings.database_url, settings.data_dir)
-    bench_url = server_url.with_database("coalition_bench")
-    pgbench_url = server_url.with_database("coalition_pgbench")
-    for url in (bench_url, pgbench_url):
-        asyncio.run(drop_database(url))
-        asyncio.run(ensure_database(url))
-    try:
+    with scratch_databases("coalition_bench", "coalition_pgbench") as (bench_url, pgbench_url):
         run(args, bench_url, pgbench_url)
-    finally:
-        # Scratch databases: a benchmark left behind would only fill the server's disk.
-        for url in (bench_url, pgbench_url):
-            asyncio.run(drop_database(url))
 
 
 def run(args: argparse.Namespace, bench_url: DatabaseUrl, pgbench_url: DatabaseUrl) -> None:
@@ -271,8 +260,7 @@ def run(args: argparse.Namespace, bench_url: DatabaseUrl, pgbench_url: DatabaseU
         port = free_port()
         server = start_server(bench_url, port)
         try:
-            token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
-                               data={"grant_type": "client_credentials"}).json()["access_token"]
+            token = partner_token(port, client_id, secret)
             results = [load(port, kind, token, members, args.clients, args.seconds, server.pid)
                        for kind in ("earn", "purchase")]
             # The floor under the rules: the same purchases with only the per-PLN rule

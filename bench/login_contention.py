@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import resource
 import subprocess
@@ -36,12 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ledger_throughput import free_port, load, seed, start_server  # noqa: E402
+from bench.scratch import load_average, partner_token, scratch_databases  # noqa: E402
 from coalition.config import get_settings  # noqa: E402
 from coalition.db import (  # noqa: E402
     DatabaseUrl,
-    drop_database,
-    ensure_database,
-    resolve_database_url,
 )
 from coalition.migrate import upgrade  # noqa: E402
 
@@ -118,11 +115,6 @@ def start_logins(port: int, loops: int, seconds: float) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
-def load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -137,16 +129,8 @@ def main() -> None:
         print(json.dumps(asyncio.run(drive(args.port, args.login_loops, args.drive_seconds))))
         return
 
-    settings = get_settings()
-    bench_url = resolve_database_url(settings.database_url, settings.data_dir
-                                     ).with_database("coalition_bench_logins")
-    asyncio.run(drop_database(bench_url))
-    asyncio.run(ensure_database(bench_url))
-    try:
+    with scratch_databases("coalition_bench_logins") as (bench_url,):
         run(args, bench_url)
-    finally:
-        # A scratch database: a benchmark left behind would only fill the server's disk.
-        asyncio.run(drop_database(bench_url))
 
 
 def run(args: argparse.Namespace, bench_url: DatabaseUrl) -> None:
@@ -166,8 +150,7 @@ def run(args: argparse.Namespace, bench_url: DatabaseUrl) -> None:
         server = start_server(bench_url, port)
         logins = None
         try:
-            token = httpx.post(f"http://127.0.0.1:{port}/oauth/token", auth=(client_id, secret),
-                               data={"grant_type": "client_credentials"}).json()["access_token"]
+            token = partner_token(port, client_id, secret)
             alone = load(port, "earn", token, members, args.clients, args.seconds,
                          server.pid)
             logins = start_logins(port, args.login_loops,

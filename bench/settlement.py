@@ -24,8 +24,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coalition.config import get_settings  # noqa: E402
-from coalition.db import drop_database, ensure_database, resolve_database_url  # noqa: E402
+from bench.scratch import scratch_databases  # noqa: E402
 from coalition.migrate import upgrade  # noqa: E402
 from settlement import runs  # noqa: E402
 
@@ -167,18 +166,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     parser.add_argument("--explain", action="store_true", help="Print slow plans.")
     args = parser.parse_args()
-    settings = get_settings()
-    url = resolve_database_url(settings.database_url, settings.data_dir).with_database(
-        "coalition_bench_settlement")
-    asyncio.run(drop_database(url))
-    asyncio.run(ensure_database(url))
-    upgrade(url)
-    try:
+    with scratch_databases("coalition_bench_settlement", keep=args.keep) as (url,):
+        upgrade(url)
         asyncio.run(bench(url.asyncpg_dsn, args.entries, args.partners, args.members,
                           args.explain))
-    finally:
-        if not args.keep:
-            asyncio.run(drop_database(url))
 
 
 if __name__ == "__main__":
