@@ -52,6 +52,20 @@ def wait_page(exc: RateLimited, **context: object) -> Template:
                      message=exc.detail, **context), exc)
 
 
+async def refused_email_request(request: Request, session: AsyncSession, kind: str,
+                                email: str, link: str) -> Template | None:
+    """The wait page when a form that emails `email` is over its limit, else None. Counted
+    whether or not the address has an account, or the 429 would tell."""
+    if not email:
+        return None
+    try:
+        await count_email_request(request, session, kind, email)
+    except RateLimited as exc:
+        await session.rollback()
+        return wait_page(exc, link=link)
+    return None
+
+
 async def send_verification(request: Request, session: AsyncSession, user: User,
                             token: str | None = None) -> None:
     token = token or await accounts.issue_token(session, user, "verify_email")
@@ -205,13 +219,9 @@ class AuthPages(Controller):
         """For people who cannot log in yet. The answer never tells whether the address
         has an account, nor whether a link went out (throttled requests send nothing)."""
         email = ((await request.form()).get("email") or "").strip()
-        if email:
-            # Counted whether or not the address has an account, or the 429 would tell.
-            try:
-                await count_email_request(request, db_session, "resend", email)
-            except RateLimited as exc:
-                await db_session.rollback()
-                return wait_page(exc, link="/login")
+        refused = await refused_email_request(request, db_session, "resend", email, "/login")
+        if refused is not None:
+            return refused
         user = await accounts.find_user(db_session, email) if email else None
         if (user is not None and user.disabled_at is None and user.email_verified_at is None
                 and user.password_hash is not None):
@@ -257,13 +267,10 @@ class AuthPages(Controller):
     async def forgot(self, request: Request, db_session: Session) -> Template:
         form = await request.form()
         email = form.get("email", "").strip()
-        if email:
-            # Counted whether or not the address has an account, or the 429 would tell.
-            try:
-                await count_email_request(request, db_session, "forgot", email)
-            except RateLimited as exc:
-                await db_session.rollback()
-                return wait_page(exc, link="/forgot-password")
+        refused = await refused_email_request(request, db_session, "forgot", email,
+                                              "/forgot-password")
+        if refused is not None:
+            return refused
         user = await accounts.find_user(db_session, email) if email else None
         if user is not None and user.disabled_at is None:
             token = await accounts.issue_token(db_session, user, "reset_password")
