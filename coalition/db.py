@@ -169,7 +169,7 @@ async def create_ledger_pool(
     return await pool
 
 
-def _nothing_sent(exc: BaseException) -> bool:
+def nothing_sent(exc: BaseException) -> bool:
     """asyncpg refused to start the statement, so not a byte of it reached the server:
     the connection is closed, or its protocol broke while it sat idle (the server's
     FATAL "terminating connection" was read before the socket's end, which leaves the
@@ -182,7 +182,7 @@ def _nothing_sent(exc: BaseException) -> bool:
 def _retry_unsent(exc: Exception) -> bool:
     """Whether to run the statement again on another connection: only when it never
     left this one."""
-    if not _nothing_sent(exc):
+    if not nothing_sent(exc):
         return False
     log.info("retrying on another connection a statement never sent: %s", exc)
     return True
@@ -191,7 +191,7 @@ def _retry_unsent(exc: Exception) -> bool:
 class LedgerPool(asyncpg.Pool):
     """The ledger pool. Its one-statement helpers (the ledger's posting functions, the
     token look-up, the session store) run a statement once more, on another connection,
-    when the first refused to start it (`_nothing_sent`): safe even for a write, since
+    when the first refused to start it (`nothing_sent`): safe even for a write, since
     not a byte of it reached the server. Any other failure is left to the caller."""
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
@@ -229,7 +229,7 @@ class LedgerPool(asyncpg.Pool):
 
 class LedgerConnection(asyncpg.Connection):
     """The ledger pool's connections. One whose protocol broke while idle in the pool
-    (see `_nothing_sent`) still looks open, so the pool hands it out, and its statement
+    (see `nothing_sent`) still looks open, so the pool hands it out, and its statement
     fails before anything is sent. It then terminates itself, so the pool replaces it
     rather than handing it out again until its socket's end is read."""
 
@@ -249,7 +249,7 @@ class LedgerConnection(asyncpg.Connection):
         try:
             return await statement
         except (asyncpg.InternalClientError, asyncpg.InterfaceError) as exc:
-            if _nothing_sent(exc) and not self.is_closed():
+            if nothing_sent(exc) and not self.is_closed():
                 log.warning("discarding a broken pooled connection: %s", exc)
                 self.terminate()
             raise
@@ -310,8 +310,8 @@ def _connection_level(exc: BaseException) -> bool:
         return sqlstate.startswith("08") or sqlstate in _UNREACHABLE_SQLSTATES
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
         # "connection is closed", "pool is closed", a protocol broken by the server's
-        # FATAL message (see _nothing_sent)
-        return "closed" in str(exc) or _nothing_sent(exc)
+        # FATAL message (see nothing_sent)
+        return "closed" in str(exc) or nothing_sent(exc)
     if isinstance(exc, ConnectionError | socket.gaierror):
         return True
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):

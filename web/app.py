@@ -40,6 +40,7 @@ from coalition.db import (
 )
 from coalition.ledger import Ledger
 from coalition.rules.service import CACHE as RULES_CACHE
+from coalition.uow import Database
 from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants import passwords
 from tenants.auth import PartnerPrincipal, TokenVerifier
@@ -113,6 +114,10 @@ async def provide_api_session(request: Request, state: State
     principal: PartnerPrincipal = request.user
     async with tenant_session(state.tenant_sessionmaker, principal.partner_id) as session:
         yield session
+
+
+def provide_db(state: State) -> Database:
+    return state.db
 
 
 def provide_ledger(state: State) -> Ledger:
@@ -209,6 +214,10 @@ def create_app(
         app.state.mailer = Mailer(settings)
         app.state.settings = settings
         app.state.pool = pool
+        tenant_pool = await create_ledger_pool(tenant_url, settings.ledger_pool_size,
+                                               server_settings=UTC_SESSION)
+        # Every use case runs in one Tx on these (coalition/uow.py).
+        app.state.db = Database(pool, tenant_pool=tenant_pool, orm_url=url.sqlalchemy_async)
         # Stripe: built even with no key configured; payment actions then answer a
         # problem naming COALITION_STRIPE_SECRET_KEY (settlement/stripe_gateway.py).
         app.state.stripe = StripeGateway(StripeConfig.from_settings(settings), pool,
@@ -256,6 +265,8 @@ def create_app(
             await app.state.token_verifier.close()
             if owns_rules_listener:
                 await RULES_CACHE.close()
+            await app.state.db.close()
+            await tenant_pool.close()
             await pool.close()
             await engine.dispose()
             await tenant_engine.dispose()
@@ -314,6 +325,7 @@ def create_app(
         dependencies={
             "db_session": Provide(provide_db_session),
             "ledger": Provide(provide_ledger, sync_to_thread=False),
+            "db": Provide(provide_db, sync_to_thread=False),
         },
         exception_handlers={**EXCEPTION_HANDLERS, LoginRequired: login_redirect},
         before_request=path_ids_in_range,
