@@ -69,10 +69,12 @@ nginx:
 
 test: $(VENV)/.dev-$(HASH) chromium nginx
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-$(HASH)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(VENV)/.dev-$(HASH)
 	$(VENV)/bin/python bench/ledger_throughput.py

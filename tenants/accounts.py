@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.errors import Conflict, DomainError
+from coalition.uow import Tx
 from tenants import passwords
 from tenants.models import AuditEntry, User, UserToken
 from tenants.service import hash_secret
@@ -198,6 +199,11 @@ async def set_password(session: AsyncSession, user: User, password: str) -> None
     user.password_hash = await passwords.hash_new_password(password, user.email)
     mark_verified(user)  # a password set through an emailed link proves the address
     await session.flush()
+
+
+async def user_by_id(tx: Tx, user_id: uuid.UUID) -> User | None:
+    """The account a portal session names (None if it no longer exists)."""
+    return await (await tx.session()).get(User, user_id)
 
 
 async def audit(session: AsyncSession, actor: User | None, action: str, *,

@@ -10,6 +10,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from coalition.errors import NotFound
+from coalition.uow import Actor, Database, Runner
 from tenants.auth import PartnerPrincipal, TokenVerifier
 
 
@@ -71,3 +72,11 @@ async def requires_scope(connection: ASGIConnection, handler: BaseRouteHandler) 
             extra={"slug": "insufficient-scope"},
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
         )
+
+
+def as_client(db: Database, principal: PartnerPrincipal, *, scoped: bool = False) -> Runner:
+    """Run use cases as the bearer token's partner: the audit rows name the API client
+    (and the member a member-scoped token acts for); `scoped` puts the Tx under
+    row-level security for the partner (tenants/scope.py)."""
+    return db.acting(Actor(principal.actor, principal.user_id), partner_id=principal.partner_id,
+                     scoped=scoped)
