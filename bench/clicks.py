@@ -49,8 +49,9 @@ async def seed_affiliates(url: DatabaseUrl, codes: int) -> list[str]:
 
     from coalition.affiliates import programs
     from coalition.affiliates.programs import ProgramSpec, TermsSpec
-    from coalition.affiliates.signup import SignupSpec, sign_up
+    from coalition.affiliates.signup import SignupSpec
     from coalition.db import create_engine, create_sessionmaker
+    from tenants.affiliate_signup import sign_up
 
     engine = create_engine(url)
     async with create_sessionmaker(engine)() as session:

@@ -1,22 +1,18 @@
 """Demo data for tiers, segments and company accounts (web/demo.py calls these around
 the six months of history, which web/demo_history.py posts as real purchases): the
-members' birth dates, a B2B company account, and the coalition's and partners'
-segments."""
+members' birth dates, the B2B company's logins (made by tenants/demo.py), and the
+coalition's and partners' segments."""
 
 from __future__ import annotations
 
 import random
 import uuid
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition.companies import company_profile, invite
-from coalition.members import enroll
 from coalition.segments import service as segments
-from tenants.accounts import set_password
+from coalition.settings import coalition_settings
 
 
 async def seed_birth_dates(conn: asyncpg.Connection, now: datetime, seed: int = 2026) -> None:
@@ -24,7 +20,7 @@ async def seed_birth_dates(conn: asyncpg.Connection, now: datetime, seed: int = 
     month, so "Birthday this month" has him)."""
     rng = random.Random(seed)
     # The month as the coalition's time zone has it, as the segment judges it.
-    zone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings WHERE id = 1"))
+    zone = (await coalition_settings(conn)).zone
     today = now.astimezone(zone)
     people = await conn.fetch("SELECT id, email FROM members WHERE kind = 'person'"
                               " AND birth_date IS NULL ORDER BY email")
@@ -37,27 +33,11 @@ async def seed_birth_dates(conn: asyncpg.Connection, now: datetime, seed: int = 
                            born)
 
 
-# (email, password, who): the company admin is also in web/demo.py DEMO_LOGINS.
+# (email, password, who): the company admin is also in tenants/demo.py DEMO_LOGINS.
 COMPANY_ADMIN = ("anna.kowalczyk@kowalczyk-instalacje.example", "demo-company-pass",
                  "Company admin at Kowalczyk Instalacje (TechnoB2B customer)")
 COMPANY_BUYER = ("piotr.nowicki@kowalczyk-instalacje.example", "demo-company-pass",
                  "Company buyer at Kowalczyk Instalacje")
-
-
-async def seed_company(session: AsyncSession, partner_id: uuid.UUID) -> uuid.UUID:
-    """A B2B company account at TechnoB2B Sklep Hurtowy: the company member, and its
-    admin and buyer logins sharing one wallet (its wholesale orders, VIP by spend, are
-    in the history)."""
-    profile = company_profile("Kowalczyk Instalacje Sp. z o.o.", "PL 777-123-45-67")
-    linked, _ = await enroll(session, partner_id, "zakupy@kowalczyk-instalacje.example",
-                             profile.company_name, "B2B-K-001", profile)
-    company = linked.member.id
-    for (email, password, _), role, name in ((COMPANY_ADMIN, "admin", "Anna Kowalczyk"),
-                                             (COMPANY_BUYER, "buyer", "Piotr Nowicki")):
-        user, _ = await invite(session, company, email, name, role)
-        await set_password(session, user, password)
-    await session.commit()
-    return company
 
 
 def _definition(*conditions: dict, match: str = "all") -> dict:

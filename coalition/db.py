@@ -30,6 +30,13 @@ from sqlalchemy.orm import DeclarativeBase
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The tenant roles (migrations 0007, 0008): partner-scoped work runs as TENANT_ROLE under
+# row-level security (tenants/scope.py); tenant connections log in as TENANT_LOGIN_ROLE,
+# nothing but a member of TENANT_ROLE. Here, below tenants, because `coalition db check`
+# (coalition/dbcheck.py) compares their grants too.
+TENANT_ROLE = "coalition_tenant"
+TENANT_LOGIN_ROLE = "coalition_tenant_login"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

@@ -62,9 +62,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from coalition.db import DatabaseUrl
+from coalition.db import TENANT_LOGIN_ROLE, TENANT_ROLE, DatabaseUrl
 from coalition.migrate import ROOT, alembic_config, split_sql_script
-from tenants.scope import TENANT_LOGIN_ROLE, TENANT_ROLE
 
 T = TypeVar("T")
 SCHEMA = "public"  # everything the migrations create lives there

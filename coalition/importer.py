@@ -25,6 +25,7 @@ import asyncpg
 
 from coalition import clock
 from coalition.cards import is_valid_card_number
+from coalition.prepaid import refusal
 
 MAX_POINTS = 10**12
 REQUIRED = {"points", "order_reference", "occurred_at"}
@@ -205,8 +206,6 @@ async def import_chunk(
         # A prepaid partner whose balance and credit limit do not cover the chunk: the
         # chunk's transaction posted nothing; every row of it is reported, and a re-run
         # after buying a block posts exactly these.
-        from settlement.prepaid import refusal
-
         refused = refusal(exc)
         if refused is None:
             raise

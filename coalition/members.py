@@ -3,19 +3,26 @@ only the members linked to them."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
+from coalition import clock, ledger, referrals
+from coalition.affiliates import commissions
+from coalition.affiliates.attribution import Flush, Touch
 from coalition.cards import new_card_number
 from coalition.errors import Conflict, DomainError
 from coalition.models import Member, MemberLink
+from coalition.tiers import history as tier_history
+from coalition.tiers import member_status
+from coalition.uow import Tx, one_statement
 
 
 @dataclass(frozen=True)
@@ -166,3 +173,125 @@ async def list_visible(
     if after is not None:
         query = query.where(Member.id > after)
     return [LinkedMember(*row) for row in (await session.execute(query)).all()]
+
+
+# The partner API's use cases (web/api/members.py). They run scoped to the client's
+# partner (tenants/scope.py): the partner is the Tx's.
+
+async def visible(tx: Tx, member_id: uuid.UUID) -> LinkedMember | None:
+    """The member as the Tx's partner sees it (None: not linked to it)."""
+    return await get_visible(await tx.session(), tx.partner_id, member_id)
+
+
+async def listed(tx: Tx, *, customer_id: str | None = None, card_number: str | None = None,
+                 after: uuid.UUID | None = None, limit: int = 50) -> list[LinkedMember]:
+    return await list_visible(await tx.session(), tx.partner_id, customer_id=customer_id,
+                              card_number=card_number, after=after, limit=limit)
+
+
+@dataclass(frozen=True)
+class Referral:
+    """Who referred a member enrolled through the API: a card number, a referral code, or
+    both (they must name one member)."""
+
+    card_number: str | None = None
+    code: str | None = None
+
+
+_REFERRAL_REFUSALS = {
+    "unknown_card": ("referrer_card_number", "No other active member has this card number."),
+    "unknown_code": ("referral_code", "No active member has this referral code."),
+    "mismatch": ("referral_code", "The referral code and referrer_card_number name"
+                                  " different members."),
+}
+
+
+async def enroll_member(tx: Tx, email: str, name: str | None, customer_id: str | None,
+                        profile: Profile, referral: Referral, touch: Touch,
+                        flush: Flush | None = None) -> tuple[LinkedMember, bool]:
+    """enroll() for the Tx's partner; a new member is bound to its referrer (a refusal
+    is a 422 naming the field, and the enrolment rolls back with it), and a sign-up
+    through an affiliate's link is that affiliate's lead (same transaction)."""
+    session = await tx.session()
+    linked, created = await enroll(session, tx.partner_id, email, name, customer_id, profile)
+    if created and (referral.card_number or referral.code) is not None:
+        await _bind_referral(tx, linked.member.id, referral)
+    if touch:
+        await commissions.for_signup(tx.conn, member_id=linked.member.id, at=clock.now(),
+                                     touch=touch, partner_id=tx.partner_id, flush=flush)
+    return linked, created
+
+
+async def _bind_referral(tx: Tx, member_id: uuid.UUID, referral: Referral) -> None:
+    code = referral.code
+    if code is not None:
+        code = referrals.normalized(code)
+        if code is None:
+            raise DomainError("validation-error", "Invalid request",
+                              "A referral code is 8 letters and digits.", status=422,
+                              field="referral_code")
+    outcome = await tx.conn.fetchval("SELECT member_referral_bind($1, $2, $3, $4)",
+                                     member_id, referral.card_number, code, tx.partner_id)
+    if outcome == "ok":
+        return
+    field, detail = _REFERRAL_REFUSALS.get(outcome, (
+        "referral_code" if code else "referrer_card_number",
+        "A member cannot refer themselves."))
+    raise DomainError("validation-error", "Invalid request", detail, status=422, field=field)
+
+
+# The member's own home page (web/portal/home.py).
+
+async def history(tx: Tx, member_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
+    """The member's ledger lines across brands, newest first: the ledger's own history
+    query (coalition/ledger.py), with the brand's name ("Coalition" for none)."""
+    rows = await ledger.member_history(tx.conn, member_id, None, limit)
+    return [{"created_at": row["created_at"], "kind": row["kind"],
+             "brand": row["partner_name"] or "Coalition", "description": row["description"],
+             "points": row["points"]} for row in rows]
+
+
+_PURCHASES = """
+SELECT pu.occurred_at, p.name AS brand, pu.order_id, pu.total, pu.currency,
+       pu.points, pu.returned_points, pu.breakdown::text AS breakdown,
+       (SELECT max(l.available_at) FROM lots l
+         WHERE l.entry_id = pu.entry_id AND l.status = 'pending') AS pending_until
+  FROM purchases pu JOIN partners p ON p.id = pu.partner_id
+ WHERE pu.member_id = $1 ORDER BY pu.occurred_at DESC, pu.id DESC LIMIT 20
+"""
+
+
+@dataclass(frozen=True)
+class Home:
+    balance: dict[str, int]
+    history: list[dict[str, Any]]
+    # Purchases with the rules that priced them (how the points were earned, which the
+    # ledger lines alone do not say), and points still waiting out a return window.
+    purchases: list[dict[str, Any]]
+    brands: list[Any]
+    member: Any
+    tier: Any
+    tier_history: list[Any]
+
+
+async def home(tx: Tx, member_id: uuid.UUID) -> Home:
+    """What the member's home page shows: balance, history, purchases, brands, tier."""
+    conn, now = tx.conn, clock.now()
+    balance = await ledger.member_balance(conn, member_id)
+    purchases = [{**row, "rules": json.loads(row["breakdown"])}
+                 for row in await conn.fetch(_PURCHASES, member_id)]
+    brands = await conn.fetch(
+        "SELECT p.name, l.created_at FROM member_links l JOIN partners p"
+        " ON p.id = l.partner_id WHERE l.member_id = $1 ORDER BY p.name", member_id)
+    member = await conn.fetchrow("SELECT card_number, kind, company_name FROM members"
+                                 " WHERE id = $1", member_id)
+    return Home(balance, await history(tx, member_id), purchases, list(brands), member,
+                await member_status(conn, member_id, now),
+                await tier_history(conn, member_id, 10))
+
+
+@one_statement
+async def referral_code(tx: Tx, member_id: uuid.UUID) -> str:
+    """The member's referral code, drawn now if it has none. Outside a transaction, as
+    referrals.ensure_code expects: a drawn code that collides is drawn again."""
+    return await referrals.ensure_code(tx.conn, member_id)

@@ -11,17 +11,19 @@ return policy in force when it is posted."""
 from __future__ import annotations
 
 import calendar
+import json
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
+from coalition import clock, settings
 from coalition.errors import DomainError
 from coalition.models import EXPIRY_POLICIES, RETURN_POLICIES
+from coalition.uow import Tx
 
 VALIDITY_MONTHS = (1, 120)
 # A minute is the shortest a till needs; a week is the longest an explicit hold may ask
@@ -29,6 +31,9 @@ VALIDITY_MONTHS = (1, 120)
 HOLD_TIMEOUT_SECONDS = (60, 7 * 86400)
 MAX_NEGATIVE_FLOOR = 1_000_000_000
 RETURN_WINDOW_DAYS = (0, 365)   # partners' check constraint "pending_days"
+# The audit actions of the two pages, whose history each page shows.
+OPERATOR_ACTION = "policies.save"
+PARTNER_ACTION = "policies.return_window"
 
 
 @dataclass(frozen=True)
@@ -48,27 +53,31 @@ class Policies:
         return "never" if self.points_validity_months is None else self.expiry_policy
 
 
-_READ = ("SELECT expiry_policy, points_validity_months, expiry_fixed_month, expiry_fixed_day,"
-         " return_policy, negative_balance_floor, hold_timeout_seconds"
-         " FROM coalition_settings WHERE id = 1")
-SELECT, SELECT_FOR_UPDATE = text(_READ), text(_READ + " FOR UPDATE")
-UPDATE = text("UPDATE coalition_settings SET expiry_policy = :expiry_policy,"
-              " points_validity_months = :points_validity_months,"
-              " expiry_fixed_month = :expiry_fixed_month, expiry_fixed_day = :expiry_fixed_day,"
-              " return_policy = :return_policy, negative_balance_floor = :negative_balance_floor,"
-              " hold_timeout_seconds = :hold_timeout_seconds WHERE id = 1")
+_READ_FOR_UPDATE = (
+    "SELECT expiry_policy, points_validity_months, expiry_fixed_month, expiry_fixed_day,"
+    " return_policy, negative_balance_floor, hold_timeout_seconds"
+    " FROM coalition_settings WHERE id = 1 FOR UPDATE")
+_UPDATE = ("UPDATE coalition_settings SET expiry_policy = $1, points_validity_months = $2,"
+           " expiry_fixed_month = $3, expiry_fixed_day = $4, return_policy = $5,"
+           " negative_balance_floor = $6, hold_timeout_seconds = $7 WHERE id = 1")
 
 
-async def load(session: AsyncSession, *, for_update: bool = False) -> Policies:
-    query = SELECT_FOR_UPDATE if for_update else SELECT
-    return Policies(**(await session.execute(query)).mappings().one())
+async def load(conn: asyncpg.Connection, *, for_update: bool = False) -> Policies:
+    """The policies in force; `for_update` reads the row itself and locks it (a change
+    compares against what it replaces), else the settings' cached copy."""
+    if for_update:
+        return Policies(**dict(await conn.fetchrow(_READ_FOR_UPDATE)))
+    current = await settings.coalition_settings(conn)
+    return Policies(current.expiry_policy, current.points_validity_months,
+                    current.expiry_fixed_month, current.expiry_fixed_day,
+                    current.return_policy, current.negative_balance_floor,
+                    current.hold_timeout_seconds)
 
 
-async def expiry_of_points_earned_at(session: AsyncSession, earned_at: datetime
+async def expiry_of_points_earned_at(conn: asyncpg.Connection, earned_at: datetime
                                      ) -> datetime | None:
     """When points earned at `earned_at` expire under the policies in force (None: never)."""
-    return (await session.execute(text("SELECT ledger_lot_expiry(:at)"),
-                                  {"at": earned_at})).scalar_one()
+    return await conn.fetchval("SELECT ledger_lot_expiry($1)", earned_at)
 
 
 def _whole(form: Mapping[str, str], field: str, low: int, high: int, what: str,
@@ -115,16 +124,23 @@ def validate(form: Mapping[str, str], current: Policies
     return Policies(policy, months, month, day, return_policy, floor, hold), {}
 
 
-async def save(session: AsyncSession, policies: Policies) -> dict[str, list]:
-    """Stores the policies; returns what changed, {column: [before, after]} (empty when
-    nothing did). The caller commits, with its audit entry in the same transaction."""
-    before = await load(session, for_update=True)
-    after = asdict(policies)
+async def change_policies(tx: Tx, form: Mapping[str, str]
+                          ) -> tuple[dict[str, list] | None, dict[str, str]]:
+    """The operator's form: (what changed, {column: [before, after]}, empty when nothing
+    did; {}) once stored, or (None, {field: error}) with nothing written. The change and
+    its audit entry commit together; this process forgets its cached settings then."""
+    before = await load(tx.conn, for_update=True)
+    chosen, errors = validate(form, before)
+    if chosen is None:
+        return None, errors
+    after = asdict(chosen)
     changes = {column: [value, after[column]] for column, value in asdict(before).items()
                if value != after[column]}
     if changes:
-        await session.execute(UPDATE, after)
-    return changes
+        await tx.conn.execute(_UPDATE, *after.values())
+        await tx.audit(OPERATOR_ACTION, changes=changes)
+        tx.after_commit(settings.forget)
+    return changes, {}
 
 
 def parse_return_window(raw: str) -> int:
@@ -138,13 +154,66 @@ def parse_return_window(raw: str) -> int:
     return days
 
 
-async def set_return_window(session: AsyncSession, partner_id: uuid.UUID, days: int) -> int:
-    """Sets the partner's return window; returns the one it replaces. Points already
-    pending keep the date they were given. The caller commits."""
-    before = (await session.execute(text(
-        "SELECT pending_days FROM partners WHERE id = :p FOR UPDATE"),
-        {"p": partner_id})).scalar_one()
+async def change_return_window(tx: Tx, raw: str) -> None:
+    """Sets the Tx's partner's return window from the form (a 400 naming pending_days
+    when it is no number of days in range), with its audit entry. Points already pending
+    keep the date they were given."""
+    days = parse_return_window(raw)
+    before = await tx.conn.fetchval(
+        "SELECT pending_days FROM partners WHERE id = $1 FOR UPDATE", tx.partner_id)
     if before != days:
-        await session.execute(text("UPDATE partners SET pending_days = :d WHERE id = :p"),
-                              {"d": days, "p": partner_id})
-    return before
+        await tx.conn.execute("UPDATE partners SET pending_days = $2 WHERE id = $1",
+                              tx.partner_id, days)
+        await tx.audit(PARTNER_ACTION, changes={"pending_days": [before, days]})
+
+
+@dataclass(frozen=True)
+class PolicyPage:
+    """What the policy pages show: the policies, when points earned now expire (in the
+    coalition's zone, where month ends and fixed dates are taken), the page's last
+    changes, and for a partner its name and return window."""
+
+    policies: Policies
+    zone: str
+    expires_now: datetime | None
+    history: list[dict[str, Any]]
+    partner: dict[str, Any] | None
+
+
+async def policy_page(tx: Tx) -> PolicyPage:
+    """The operator's page (a Tx with no partner) or the Tx's partner's."""
+    current = await load(tx.conn)
+    zone = (await settings.coalition_settings(tx.conn)).zone
+    expires_now = await expiry_of_points_earned_at(tx.conn, clock.now())
+    partner = None
+    if tx.partner_id is not None:
+        partner = dict(await tx.conn.fetchrow(
+            "SELECT name, pending_days FROM partners WHERE id = $1", tx.partner_id))
+    action = OPERATOR_ACTION if tx.partner_id is None else PARTNER_ACTION
+    rows = await tx.conn.fetch(
+        "SELECT created_at, actor, details FROM audit_log WHERE action = $1"
+        " AND partner_id IS NOT DISTINCT FROM $2 ORDER BY id DESC LIMIT 20",
+        action, tx.partner_id)
+    history = [{"created_at": r["created_at"], "actor": r["actor"],
+                "details": json.loads(r["details"]) if r["details"] else {}} for r in rows]
+    return PolicyPage(current, zone.key, expires_now.astimezone(zone) if expires_now else None,
+                      history, partner)
+
+
+@dataclass(frozen=True)
+class PartnerPolicies:
+    """The policies as a partner's integration reads them."""
+
+    policies: Policies
+    timezone: str
+    expires_now: datetime | None
+    return_window_days: int
+
+
+async def partner_policies(tx: Tx) -> PartnerPolicies:
+    current = await load(tx.conn)
+    expires_now = await expiry_of_points_earned_at(tx.conn, clock.now())
+    days = await tx.conn.fetchval("SELECT pending_days FROM partners WHERE id = $1",
+                                  tx.partner_id)
+    return PartnerPolicies(current, (await settings.coalition_settings(tx.conn)).timezone,
+                           expires_now, days)

@@ -25,7 +25,7 @@ When the referrer already has `monthly_limit` rewarded referrals in that calenda
 (coalition time zone, by the purchase's time) the referral still closes: the referee
 gets the welcome bonus, the referrer nothing (outcome `limit`). The rule's per-member
 caps are the referrer's: its usage is read under the referrer's wallet lock, held until
-the purchase commits (web/earning.py), so they are exact when referees of one referrer
+the purchase commits (coalition/earning), so they are exact when referees of one referrer
 qualify at once. A campaign budget pays the referrer's bonus, then the welcome bonus,
 taken under the rule's row lock; a rule whose budget or referrer's cap is used up does
 not apply, and a budget that ran out between the decision and the posting pays what is

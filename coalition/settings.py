@@ -13,9 +13,13 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from coalition.uow import Tx
 
 TTL_SECONDS = 10.0
 
@@ -71,3 +75,9 @@ def forget() -> None:
     """Drop this process's copy: the next read loads the row again."""
     global _cached
     _cached = None
+
+
+async def current_settings(tx: Tx) -> CoalitionSettings:
+    """The settings as a use case: for a handler that needs them before it calls the use
+    case that does the work (a form's dates are days in the coalition's time zone)."""
+    return await coalition_settings(tx.conn)

@@ -80,6 +80,15 @@ def one_statement(use_case: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[
     return use_case
 
 
+def own_transactions(use_case: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Mark a use case that commits in steps of its own: a periodic job draining a backlog
+    in batches that each commit alone (so a long backlog never holds locks for long), a
+    check that takes its own snapshot. It runs outside a transaction, as a one-statement
+    use case does, and like one it runs once more on another connection when its
+    connection was found broken before a statement was sent: only for idempotent work."""
+    return one_statement(use_case)
+
+
 class OutsideTransaction(RuntimeError):
     """audit() or session() in a one-statement Tx: its write would commit on its own."""
 

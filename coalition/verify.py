@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from coalition.uow import Tx, own_transactions
+
 CHECKS: dict[str, str] = {
     "unbalanced entry": """
         SELECT 'entry ' || e.id || ': ' || count(p.entry_id) || ' postings summing to '
@@ -144,3 +146,10 @@ async def verify_ledger(connection: asyncpg.Connection, limit: int = 1000) -> li
             rows = await connection.fetch(f"{query} LIMIT {limit}")
             found.extend(Discrepancy(name, row[0]) for row in rows)
     return found
+
+
+@own_transactions
+async def verify(tx: Tx, limit: int = 1000) -> list[Discrepancy]:
+    """`verify_ledger` as a use case: it takes its own read-only snapshot, so it runs
+    outside the Tx's transaction (`coalition ledger verify`)."""
+    return await verify_ledger(tx.conn, limit)

@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from coalition.config import Settings
+from coalition.settings import coalition_settings
+from coalition.uow import Tx
 from settlement import prepaid, runs, sepa
 from settlement.collect import collect_run
 from settlement.stripe_gateway import StripeConfig, StripeGateway
@@ -65,7 +67,7 @@ def _next_month(label: str) -> str:
 async def settle_demo(conn: asyncpg.Connection, now: datetime) -> list[str]:
     """Finalize the complete months of the history before the last one; draft the last.
     Returns the periods touched, oldest first."""
-    tz = await conn.fetchval("SELECT timezone FROM coalition_settings WHERE id = 1")
+    tz = (await coalition_settings(conn)).timezone
     last = runs.previous_period(now, tz)
     first = await conn.fetchval("SELECT min(occurred_at) FROM journal_entries")
     if first is None:
@@ -131,3 +133,10 @@ async def _test_card(gateway: StripeGateway, customer: str) -> None:
     await client.v1.payment_methods.attach_async(method.id, {"customer": customer})
     await client.v1.customers.update_async(
         customer, {"invoice_settings": {"default_payment_method": method.id}})
+
+
+async def seed_and_settle(tx: Tx, partners: dict[str, uuid.UUID], now: datetime) -> list[str]:
+    """Rate cards, the EUR rate and the prepaid hair salon, then the history settled:
+    past months finalized, the last one a draft (`settle_demo`'s periods)."""
+    await seed_terms(tx.conn, partners, now)
+    return await settle_demo(tx.conn, now)

@@ -45,6 +45,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import asyncpg
 
 from coalition.rules.engine import minor_per_major
+from coalition.settings import coalition_settings
 
 FINAL_RUNS = ("finalized", "invoiced", "paid", "closed")
 
@@ -84,10 +85,12 @@ class Month:
 
 
 async def _face(conn: asyncpg.Connection) -> tuple[str, Decimal, str]:
-    row = await conn.fetchrow("SELECT currency, point_face_value, timezone"
-                              " FROM coalition_settings WHERE id = 1")
-    return (row["currency"], row["point_face_value"] * minor_per_major(row["currency"]),
-            row["timezone"])
+    """The currency, a point's face value in its minor units (exact) and the zone."""
+    found = await coalition_settings(conn)
+    value = found.point_value * minor_per_major(found.currency)
+    # A numeric(12, 6) column: the fraction terminates well within Decimal's precision.
+    face = Decimal(value.numerator) / Decimal(value.denominator)
+    return found.currency, face, found.timezone
 
 
 async def outstanding(conn: asyncpg.Connection) -> list[Outstanding]:

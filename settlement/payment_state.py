@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from coalition.uow import Tx
 from settlement.payment_hooks import PaymentChange, run_hooks
 
 RANKS: dict[str, dict[str, int]] = {
@@ -28,6 +29,9 @@ RANKS["prepaid_block"] = RANKS["invoice"]
 # Failures the operator hears about (email and /operator/payments).
 FAILURES = {"payment_failed", "failed", "reversed"}
 NON_TERMINAL_RANK = 1
+_OPERATORS = "SELECT email FROM users WHERE kind = 'operator' AND disabled_at IS NULL"
+_NOTES = ("SELECT subject, body FROM operator_notifications WHERE id = ANY($1::bigint[])"
+          " ORDER BY id")
 
 
 def supersedes(kind: str, current: str, current_at: datetime | None, new: str,
@@ -104,10 +108,24 @@ async def email_operators(pool: asyncpg.Pool, mailer: Any, notification_ids: lis
     if not notification_ids:
         return
     async with pool.acquire() as conn:
-        operators = [r["email"] for r in await conn.fetch(
-            "SELECT email FROM users WHERE kind = 'operator' AND disabled_at IS NULL")]
-        notes = await conn.fetch("SELECT subject, body FROM operator_notifications"
-                                 " WHERE id = ANY($1::bigint[]) ORDER BY id", notification_ids)
+        operators = [r["email"] for r in await conn.fetch(_OPERATORS)]
+        notes = await conn.fetch(_NOTES, notification_ids)
     for note in notes:
         for email in operators:
             await mailer.send(email, note["subject"], note["body"])
+
+
+async def announce(tx: Tx, mailer: Any, notification_ids: list[int]) -> None:
+    """`email_operators` for notifications written in `tx`: read in it, emailed once it
+    commits (a rolled-back failure is never announced)."""
+    if not notification_ids or mailer is None:
+        return
+    operators = [r["email"] for r in await tx.conn.fetch(_OPERATORS)]
+    notes = await tx.conn.fetch(_NOTES, notification_ids)
+
+    async def send() -> None:
+        for note in notes:
+            for email in operators:
+                await mailer.send(email, note["subject"], note["body"])
+
+    tx.after_commit(send)

@@ -48,7 +48,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 class PayoutDetails(Base):
     """How a partner is billed (its Stripe Customer) and paid (a Connect account, or a
     bank account for SEPA credit transfers). IBAN and BIC are checked with schwifty
-    before they are stored (settlement/bank.py)."""
+    before they are stored (coalition/bank.py)."""
 
     __tablename__ = "partner_payout_details"
     __table_args__ = (

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.bank import check_account
 from coalition.errors import DomainError
-from settlement.bank import check_account
 
 ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{6,250}$")      # within the column's 255
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -25,7 +25,6 @@ paid block that lifts the balance above the threshold re-arms the alert.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -37,13 +36,13 @@ import asyncpg
 
 from coalition import clock
 from coalition.errors import DomainError, NotFound
+from coalition.prepaid import PREPAID_SQLSTATE, refusal  # noqa: F401  (named here too)
 
 from .payment_hooks import PaymentChange, on_payment_change
 from .terms import Invalid, convert, round_minor, settings, terms_at
 
 log = logging.getLogger(__name__)
 
-PREPAID_SQLSTATE = "CPB01"
 MAX_BLOCK_POINTS = 10**12
 MAX_AMOUNT_MINOR = 2**63 - 1      # prepaid_blocks.amount_paid, mismatch_amount (bigint)
 
@@ -97,32 +96,6 @@ class CreditResult:
 
 def _block(row: asyncpg.Record) -> Block:
     return Block(**{field: row[field] for field in Block.__dataclass_fields__})
-
-
-def refusal(exc: BaseException) -> DomainError | None:
-    """The problem for the draw trigger's refusal, however the error arrives (asyncpg
-    directly, or wrapped by SQLAlchemy); None for any other error."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            return None
-        if getattr(seen, "sqlstate", None) == PREPAID_SQLSTATE:
-            break
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    else:
-        return None
-    try:
-        facts = json.loads(getattr(seen, "detail", None) or "{}")
-    except ValueError:
-        facts = {}
-    available, limit = facts.get("available"), facts.get("credit_limit", 0)
-    requested = facts.get("requested")
-    return DomainError(
-        "prepaid-balance-exhausted", "Prepaid balance exhausted",
-        f"Your prepaid balance has {available} points left and your credit limit is {limit}"
-        f" points; this posting would issue {requested}. Buy a block of points in the "
-        "partner console (Prepaid points) to go on issuing.",
-        field="points", available=available, credit_limit=limit, requested=requested)
 
 
 async def balance(conn: asyncpg.Connection, partner_id: uuid.UUID) -> Balance | None:

@@ -31,6 +31,7 @@ import asyncpg
 
 from coalition import clock
 from coalition.errors import Conflict, DomainError, NotFound
+from coalition.settings import coalition_settings
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _WEEK = re.compile(r"^(\d{4})-W(0[1-9]|[1-4]\d|5[0-3])$")
@@ -96,13 +97,8 @@ def domain_error(exc: asyncpg.PostgresError) -> DomainError | None:
     return DomainError(slug, title, str(exc), status=status)
 
 
-async def _settings(conn: asyncpg.Connection) -> asyncpg.Record:
-    return await conn.fetchrow("SELECT currency, timezone FROM coalition_settings WHERE id = 1")
-
-
 async def get_run(conn: asyncpg.Connection, period: str) -> asyncpg.Record:
-    tz = (await _settings(conn))["timezone"]
-    p = parse_period(period, tz)
+    p = parse_period(period, (await coalition_settings(conn)).timezone)
     row = await conn.fetchrow("SELECT * FROM settlement_runs WHERE cycle = $1 AND period = $2",
                               p.cycle, p.label)
     if row is None:
@@ -132,8 +128,8 @@ async def run_period(conn: asyncpg.Connection, period: str, actor: str, *,
                      dispute_window_days: int | None = None) -> asyncpg.Record:
     """Create the period's draft run, or re-run it, and compute its statements."""
     now = now or clock.now()
-    settings = await _settings(conn)
-    p = parse_period(period, settings["timezone"])
+    settings = await coalition_settings(conn)
+    p = parse_period(period, settings.timezone)
     if p.end > now:
         raise DomainError("period-not-ended", "Period not over",
                           f"{period} ends at {p.end.isoformat()}: settle it after that.",
@@ -159,7 +155,7 @@ async def run_period(conn: asyncpg.Connection, period: str, actor: str, *,
                 "INSERT INTO settlement_runs (period, cycle, period_start, period_end,"
                 " currency, created_by, dispute_window_days)"
                 " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, 7)) RETURNING *",
-                p.label, p.cycle, p.start, p.end, settings["currency"], actor,
+                p.label, p.cycle, p.start, p.end, settings.currency, actor,
                 dispute_window_days)
         elif run["status"] != "draft":
             raise Conflict("run-not-draft", "Run not a draft",
@@ -319,8 +315,7 @@ async def draft_previous_month(conn: asyncpg.Connection, now: datetime) -> str:
     """The scheduled job: draft last month's run unless it exists (then leave it: an
     operator may be reviewing it). Refusals (an open earlier run, a missing rate card)
     are reported, not raised, so the job does not retry them blindly."""
-    tz = (await _settings(conn))["timezone"]
-    period = previous_period(now, tz)
+    period = previous_period(now, (await coalition_settings(conn)).timezone)
     if await conn.fetchval("SELECT 1 FROM settlement_runs WHERE cycle = 'monthly'"
                            " AND period = $1", period):
         return f"{period}: exists"

@@ -29,6 +29,7 @@ import asyncpg
 
 from coalition import clock
 from coalition.errors import Conflict, DomainError
+from coalition.settings import coalition_settings
 
 from .models import BILLING_TYPES, CYCLES
 
@@ -156,8 +157,9 @@ def _currency(raw: object, field: str, errors: dict[str, str]) -> str | None:
 
 
 async def settings(conn: asyncpg.Connection) -> tuple[str, ZoneInfo]:
-    row = await conn.fetchrow("SELECT currency, timezone FROM coalition_settings WHERE id = 1")
-    return row["currency"], ZoneInfo(row["timezone"])
+    """The coalition's currency and time zone."""
+    found = await coalition_settings(conn)
+    return found.currency, found.zone
 
 
 def _effective_from(raw: object, zone: ZoneInfo, now: datetime,

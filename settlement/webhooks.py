@@ -19,7 +19,8 @@ import asyncpg
 import stripe
 
 from coalition.errors import DomainError
-from settlement.payment_state import transition
+from coalition.uow import Tx
+from settlement.payment_state import announce, transition
 
 # event type -> (payment kinds it concerns, the status it means)
 INVOICE_KINDS = ("invoice", "prepaid_block")
@@ -127,36 +128,39 @@ async def _record(conn: asyncpg.Connection, event_id: str, outcome: str,
         event_id, outcome, payment_id)
 
 
-async def receive(pool: asyncpg.Pool, event: dict[str, Any]) -> Received:
-    """Store the event once and apply it. A replay of a processed event changes
-    nothing. If applying raises (a hook failed), the event is kept with the error and
-    the exception propagates, so the webhook answers 500 and Stripe tries again."""
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            object_id = _object_id(event)
-            if object_id:
-                await _lock_object(conn, object_id)
-            await conn.execute(
-                "INSERT INTO stripe_events (id, type, created, payload) VALUES ($1, $2, $3,"
-                " $4::jsonb) ON CONFLICT (id) DO NOTHING", event["id"], event["type"],
-                datetime.fromtimestamp(event["created"], UTC), json.dumps(event))
-            stored = await conn.fetchrow("SELECT processed_at, outcome, payment_id"
-                                         " FROM stripe_events WHERE id = $1 FOR UPDATE",
-                                         event["id"])
-            if stored["processed_at"] is not None:
-                return Received(True, stored["outcome"], stored["payment_id"])
-            outcome, payment_id, notification = await _apply(conn, event)
-            await _record(conn, event["id"], outcome, payment_id)
-            return Received(False, outcome, payment_id, [notification] if notification else [])
-    except Exception as exc:
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO stripe_events (id, type, created, payload, outcome, error)"
-                " VALUES ($1, $2, $3, $4::jsonb, 'error', $5) ON CONFLICT (id) DO UPDATE"
-                " SET outcome = 'error', error = EXCLUDED.error", event["id"], event["type"],
-                datetime.fromtimestamp(event["created"], UTC), json.dumps(event),
-                f"{type(exc).__name__}: {exc}")
-        raise
+async def receive(tx: Tx, event: dict[str, Any], mailer: Any = None) -> Received:
+    """Store the event once and apply it; the operators hear of a failure it reports
+    once the Tx commits. A replay of a processed event changes nothing. If applying
+    raises (a hook failed), the Tx rolls back and the exception propagates: the caller
+    keeps the event with the error (`record_failure`, in a Tx of its own) and the
+    webhook answers 500, so Stripe tries again."""
+    conn = tx.conn
+    object_id = _object_id(event)
+    if object_id:
+        await _lock_object(conn, object_id)
+    await conn.execute(
+        "INSERT INTO stripe_events (id, type, created, payload) VALUES ($1, $2, $3,"
+        " $4::jsonb) ON CONFLICT (id) DO NOTHING", event["id"], event["type"],
+        datetime.fromtimestamp(event["created"], UTC), json.dumps(event))
+    stored = await conn.fetchrow("SELECT processed_at, outcome, payment_id"
+                                 " FROM stripe_events WHERE id = $1 FOR UPDATE", event["id"])
+    if stored["processed_at"] is not None:
+        return Received(True, stored["outcome"], stored["payment_id"])
+    outcome, payment_id, notification = await _apply(conn, event)
+    await _record(conn, event["id"], outcome, payment_id)
+    notifications = [notification] if notification else []
+    await announce(tx, mailer, notifications)
+    return Received(False, outcome, payment_id, notifications)
+
+
+async def record_failure(tx: Tx, event: dict[str, Any], exc: BaseException) -> None:
+    """Keep an event whose `receive` raised, with the error (Stripe sends it again)."""
+    await tx.conn.execute(
+        "INSERT INTO stripe_events (id, type, created, payload, outcome, error)"
+        " VALUES ($1, $2, $3, $4::jsonb, 'error', $5) ON CONFLICT (id) DO UPDATE"
+        " SET outcome = 'error', error = EXCLUDED.error", event["id"], event["type"],
+        datetime.fromtimestamp(event["created"], UTC), json.dumps(event),
+        f"{type(exc).__name__}: {exc}")
 
 
 async def replay_waiting_events(conn: asyncpg.Connection, object_id: str) -> list[int]:

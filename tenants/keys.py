@@ -7,12 +7,14 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+import sqlalchemy
 from cryptography.fernet import Fernet, InvalidToken
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from coalition import clock
+from coalition.db import DatabaseUrl
 from tenants.models import SigningKey
 
 # A new signing key every 30 days; a retired key stays in the JWKS for 7 more days,
@@ -70,6 +72,23 @@ def current_signing_key(session: Session, box: SecretBox) -> tuple[str, RSAKey]:
         pem = box.open(row.private_key_encrypted)
     assert pem is not None
     return row.kid, RSAKey.import_key(pem, parameters={"kid": row.kid, "alg": row.algorithm})
+
+
+def ensure_signing_key(sessions: sessionmaker, box: SecretBox) -> None:
+    """At start-up: a current signing key exists (made, or rotated, now if not), so the
+    first ID token does not wait for RSA key generation. Commits."""
+    with sessions() as session, session.begin():
+        current_signing_key(session, box)
+
+
+def rotate_signing_key(url: DatabaseUrl, box: SecretBox) -> str:
+    """`coalition oidc rotate-key`: a new signing key now; returns its kid."""
+    engine = sqlalchemy.create_engine(url.sqlalchemy_sync)
+    try:
+        with Session(engine) as session, session.begin():
+            return create_signing_key(session, box).kid
+    finally:
+        engine.dispose()
 
 
 def published_keys(session: Session) -> dict:

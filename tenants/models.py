@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+# users.affiliate_id refers to `affiliates`: its table must be known wherever users are.
+import coalition.affiliates.models  # noqa: F401
 from coalition.db import Base
 
 PARTNER_STATUSES = ("applied", "under_review", "active", "rejected", "suspended", "offboarded")
@@ -325,7 +327,3 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict] = mapped_column(JSONB, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-# users.affiliate_id refers to `affiliates`: its table must be known wherever users are.
-import coalition.affiliates.models  # noqa: E402, F401

@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition import clock
 from coalition.companies import normalize_tax_id
 from coalition.errors import Conflict, DomainError
+from coalition.uow import Tx
 from tenants import accounts
-from tenants.models import Partner, PartnerTerms, TermsAcceptance, User
+from tenants.models import AuditEntry, Partner, PartnerTerms, TermsAcceptance, User
 from tenants.service import create_partner, slugify
 
 LEGAL_FORMS = ("sp. z o.o.", "S.A.", "sp. j.", "sp. k.", "JDG (sole trader)", "other")
@@ -61,6 +62,11 @@ async def current_terms(session: AsyncSession) -> PartnerTerms:
         select(PartnerTerms).order_by(PartnerTerms.published_at.desc()).limit(1))).one()
 
 
+async def terms(tx: Tx) -> PartnerTerms:
+    """The partner terms in force (the latest published)."""
+    return await current_terms(await tx.session())
+
+
 async def validate(session: AsyncSession, app: Application) -> Application:
     errors = app.errors
     if not 2 <= len(app.company_name) <= 200:
@@ -102,8 +108,10 @@ async def validate(session: AsyncSession, app: Application) -> Application:
     return app
 
 
-async def submit_application(session: AsyncSession, app: Application) -> Partner:
-    """Save a validated application as a partner in status `applied`."""
+async def submit_application(tx: Tx, app: Application) -> Partner:
+    """Save a validated application as a partner in status `applied`. Raises
+    DomainError, the form's errors left in `app.errors`, when it does not validate."""
+    session = await tx.session()
     await validate(session, app)
     if app.errors:
         raise DomainError("validation-error", "Invalid application",
@@ -120,16 +128,78 @@ async def submit_application(session: AsyncSession, app: Application) -> Partner
         setattr(partner, name, getattr(app, name) or None)
     session.add(TermsAcceptance(partner_id=partner.id, version=app.terms_version,
                                 accepted_by=app.contact_email))
-    await accounts.audit(session, None, "partner.applied", target=partner.slug,
-                         partner_id=partner.id, contact=app.contact_email)
     await session.flush()
+    await tx.audit("partner.applied", target=partner.slug, partner_id=partner.id,
+                   contact=app.contact_email)
     return partner
 
 
-async def decide(session: AsyncSession, operator: User, partner: Partner, decision: str,
-                 note: str = "") -> User | None:
-    """Apply an operator decision. Approval creates the owner's account (no password yet)
-    and returns it, so the caller can email the invitation."""
+async def accept_terms(tx: Tx, version: str, accepted_by: str) -> None:
+    """The Tx's partner accepts the terms of `version` (once: accepting again records
+    nothing)."""
+    session = await tx.session()
+    already = await session.scalar(select(TermsAcceptance.id).where(
+        TermsAcceptance.partner_id == tx.partner_id, TermsAcceptance.version == version))
+    if already is None:
+        session.add(TermsAcceptance(partner_id=tx.partner_id, version=version,
+                                    accepted_by=accepted_by))
+        await session.flush()
+        await tx.audit("terms.accept", target=version)
+
+
+async def partners(tx: Tx) -> list[Partner]:
+    """Every partner, newest application first."""
+    return list((await (await tx.session()).scalars(
+        select(Partner).order_by(Partner.created_at.desc()))).all())
+
+
+@dataclass(frozen=True)
+class PartnerFile:
+    """What the operator sees of a partner: its audit history (newest first) and its
+    terms acceptances, and the decisions its status allows."""
+
+    partner: Partner
+    history: list[AuditEntry]
+    acceptances: list[TermsAcceptance]
+
+    @property
+    def actions(self) -> list[str]:
+        return [d for d, (origin, _) in DECISIONS.items() if self.partner.status in origin]
+
+
+async def partner_file(tx: Tx, partner_id: uuid.UUID) -> PartnerFile | None:
+    session = await tx.session()
+    partner = await session.get(Partner, partner_id)
+    if partner is None:
+        return None
+    history = (await session.scalars(
+        select(AuditEntry).where(AuditEntry.partner_id == partner.id)
+        .order_by(AuditEntry.id.desc()))).all()
+    acceptances = (await session.scalars(
+        select(TermsAcceptance).where(TermsAcceptance.partner_id == partner.id)
+        .order_by(TermsAcceptance.id))).all()
+    return PartnerFile(partner, list(history), list(acceptances))
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision taken: the partner, and on an approval the owner's account and its
+    invitation token, for the caller to email."""
+
+    partner: Partner
+    owner: User | None
+    invitation: str | None
+
+
+async def decide(tx: Tx, partner_id: uuid.UUID, decision: str, note: str = ""
+                 ) -> Decided | None:
+    """Apply an operator decision (None: no such partner or decision), audited as the
+    Tx's operator. Approval creates the owner's account (no password yet) with an
+    invitation token. Refuses (Conflict, DomainError) before it changes anything."""
+    session = await tx.session()
+    partner = await session.get(Partner, partner_id, with_for_update=True)
+    if partner is None or decision not in DECISIONS:
+        return None
     allowed_from, new_status = DECISIONS[decision]
     if partner.status not in allowed_from:
         raise Conflict("invalid-transition", "Decision not possible",
@@ -148,8 +218,8 @@ async def decide(session: AsyncSession, operator: User, partner: Partner, decisi
             owner = await accounts.create_user(session, partner.contact_email, "partner_staff",
                                                name=partner.contact_name, partner_id=partner.id,
                                                role="owner")
-    await accounts.audit(session, operator, f"partner.{decision}", target=partner.slug,
-                         partner_id=partner.id, note=note.strip() or None,
-                         status=new_status)
     await session.flush()
-    return owner
+    await tx.audit(f"partner.{decision}", target=partner.slug, partner_id=partner.id,
+                   note=note.strip() or None, status=new_status)
+    token = await accounts.issue_token(session, owner, "invite") if owner else None
+    return Decided(partner, owner, token)

@@ -49,7 +49,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Rate cards (read-only), prepaid balance and blocks; requesting a block.
     "settlement.view": frozenset({"owner", "admin", "analyst"}),
     "settlement.manage": frozenset({"owner", "admin"}),
-    # Affiliate programs, terms, affiliates and creatives (web/portal/affiliate_console.py).
+    # Affiliate programs, terms, affiliates and creatives (web/portal/affiliates/partner.py).
     "affiliates.view": frozenset({"owner", "admin", "analyst"}),
     "affiliates.manage": frozenset({"owner", "admin"}),
     # Affiliate commissions: the list, releasing or rejecting fraud holds.

@@ -34,9 +34,9 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-TENANT_ROLE = "coalition_tenant"
-# What tenant sessions log in as (migration 0008): nothing but a member of TENANT_ROLE.
-TENANT_LOGIN_ROLE = "coalition_tenant_login"
+# The roles live in coalition/db.py (coalition db check reads them); named here too.
+from coalition.db import TENANT_LOGIN_ROLE, TENANT_ROLE  # noqa: F401
+
 PARTNER_SETTING = "coalition.partner_id"
 _INFO_KEY = "coalition.tenant_partner_id"
 _SCOPE = (f"SELECT set_config('role', '{TENANT_ROLE}', true),"

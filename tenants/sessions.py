@@ -21,6 +21,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
+from coalition.uow import Tx, one_statement
 from tenants.models import AuthorizationCode, OAuthToken, WebSession
 
 # Far beyond the throttles' windows (15 minutes for logins, an hour at most for the other
@@ -70,9 +71,73 @@ async def password_changed(session: AsyncSession, user_id: uuid.UUID,
 
 async def purge(conn: asyncpg.Connection) -> dict[str, int]:
     """Delete expired sessions and login attempts older than LOGIN_ATTEMPT_RETENTION (the
-    maintenance pass, web/worker.py)."""
+    maintenance pass, tenants/maintenance.py)."""
     sessions = await conn.execute("DELETE FROM web_sessions WHERE expires_at < now()")
     attempts = await conn.execute("DELETE FROM login_attempts WHERE created_at < $1",
                                   clock.now() - LOGIN_ATTEMPT_RETENTION)
     return {"web_sessions": int(sessions.split()[-1]),
             "login_attempts": int(attempts.split()[-1])}
+
+
+# The Litestar store's statements (web/sessions.py), one each: every portal request runs
+# one or two of them, so they take no BEGIN/COMMIT (`one_statement`). Keys are the
+# hashes; expiry is the database's now() (technical time, see the module's docstring),
+# and a session is live while its expires_at is NULL or ahead of it.
+
+
+@one_statement
+async def store_session(tx: Tx, key: str, data: bytes, owner: uuid.UUID | None,
+                        seconds: float | None) -> None:
+    await tx.conn.execute(
+        "INSERT INTO web_sessions (key_hash, value, user_id, expires_at) VALUES ($1, $2,"
+        " $3, now() + make_interval(secs => $4)) ON CONFLICT (key_hash) DO UPDATE SET"
+        " value = EXCLUDED.value, user_id = EXCLUDED.user_id,"
+        " expires_at = EXCLUDED.expires_at",
+        hash_session_id(key), data, owner, seconds)
+
+
+@one_statement
+async def replace_session(tx: Tx, key: str, data: bytes, owner: uuid.UUID | None,
+                          seconds: float | None) -> bool:
+    """Update a live session; False (and nothing written) when it has ended since the
+    request read it, which store_session would bring back to life."""
+    return bool(await tx.conn.fetchval(
+        "UPDATE web_sessions SET value = $2, user_id = $3,"
+        " expires_at = now() + make_interval(secs => $4)"
+        " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
+        " RETURNING true",
+        hash_session_id(key), data, owner, seconds))
+
+
+@one_statement
+async def read_session(tx: Tx, key: str, renew_seconds: float | None = None) -> bytes | None:
+    """A live session's data; with `renew_seconds`, its expiry moves that far ahead."""
+    if renew_seconds is not None:
+        return await tx.conn.fetchval(
+            "UPDATE web_sessions SET expires_at = now() + make_interval(secs => $2)"
+            " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
+            " RETURNING value",
+            hash_session_id(key), renew_seconds)
+    return await tx.conn.fetchval(
+        "SELECT value FROM web_sessions WHERE key_hash = $1"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        hash_session_id(key))
+
+
+@one_statement
+async def delete_session(tx: Tx, key: str) -> None:
+    await tx.conn.execute("DELETE FROM web_sessions WHERE key_hash = $1",
+                          hash_session_id(key))
+
+
+@one_statement
+async def delete_all_sessions(tx: Tx) -> None:
+    await tx.conn.execute("DELETE FROM web_sessions")
+
+
+@one_statement
+async def session_expires_in(tx: Tx, key: str) -> int | None:
+    return await tx.conn.fetchval(
+        "SELECT extract(epoch FROM expires_at - now())::int FROM web_sessions"
+        " WHERE key_hash = $1", hash_session_id(key))
+

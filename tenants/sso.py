@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.errors import DomainError
+from coalition.uow import SYSTEM, Actor, Tx
+from tenants import accounts
 from tenants.keys import SecretBox
-from tenants.models import IdentityProvider, User
+from tenants.models import IdentityProvider, Partner, User
 from tenants.service import check_redirect_uri
 
 HTTP_TIMEOUT = httpx.Timeout(10.0)
@@ -146,4 +148,56 @@ async def finish(session: AsyncSession, provider: IdentityProvider, box: SecretB
     if user is None:
         raise SsoFailed(f"{email} has no staff account at this partner. Ask an owner or "
                         "admin to invite you.")
+    return user
+
+
+async def settings_of(tx: Tx) -> tuple[IdentityProvider | None, Partner]:
+    """The Tx's partner's provider (None: not configured) and the partner."""
+    session = await tx.session()
+    return (await session.get(IdentityProvider, tx.partner_id),
+            await session.get_one(Partner, tx.partner_id))
+
+
+async def save_settings(tx: Tx, box: SecretBox, *, issuer: str, client_id: str,
+                        client_secret: str | None, enabled: bool,
+                        transport: httpx.AsyncBaseTransport | None = None
+                        ) -> IdentityProvider:
+    """configure() for the Tx's partner, audited as the Tx's staff member."""
+    provider = await configure(await tx.session(), box, tx.partner_id, issuer=issuer,
+                               client_id=client_id, client_secret=client_secret,
+                               enabled=enabled, transport=transport)
+    await tx.audit("sso.configure", target=provider.issuer, enabled=provider.enabled)
+    return provider
+
+
+async def provider_for_company(tx: Tx, slug: str) -> IdentityProvider | None:
+    """The enabled provider of the active partner with this company id (its slug)."""
+    return await (await tx.session()).scalar(
+        select(IdentityProvider)
+        .join(Partner, IdentityProvider.partner_id == Partner.id)
+        .where(Partner.slug == slug.strip().lower(), Partner.status == "active",
+               IdentityProvider.enabled))
+
+
+async def enabled_provider(tx: Tx, partner_id: uuid.UUID | str) -> IdentityProvider | None:
+    return await (await tx.session()).scalar(select(IdentityProvider).where(
+        IdentityProvider.partner_id == partner_id, IdentityProvider.enabled))
+
+
+async def sign_in(tx: Tx, provider: IdentityProvider, box: SecretBox, pending: PendingSignIn,
+                  code: str, redirect_uri: str,
+                  transport: httpx.AsyncBaseTransport | None = None) -> User | SsoFailed:
+    """finish() with its audit row: the staff member signed in (their email now counts
+    as verified), or the refusal, returned rather than raised so that its audit row
+    commits."""
+    session = await tx.session()
+    try:
+        user = await finish(session, provider, box, pending, code, redirect_uri, transport)
+    except SsoFailed as exc:
+        await tx.audit("staff.sso_refused", partner_id=provider.partner_id, actor=SYSTEM,
+                       reason=str(exc))
+        return exc
+    accounts.mark_verified(user)
+    await tx.audit("staff.sso_login", target=user.email, partner_id=user.partner_id,
+                   actor=Actor(user.email, user.id), issuer=provider.issuer)
     return user

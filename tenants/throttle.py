@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.errors import DomainError
+from coalition.uow import Tx
 from tenants.models import LoginAttempt
 
 COLUMN_LENGTH = 320             # login_attempts.email
@@ -185,13 +186,14 @@ def record_login(session: AsyncSession, email: str, ip: str, succeeded: bool) ->
                              created_at=clock.now()))
 
 
-async def begin_client_authentication(session: AsyncSession, client_id: str,
-                                      ip: str) -> int:
+async def begin_client_authentication(tx: Tx, client_id: str, ip: str) -> int:
     """Before an OAuth endpoint authenticates `client_id`: raises RateLimited when
     OAUTH_CLIENT_FAILURES authentications failed for it within OAUTH_CLIENT_WINDOW;
-    otherwise commits a row counted as a failure until client_authenticated() says
-    otherwise, and returns its id. Counting the attempt before it is judged keeps
-    parallel guesses within the limit without holding a lock while Authlib works."""
+    otherwise records a row counted as a failure until client_authenticated() says
+    otherwise (committed with this Tx, before the endpoint runs), and returns its id.
+    Counting the attempt before it is judged keeps parallel guesses within the limit
+    without holding a lock while Authlib works."""
+    session = await tx.session()
     key = _text(client_id)[:COLUMN_LENGTH]
     await lock(session, f"{OAUTH_CLIENT_KIND}:{key}")
     until = await _limit_reached_until(
@@ -199,23 +201,21 @@ async def begin_client_authentication(session: AsyncSession, client_id: str,
         (LoginAttempt.email == key) & LoginAttempt.succeeded.is_(False),
         OAUTH_CLIENT_FAILURES, OAUTH_CLIENT_WINDOW)
     if until is not None:
-        await session.rollback()
         raise RateLimited(seconds_until(until), "slow_down", "Too many failed client "
                           "authentications", "Too many failed client authentications for "
                           "this client id")
     attempt = LoginAttempt(kind=OAUTH_CLIENT_KIND, email=key, ip=ip[:ADDRESS_LENGTH],
                            succeeded=False, created_at=clock.now())
     session.add(attempt)
-    await session.commit()
+    await session.flush()
     return attempt.id
 
 
-async def client_authenticated(session: AsyncSession, attempt_id: int) -> None:
+async def client_authenticated(tx: Tx, attempt_id: int) -> None:
     """The client of begin_client_authentication()'s attempt did authenticate (whatever
     else its request got wrong): the attempt stops counting as a failure."""
-    await session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id)
-                          .values(succeeded=True))
-    await session.commit()
+    await (await tx.session()).execute(
+        update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(succeeded=True))
 
 
 @lru_cache(maxsize=16)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from coalition.affiliates import programs
 from coalition.affiliates.models import Enrollment
 from coalition.affiliates.programs import ProgramSpec, TermsSpec
-from coalition.affiliates.signup import PayoutSpec, SignupSpec, sign_up
+from coalition.affiliates.signup import PayoutSpec, SignupSpec
 from tenants import accounts
+from tenants.affiliate_signup import sign_up
 from tenants.service import create_partner
 from tests.portal import Browser, submit
 

@@ -17,9 +17,9 @@ from sqlalchemy import text
 
 from coalition.affiliates import programs
 from coalition.affiliates.demo import AFFILIATE_LOGIN
-from coalition.affiliates.payouts import run_payouts
 from coalition.audience_demo import COMPANY_ADMIN
 from coalition.db import DatabaseUrl
+from settlement.affiliate_payouts import run_payouts
 from tenants.accounts import create_user
 from tests.portal import submit
 from web.demo import DEMO_LOGINS, load_demo

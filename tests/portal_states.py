@@ -41,10 +41,11 @@ from coalition import clock
 from coalition.affiliates import programs
 from coalition.affiliates.demo import AFFILIATE_LOGIN, AFFILIATES
 from coalition.affiliates.models import Affiliate
-from coalition.affiliates.signup import SignupSpec, sign_up
+from coalition.affiliates.signup import SignupSpec
 from coalition.rewards.service import redeem
 from settlement import runs, sepa
 from settlement import statements as settlement_statements
+from tenants.affiliate_signup import sign_up
 from tenants.service import create_app_client
 from tests.portal import csrf_of
 from tests.portal_demo import ORIGIN, ROLES, Demo, signed_in

@@ -9,13 +9,14 @@ import json
 import uuid
 from datetime import timedelta
 
+from coalition import earning
 from coalition.affiliates.attribution import Touch, attribute
-from coalition.purchases import MemberRef, Order
+from coalition.earning import MemberRef, Order
+from coalition.uow import Actor, Tx
 from tests import affiliate_b_helpers as aff
 from tests.affiliate_b_helpers import NOW, purchase
 from tests.helpers import new_key, new_partner
 from tests.portal import Browser, submit
-from web import earning
 from web.conversions import CLICK_COOKIE
 
 
@@ -148,7 +149,7 @@ async def test_purchases_without_affiliate_data_keep_the_two_statement_fast_path
             if log:
                 conn.add_query_logger(log)
             result = await earning.purchase(
-                conn, partner_id=partner.partner_id, actor="test",
+                Tx(conn, partner.partner_id, Actor("test"), in_transaction=False),
                 member=MemberRef(id=uuid.UUID(member)),
                 order=Order(new_key(), NOW, "PLN", 1000, "store", None, []),
                 idempotency_key=new_key(), request_hash="h")

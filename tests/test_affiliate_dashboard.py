@@ -11,8 +11,8 @@ import uuid
 from datetime import date, timedelta
 
 from coalition import clock
-from coalition.affiliates.payouts import run_payouts
 from settlement import sepa
+from settlement.affiliate_payouts import run_payouts
 from tests.affiliate_c_helpers import (
     PASSWORD,
     add_terms,

@@ -13,9 +13,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from coalition.affiliates.payouts import run_payouts
 from coalition.verify import verify_ledger
 from settlement import sepa
+from settlement.affiliate_payouts import run_payouts
 from tests.affiliate_c_helpers import (
     commission,
     enroll,

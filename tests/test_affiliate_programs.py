@@ -483,3 +483,42 @@ async def test_signup_accepts_an_optional_nip_and_pays_later():
                       password="long enough pw", accepts_agreement=True,
                       payout=PayoutSpec()).checked()
     assert (spec.name, spec.nip) == ("Jan Nowak", "")
+
+
+async def test_console_changes_write_their_audit_rows_and_refusals_none(app, db):
+    """Each console change writes its audit row in its own transaction (issue 17): who
+    did it, for which partner; a refused change leaves no row."""
+    browser, partner_id = await owner_browser(app, None)
+    owner = await db.fetchval("SELECT email FROM users WHERE partner_id = $1", partner_id)
+    csrf = csrf_of(await browser.get("/partner/affiliates"))
+    form = {"_csrf_token": csrf, "name": "Audited", "landing_url": "https://shop.example/",
+            "currency": "PLN", "enrollment": "application", "status": "active"}
+    assert (await browser.post("/partner/affiliates", data={
+        **form, "landing_url": "http://shop.example/"})).status_code == 422
+    created = await browser.post("/partner/affiliates", data=form)
+    program_url = created.headers["location"]
+    program_id = program_url.rsplit("/", 1)[1]
+    assert (await browser.post(f"{program_url}/terms", data={
+        "_csrf_token": csrf, "model": "percent", "rate": "5"})).status_code == 303
+    assert (await browser.post(f"{program_url}/creatives", data={
+        "_csrf_token": csrf, "title": "Tagline", "text": "Hi"})).status_code == 303
+    affiliate = await make_affiliate(app)
+    async with app.state.sessionmaker() as session:
+        enrollment = await programs.join_program(session, affiliate.id, uuid.UUID(program_id))
+        await session.commit()
+    decide = f"/partner/affiliates/enrollments/{enrollment.id}"
+    assert (await browser.post(decide, data={"_csrf_token": csrf, "action": "ban",
+                                             "reason": "x"})
+            ).status_code == 409   # a pending application cannot be banned
+    assert (await browser.post(decide, data={"_csrf_token": csrf, "action": "approve"})
+            ).status_code == 303
+    rows = await db.fetch("SELECT action, target, actor, actor_user_id IS NOT NULL AS user"
+                          " FROM audit_log WHERE partner_id = $1 AND action LIKE 'affiliate%'"
+                          " ORDER BY id", partner_id)
+    assert [(r["action"], r["actor"], r["user"]) for r in rows] == [
+        (action, owner, True) for action in (
+            "affiliate_program.create", "affiliate_terms.create",
+            "affiliate_creative.create", "affiliate_enrollment.approve")]
+    assert rows[0]["target"] == rows[1]["target"] == program_id
+    assert rows[3]["target"] == str(enrollment.id)
+    await browser.aclose()

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from coalition import clock
-from coalition.affiliates import payouts
 from coalition.affiliates.commissions import approve_due
 from coalition.affiliates.fraud import MIN_SECONDS_AFTER_CLICK
+from settlement import affiliate_payouts as payouts
 from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants.service import create_server_client
 from tests.affiliate_helpers import make_partner, make_program

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 
+from coalition import settings
 from settlement import liability, runs
 from tests.helpers import new_partner
 from tests.settlement_helpers import add_terms, at, earn, new_member, redeem
@@ -89,12 +90,14 @@ async def test_liability_breakage_and_margin_hand_computed(app, client, db):
         with pytest.raises(_Undo):
             async with conn.transaction():
                 await conn.execute("UPDATE coalition_settings SET point_face_value = 0.00125")
+                settings.forget()   # the cached settings (coalition/settings.py)
                 rows = [o for o in await liability.outstanding(conn)
                         if o.partner_id == redeemer.partner_id]
                 assert [(o.points, o.value) for o in rows] == [(100, 13)]
                 mar = {x.month: x for x in await liability.months(conn)}["2016-03"]
                 assert (mar.breakage_value, mar.margin) == (75, 789)   # margin: no face
                 raise _Undo
+    settings.forget()   # the rolled-back value must not stay cached
 
     browser = await operator_browser(app)
     async with browser:

@@ -1,6 +1,6 @@
 """The points lifecycle in the ledger: pending points and their activation, returns under
 both return policies, expiry under every policy, checkout holds. Purchases are posted
-through coalition.purchases with explicit rule decisions, so these tests are about the
+through coalition.earning.posting with explicit rule decisions, so these tests are about the
 ledger, not the rule engine (tests/test_purchases_api.py covers the whole path)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coalition import clock, lifecycle
+from coalition.earning.posting import Decision, MemberRef, Order, post_purchase
 from coalition.importer import import_transactions
 from coalition.ledger import Ledger, PostingRequest
-from coalition.purchases import Decision, MemberRef, Order, post_purchase
 from coalition.verify import verify_ledger
 from tests.helpers import new_key
 

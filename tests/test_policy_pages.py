@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from coalition import clock
+from coalition import clock, settings
 from tenants.accounts import create_user
 from tests.helpers import new_partner
 from tests.portal import Browser, csrf_of, submit
@@ -38,6 +38,7 @@ async def restore_policies(db) -> AsyncIterator[None]:
     yield
     await db.execute("UPDATE coalition_settings SET " + ", ".join(
         f"{column} = ${i}" for i, column in enumerate(COLUMNS, 1)), *saved.values())
+    settings.forget()   # the cached settings (coalition/settings.py)
 
 
 async def staff_browser(app, partner_id: uuid.UUID, role: str) -> Browser:

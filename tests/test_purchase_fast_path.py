@@ -1,4 +1,4 @@
-"""The purchase fast path (coalition/purchases.py): two statements per purchase, the
+"""The purchase fast path (coalition/earning/posting.py): two statements per purchase, the
 same result as the locked path, and nothing written when a fact it read has changed
 before it posts; the locked path then decides."""
 
@@ -11,15 +11,23 @@ from datetime import timedelta
 
 import asyncpg
 
-from coalition import clock
-from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
+from coalition import clock, earning
+from coalition.earning.evaluation import periods
+from coalition.earning.posting import (
+    Decision,
+    MemberRef,
+    Order,
+    commit_purchase,
+    read_facts,
+)
 from coalition.rules.validation import RuleSpec
+from coalition.settings import coalition_settings
 from coalition.tiers import service as tiers
+from coalition.uow import Actor, Tx
 from tests.helpers import new_key
 from tests.test_lifecycle import assert_verified
 from tests.test_purchases_api import BASE, LINES, order, rules
 from tests.tiering import set_program
-from web import earning
 
 NOW = clock.now() - timedelta(minutes=1)
 WELCOME = RuleSpec("Welcome", "first_purchase", {"points": 50}, priority=40)
@@ -32,10 +40,14 @@ def an_order(total: int = 25000) -> Order:
 
 async def post(db: asyncpg.Pool, partner, member: str, purchase: Order, key: str):
     async with db.acquire() as conn:
-        return await earning.purchase(conn, partner_id=partner.partner_id, actor="test",
+        return await earning.purchase(as_test(conn, partner),
                                       member=MemberRef(id=uuid.UUID(member)),
                                       order=purchase, idempotency_key=key,
                                       request_hash=key)
+
+
+def as_test(conn: asyncpg.Connection, partner) -> Tx:
+    return Tx(conn, partner.partner_id, Actor("test"), in_transaction=False)
 
 
 async def test_a_purchase_costs_two_statements(app, partner, db):
@@ -48,7 +60,7 @@ async def test_a_purchase_costs_two_statements(app, partner, db):
             statements.append(record.query)
         conn.add_query_logger(log)
         result = await earning.purchase(
-            conn, partner_id=partner.partner_id, actor="test",
+            as_test(conn, partner),
             member=MemberRef(id=uuid.UUID(member)), order=an_order(),
             idempotency_key=new_key(), request_hash="h")
         conn.remove_query_logger(log)
@@ -65,11 +77,12 @@ async def test_a_fact_that_changed_writes_nothing_and_the_locked_path_decides(
     member = await partner.enroll()
     capped: list[uuid.UUID] = []
     async with db.acquire() as conn:
-        settings = await earning.program(conn)
-        day, month, _ = earning.periods(NOW, settings.timezone)
+        settings = await coalition_settings(conn)
+        day, month, _ = periods(NOW, settings.timezone)
         facts = await read_facts(conn, partner_id=partner.partner_id,
                                  member=MemberRef(id=uuid.UUID(member)), capped_rules=capped,
-                                 day_start=day, month_start=month)
+                                 day_start=day, month_start=month,
+                                 tiers=await tiers.load_program(conn), at=NOW)
     assert facts is not None and facts.first_purchase
     # Another purchase posts between the read and the commit: not the first any more.
     assert (await partner.post("/api/v1/purchases", order(member))).status_code == 201
@@ -152,14 +165,12 @@ async def test_a_tier_state_changed_by_someone_else_sends_the_purchase_the_locke
     member = await partner.enroll()
     member_id = uuid.UUID(member)
     async with db.acquire() as conn:
-        settings = await earning.program(conn)
+        settings = await coalition_settings(conn)
         program = await tiers.load_program(conn)
-        day, month, _ = earning.periods(NOW, settings.timezone)
+        day, month, _ = periods(NOW, settings.timezone)
         facts = await read_facts(conn, partner_id=partner.partner_id,
                                  member=MemberRef(id=member_id), capped_rules=[],
-                                 day_start=day, month_start=month,
-                                 join=tiers.facts_join("f.member_id", 8),
-                                 join_args=tiers.facts_args(program, NOW))
+                                 day_start=day, month_start=month, tiers=program, at=NOW)
         tier = tiers.predict(program, facts.begun, 110_000, NOW)
         assert tier["change"]["to_code"] == "vip"
         # The operator assigns VIP by hand before the purchase posts.
@@ -185,7 +196,7 @@ async def test_an_order_posted_twice_at_once_is_a_409_not_a_500(app, partner, db
     async with db.acquire() as holder:
         held = holder.transaction()
         await held.start()
-        posted = await earning.purchase(holder, partner_id=partner.partner_id, actor="test",
+        posted = await earning.purchase(as_test(holder, partner),
                                         member=MemberRef(id=uuid.UUID(first)),
                                         order=purchase, idempotency_key=new_key(),
                                         request_hash="h")

@@ -16,18 +16,27 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from coalition import clock, referrals
-from coalition.purchases import Decision, MemberRef, Order, commit_purchase, read_facts
+from coalition import clock, earning, referrals
+from coalition.earning.evaluation import periods
+from coalition.earning.posting import (
+    Decision,
+    MemberRef,
+    Order,
+    commit_purchase,
+    read_facts,
+)
 from coalition.rules.engine import RuleVersion, Shopper, describe, referral_bonus
 from coalition.rules.service import archive_rule, create_rule, get_rule
 from coalition.rules.validation import RuleSpec
+from coalition.settings import coalition_settings
+from coalition.tiers import load_program
+from coalition.uow import Actor, Tx
 from tenants.accounts import create_user
 from tests.helpers import new_key, new_partner
 from tests.portal import Browser, csrf_of, owner_browser, submit
 from tests.test_lifecycle import assert_verified
 from tests.test_purchases_api import BASE, order, rules
 from tests.test_rules_console import create, operator_browser
-from web import earning
 
 CODE = re.compile(r"^[2-9A-HJKMNP-Z]{8}$")
 
@@ -239,10 +248,11 @@ async def test_the_fast_path_sees_a_closed_referral_and_the_locked_path_decides(
     referee = await partner.enroll(referral_code=await code_of(db, referrer))
     ref = MemberRef(id=uuid.UUID(referee))
     async with db.acquire() as conn:
-        settings = await earning.program(conn)
-        day, month, _ = earning.periods(clock.now(), settings.timezone)
+        settings = await coalition_settings(conn)
+        day, month, _ = periods(clock.now(), settings.timezone)
         facts = await read_facts(conn, partner_id=partner.partner_id, member=ref,
-                                 capped_rules=[], day_start=day, month_start=month)
+                                 capped_rules=[], day_start=day, month_start=month,
+                                 tiers=await load_program(conn), at=clock.now())
     assert facts is not None and facts.referrer == uuid.UUID(referrer)
     # The qualifying purchase posts between the read and the commit.
     first = (await partner.post("/api/v1/purchases", order(referee, total=20_000))).json()
@@ -263,9 +273,9 @@ async def test_the_fast_path_sees_a_closed_referral_and_the_locked_path_decides(
         assert await conn.fetchval("SELECT count(*) FROM purchases WHERE order_id = $1",
                                    stale.order_id) == 0
         # The whole path: decided afresh under the lock, no second bonus.
-        posted = await earning.purchase(conn, partner_id=partner.partner_id, actor="test",
-                                        member=ref, order=stale, idempotency_key=key,
-                                        request_hash=key)
+        posted = await earning.purchase(
+            Tx(conn, partner.partner_id, Actor("test"), in_transaction=False), member=ref,
+            order=stale, idempotency_key=key, request_hash=key)
     assert posted.status == 201 and json.loads(posted.body)["referral_bonus"] is None
     assert (await partner.balance(referrer))["available"] == 100
     await assert_verified(db)

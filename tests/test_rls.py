@@ -538,13 +538,22 @@ async def test_the_api_session_runs_as_the_tenant(scenario, monkeypatch):
 
 async def test_the_console_session_runs_as_the_tenant(app, client, monkeypatch):
     seen = []
-    original = console_module.current_user
+    original = console_module.acting
 
-    async def spy(request, session):
-        seen.append(await _who(session))
-        return await original(request, session)
+    class Spy:
+        """The console's runner, noting who each of its Txs runs as."""
 
-    monkeypatch.setattr(console_module, "current_user", spy)
+        def __init__(self, runner):
+            self.runner = runner
+
+        async def run(self, use_case, *args, **kwargs):
+            async def watched(tx, *args, **kwargs):
+                seen.append(await _who(await tx.session()))
+                return await use_case(tx, *args, **kwargs)
+            return await self.runner.run(watched, *args, **kwargs)
+
+    monkeypatch.setattr(console_module, "acting",
+                        lambda *args, **kwargs: Spy(original(*args, **kwargs)))
     browser, partner_id = await owner_browser(app, client)
     async with browser:
         for path in ("/partner", "/partner/clients", "/partner/staff"):
@@ -557,7 +566,7 @@ LOGIN = "coalition_tenant_login"
 
 async def test_tenant_sessions_log_in_as_a_powerless_role_and_reset_role_does_not_escape(
         app, db, scenario):
-    """The app's tenant sessions log in as coalition_tenant_login, which holds nothing but
+    """The app's tenant-scoped Txs log in as coalition_tenant_login, which holds nothing but
     membership in coalition_tenant: even RESET ROLE leaves them under every policy."""
     role = await db.fetchrow("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles"
                              " WHERE rolname = $1", LOGIN)
@@ -565,15 +574,15 @@ async def test_tenant_sessions_log_in_as_a_powerless_role_and_reset_role_does_no
     assert await db.fetchval(
         "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
         " WHERE r.rolname = $1", LOGIN) == 0
-    async with tenant_session(app.state.tenant_sessionmaker, scenario.b.partner_id) as session:
-        await session.execute(text("RESET ROLE"))
-        who = (await session.execute(text("SELECT session_user, current_user"))).one()
+    async with app.state.db.begin(partner_id=scenario.b.partner_id, scoped=True) as tx:
+        await tx.conn.execute("RESET ROLE")
+        who = await tx.conn.fetchrow("SELECT session_user, current_user")
         assert tuple(who) == (LOGIN, LOGIN)
         for table in A_ROWS:
-            assert await session.scalar(text(
-                f"SELECT count(*) FROM {table} WHERE {scenario.where(table)}")) == 0, table
-        await session.execute(text("SELECT set_config('coalition.partner_id', '', true)"))
-        assert await session.scalar(text("SELECT count(*) FROM partners")) == 0
+            assert await tx.conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE {scenario.where(table)}") == 0, table
+        await tx.conn.execute("SELECT set_config('coalition.partner_id', '', true)")
+        assert await tx.conn.fetchval("SELECT count(*) FROM partners") == 0
 
 
 async def test_a_cross_brand_coupon_is_visible_to_both_brands_and_no_other(db, scenario):

@@ -16,11 +16,11 @@ from authlib.common.security import generate_token
 
 from coalition import clock, members
 from tenants import accounts
+from tenants.maintenance import maintenance_pass
 from tests.portal import Browser, csrf_of, submit
 from tests.test_oauth_apps import BASE, MemberLogin, authorize, log_in, new_app
 from web.app import create_app
 from web.sessions import PostgresSessionStore
-from web.worker import maintenance_pass
 
 PASSWORD = "quartz lantern meadow 91"
 NEW_PASSWORD = "violet harbour kettle 57"
@@ -200,7 +200,7 @@ async def test_the_store_keeps_hashes_and_the_owner(client, db):
 async def test_an_ended_session_is_not_brought_back(client, db):
     """A request still in flight when its session ended (a logout elsewhere, a reset)
     saves its session only if the row is still there."""
-    store = PostgresSessionStore(lambda: client.app.state.pool)
+    store = PostgresSessionStore(lambda: client.app.state.db)
     session_id = secrets.token_hex(32)
     await store.set(session_id, b'{"user_id": null}', expires_in=60)
     assert await store.replace(session_id, b'{"a": 1}', expires_in=60)

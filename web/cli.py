@@ -7,9 +7,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-import asyncpg
 import click
 from rich.console import Console
 from rich.progress import (
@@ -22,10 +23,12 @@ from rich.progress import (
 
 from coalition import clock
 from coalition.config import get_settings
-from coalition.db import DatabaseUrl, create_engine, create_sessionmaker, resolve_database_url
+from coalition.db import DatabaseUrl, resolve_database_url
+from coalition.resources import open_database
 from web.demo import DEMO_LOGINS
 
 console = Console(stderr=True)
+R = TypeVar("R")
 
 
 def database_url() -> DatabaseUrl:
@@ -36,6 +39,17 @@ def database_url() -> DatabaseUrl:
     os.environ["COALITION_DATABASE_URL"] = url.raw
     get_settings.cache_clear()
     return url
+
+
+def _run(use_case: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any) -> R:
+    """`use_case` in one Tx on the configured database (coalition/uow.py)."""
+    url = database_url()
+
+    async def go() -> R:
+        async with open_database(url) as db:
+            return await db.run(use_case, *args, **kwargs)
+
+    return asyncio.run(go())
 
 
 @click.group()
@@ -270,32 +284,19 @@ def partners() -> None:
 def partners_create(name: str, slug: str | None, currency: str, as_json: bool) -> None:
     """Create an active partner with a server OAuth client (all partner scopes)."""
     from coalition.errors import DomainError
-    from tenants.service import create_partner, create_server_client
-
-    async def create() -> dict:
-        engine = create_engine(database_url())
-        try:
-            async with create_sessionmaker(engine)() as session:
-                partner = await create_partner(session, name, slug=slug,
-                                               settlement_currency=currency)
-                client, secret = await create_server_client(session, partner.id, "server")
-                await session.commit()
-                return {"partner_id": str(partner.id), "slug": partner.slug,
-                        "client_id": client.client_id, "client_secret": secret}
-        finally:
-            await engine.dispose()
+    from tenants.provisioning import create_partner_with_client
 
     try:
-        result = asyncio.run(create())
+        made = _run(create_partner_with_client, name, slug, currency)
     except DomainError as exc:
         raise click.ClickException(exc.detail) from exc
     if as_json:
-        click.echo(json.dumps({k: result[k] for k in ("partner_id", "client_id",
-                                                       "client_secret")}))
+        click.echo(json.dumps({"partner_id": made.partner_id, "client_id": made.client_id,
+                               "client_secret": made.client_secret}))
     else:
-        click.echo(f"partner {result['slug']} ({result['partner_id']})\n"
-                   f"client_id     {result['client_id']}\n"
-                   f"client_secret {result['client_secret']}  (shown once)")
+        click.echo(f"partner {made.slug} ({made.partner_id})\n"
+                   f"client_id     {made.client_id}\n"
+                   f"client_secret {made.client_secret}  (shown once)")
 
 
 @main.group()
@@ -312,23 +313,12 @@ def operators() -> None:
 def operators_create(email: str, name: str | None, password: str | None) -> None:
     """Create an operator account (email verified, ready to log in)."""
     from coalition.errors import DomainError
-    from tenants.accounts import create_user
+    from tenants.provisioning import create_operator
 
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-    async def create() -> None:
-        engine = create_engine(database_url())
-        try:
-            async with create_sessionmaker(engine)() as session:
-                await create_user(session, email, "operator", name=name, password=password,
-                                  verified=True)
-                await session.commit()
-        finally:
-            await engine.dispose()
-
     try:
-        asyncio.run(create())
+        _run(create_operator, email, name, password)
     except DomainError as exc:
         raise click.ClickException(exc.detail) from exc
     click.echo(f"operator {email} created")
@@ -343,19 +333,10 @@ def oidc() -> None:
 def oidc_rotate_key() -> None:
     """Start signing ID tokens with a new key now (keys also rotate every 30 days by
     themselves). The old key stays in the JWKS for 7 days, so issued tokens verify."""
-    import sqlalchemy
-    from sqlalchemy.orm import Session
+    from tenants.keys import SecretBox, rotate_signing_key
 
-    from coalition.config import get_settings
-    from tenants.keys import SecretBox, create_signing_key
-
-    engine = sqlalchemy.create_engine(database_url().sqlalchemy_sync)
-    try:
-        with Session(engine) as session, session.begin():
-            key = create_signing_key(session, SecretBox(get_settings().resolved_secret_key()))
-            kid = key.kid
-    finally:
-        engine.dispose()
+    url = database_url()
+    kid = rotate_signing_key(url, SecretBox(get_settings().resolved_secret_key()))
     click.echo(f"new signing key {kid}")
 
 
@@ -367,19 +348,13 @@ def ledger() -> None:
 @ledger.command("verify")
 def ledger_verify() -> None:
     """Recompute balances and lots from postings; exit 1 and list any difference."""
-    from coalition.verify import verify_ledger
+    from coalition.stats import ledger_counts
+    from coalition.verify import verify
 
     async def check() -> tuple[list, dict]:
-        conn = await asyncpg.connect(database_url().asyncpg_dsn)
-        try:
-            counts = await conn.fetchrow(
-                "SELECT (SELECT count(*) FROM journal_entries) AS entries,"
-                " (SELECT count(*) FROM postings) AS postings,"
-                " (SELECT count(*) FROM lots) AS lots,"
-                " (SELECT count(*) FROM accounts) AS accounts")
-            return await verify_ledger(conn), dict(counts)
-        finally:
-            await conn.close()
+        async with open_database(database_url()) as db:
+            counts = await db.run(ledger_counts)
+            return await db.run(verify), counts
 
     found, counts = asyncio.run(check())
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -445,18 +420,12 @@ def settle() -> None:
     """Settlement runs: statements per partner for a period (README "Settlement")."""
 
 
-def _settle(action) -> None:
+def _settle(use_case: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any) -> R:
+    """`use_case` in one Tx; a refusal is printed and exits 1."""
     from coalition.errors import DomainError
 
-    async def go() -> None:
-        conn = await asyncpg.connect(database_url().asyncpg_dsn)
-        try:
-            await action(conn)
-        finally:
-            await conn.close()
-
     try:
-        asyncio.run(go())
+        return _run(use_case, *args, **kwargs)
     except DomainError as exc:
         click.echo(f"settle: {exc.detail}", err=True)
         sys.exit(1)
@@ -474,19 +443,16 @@ def _print_run(run) -> None:
 @click.option("--dispute-window-days", type=int, default=None)
 def settle_run(period: str, dispute_window_days: int | None) -> None:
     """Create the period's draft run, or re-run it, and print its statements."""
-    from settlement import runs, statements
+    from settlement.commands import run_period
 
-    async def action(conn) -> None:
-        run = await runs.run_period(conn, period, "cli", dispute_window_days=dispute_window_days)
-        _print_run(run)
-        for s in await statements.run_statements(conn, run["id"]):
-            click.echo(f"  {s['partner_slug']:<24} {s['line_count']:>3} lines"
-                       f" net {s['net']:>14} {s['currency']}")
-        for n in await statements.netting(conn, run["id"]):
-            click.echo(f"  operator net {n['operator_net']} {n['currency']}: partners pay"
-                       f" {n['collections']}, are paid {n['payouts']}")
-
-    _settle(action)
+    report = _settle(run_period, period, "cli", dispute_window_days=dispute_window_days)
+    _print_run(report.run)
+    for s in report.statements:
+        click.echo(f"  {s['partner_slug']:<24} {s['line_count']:>3} lines"
+                   f" net {s['net']:>14} {s['currency']}")
+    for n in report.netting:
+        click.echo(f"  operator net {n['operator_net']} {n['currency']}: partners pay"
+                   f" {n['collections']}, are paid {n['payouts']}")
 
 
 def _lifecycle_command(name: str, doc: str) -> None:
@@ -494,24 +460,13 @@ def _lifecycle_command(name: str, doc: str) -> None:
     @click.option("--period", required=True)
     @click.option("--force", is_flag=True, help="finalize: before the dispute window ends.")
     def command(period: str, force: bool) -> None:
-        from settlement import runs
+        from settlement.commands import move_run
 
-        async def action(conn) -> None:
-            if name == "review":
-                run = await runs.start_review(conn, period)
-            elif name == "reopen":
-                run = await runs.reopen(conn, period)
-            elif name == "finalize":
-                run = await runs.finalize(conn, period, "cli", force=force)
-            elif name == "close":
-                run = await runs.close(conn, period)
-            else:
-                await runs.discard(conn, period)
-                click.echo(f"{period}: draft discarded")
-                return
+        run = _settle(move_run, name, period, "cli", force=force)
+        if run is None:
+            click.echo(f"{period}: draft discarded")
+        else:
             _print_run(run)
-
-        _settle(action)
 
 
 for _name, _doc in (("review", "Show the draft to partners; the dispute window opens."),
@@ -526,18 +481,14 @@ for _name, _doc in (("review", "Show the draft to partners; the dispute window o
 @click.option("--period", required=True)
 def settle_verify(period: str) -> None:
     """Check the run's content hash and statement totals; exit 1 on any difference."""
-    from settlement import runs
+    from settlement.commands import verify_period
 
-    async def action(conn) -> None:
-        run = await runs.get_run(conn, period)
-        problems = await runs.verify(conn, run["id"])
-        for problem in problems:
-            click.echo(problem)
-        if problems:
-            sys.exit(1)
-        click.echo(f"{period}: statements match their lines and stored hash")
-
-    _settle(action)
+    problems = _settle(verify_period, period)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{period}: statements match their lines and stored hash")
 
 
 @settle.command("collect")
@@ -554,14 +505,11 @@ def settle_collect(period: str, send: bool) -> None:
 
     async def go() -> None:
         settings = get_settings()
-        pool = await asyncpg.create_pool(database_url().asyncpg_dsn, min_size=1, max_size=2)
-        try:
-            gateway = StripeGateway(StripeConfig.from_settings(settings), pool,
+        async with open_database(database_url()) as db:
+            gateway = StripeGateway(StripeConfig.from_settings(settings), db.pool,
                                     Mailer(settings))
             done = await collect_run(gateway, period, collection=("send_invoice" if send
                                                                   else "charge_automatically"))
-        finally:
-            await pool.close()
         click.echo(f"{period}: {len(done.invoiced)} invoiced, {len(done.paid_out)} paid out,"
                    f" {done.nothing_due} with nothing due")
         for failure in done.failed:
@@ -580,20 +528,16 @@ def settle_collect(period: str, send: bool) -> None:
 @click.option("--period", required=True)
 def settle_reconcile(period: str) -> None:
     """Reconcile the run with the ledger and the payments; exit 1 on any discrepancy."""
-    from settlement import reconcile, runs
+    from settlement.queries import reconciliation
 
-    async def action(conn) -> None:
-        run = await runs.get_run(conn, period)
-        found = await reconcile.reconcile(conn, run["id"])
-        for d in found:
-            click.echo(f"{d.kind:<26} {d.partner or '-':<20} statement {d.statement_id or '-'}:"
-                       f" expected {d.expected}, actual {d.actual}. {d.cause}")
-        if found:
-            click.echo(f"{period}: {len(found)} discrepancy(ies)")
-            sys.exit(1)
-        click.echo(f"{period} ({run['status']}): ledger, statements and payments agree")
-
-    _settle(action)
+    run, found = _settle(reconciliation, period)
+    for d in found:
+        click.echo(f"{d.kind:<26} {d.partner or '-':<20} statement {d.statement_id or '-'}:"
+                   f" expected {d.expected}, actual {d.actual}. {d.cause}")
+    if found:
+        click.echo(f"{period}: {len(found)} discrepancy(ies)")
+        sys.exit(1)
+    click.echo(f"{period} ({run['status']}): ledger, statements and payments agree")
 
 
 @main.group()
@@ -606,20 +550,16 @@ def affiliates() -> None:
 def affiliates_payout(dry_run: bool) -> None:
     """Pay every enrollment whose approved commissions, net of clawbacks, reach the
     program's minimum payout (Stripe Connect, SEPA credit or points). Safe to repeat."""
-    from coalition.affiliates.payouts import run_payouts
+    from settlement.affiliate_payouts import run_payouts
     from settlement.stripe_gateway import StripeConfig, StripeGateway
     from tenants.mail import Mailer
 
     async def go():
         settings = get_settings()
-        pool = await asyncpg.create_pool(database_url().asyncpg_dsn, min_size=1, max_size=2,
-                                         server_settings={"timezone": "UTC"})
-        try:
-            gateway = StripeGateway(StripeConfig.from_settings(settings), pool,
+        async with open_database(database_url()) as db:
+            gateway = StripeGateway(StripeConfig.from_settings(settings), db.pool,
                                     Mailer(settings))
             return await run_payouts(gateway, dry_run=dry_run)
-        finally:
-            await pool.close()
 
     done = asyncio.run(go())
     for o in done.outcomes:

@@ -1,5 +1,5 @@
 """The demo coalition's six months of history (web/demo.py), posted through the same
-functions as the API: purchases by web/earning.py `purchase`, so the partners' and the
+functions as the API: purchases by coalition/earning `purchase`, so the partners' and the
 coalition's rules, with whichever campaign ran that day, decide every purchase's points
 and its rule hits and breakdown are real; returns by the SQL `purchase_return`; events
 (sign-up, webinar, survey, birthday) by `event`; redemptions by the ledger. Each posting
@@ -20,20 +20,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import asyncpg
-
-from coalition.ledger import Ledger, PostingRequest
+from coalition import demo, earning
+from coalition.audience_demo import seed_birth_dates, seed_segments
+from coalition.demo import JAN, KRZYSZTOF, MARIA, PENDING_DAYS, PENDING_SLUG
+from coalition.earning import MemberRef, Order
+from coalition.ledger import PostingRequest, post_return, redeem_on
 from coalition.lifecycle import activate_pending
-from coalition.purchases import MemberRef, Order
-from web import earning
+from coalition.settings import coalition_settings
+from coalition.tiers.admin import seed_tiers
+from coalition.uow import Actor, Tx
 from web.demo_catalogue import basket, lines_of
 
-JAN, MARIA, KRZYSZTOF = ("jan.kowalski@example.com", "maria.nowak@example.com",
-                         "krzysztof.wisniewski@example.com")
-# Moda Centrum's return window: its purchases of the last two weeks are still pending.
-PENDING_SLUG, PENDING_DAYS = "moda", 14
+__all__ = ["JAN", "KRZYSZTOF", "MARIA", "PENDING_DAYS", "PENDING_SLUG", "load_history"]
 HISTORY_DAYS = 180
 COMPANY_ORDERS = [  # the B2B company's wholesale orders at TechnoB2B: (days ago, lines)
     (150, (("MONITOR-24", 2), ("ROUTER-WIFI6", 1), ("MYSZ-BT", 1))),
@@ -45,7 +44,7 @@ Members = dict[str, tuple[uuid.UUID, list[str]]]
 
 @dataclass
 class History:
-    conn: asyncpg.Connection
+    tx: Tx
     partners: dict[str, uuid.UUID]
     members: Members
     now: datetime
@@ -53,6 +52,11 @@ class History:
     steps: list[tuple[datetime, int, Callable[..., Awaitable[Any]], tuple]] = field(
         default_factory=list)
     first: dict[uuid.UUID, tuple[datetime, str]] = field(default_factory=dict)
+
+    @property
+    def conn(self) -> Any:
+        """The Tx's connection (what the posting functions take)."""
+        return self.tx.conn
 
     def at(self, days_ago: float) -> datetime:
         return self.now - timedelta(days=days_ago)
@@ -88,7 +92,7 @@ class History:
         order = Order(order_id, when, "PLN", sum(item["amount"] for item in lines), "store",
                       None, lines)
         result = await earning.purchase(
-            self.conn, partner_id=self.partners[slug], actor="demo",
+            Tx(self.conn, self.partners[slug], Actor("demo")),
             member=MemberRef(id=member_id), order=order, idempotency_key=None,
             request_hash=None, posted_at=when)
         if not result.ok:
@@ -99,7 +103,7 @@ class History:
                         lines: list[dict] | None = None) -> None:
         """A return of the whole order, or of `lines` ({sku, quantity})."""
         await self.as_of(when)
-        result = await Ledger.purchase_return_on(
+        result = await post_return(
             self.conn, partner_id=self.partners[slug], order_id=order_id, amount=None,
             lines=lines, actor="demo", posted_at=when)
         if not result.ok:
@@ -109,7 +113,7 @@ class History:
                      order_id: str) -> bool:
         """False when the member has too few points (the demo then skips it)."""
         await self.as_of(when)
-        return (await Ledger.redeem_on(self.conn, PostingRequest(
+        return (await redeem_on(self.conn, PostingRequest(
             partner_id=self.partners[slug], member_id=member_id, points=points, actor="demo",
             order_id=order_id, description="Demo reward", posted_at=when))).ok
 
@@ -117,7 +121,7 @@ class History:
                     reference: str) -> None:
         await self.as_of(when)
         result = await earning.event(
-            self.conn, partner_id=self.partners[slug], actor="demo",
+            Tx(self.conn, self.partners[slug], Actor("demo")),
             member=MemberRef(id=member_id), event_type=event_type, reference=reference,
             occurred_at=when, idempotency_key=None, request_hash=None)
         if not result.ok:
@@ -133,7 +137,7 @@ class History:
         for _ in range(20):
             order = Order(order_id, when, "PLN", sum(item["amount"] for item in lines),
                           "store", None, lines)
-            priced = await earning.simulate(self.conn, partner_id=self.partners[slug],
+            priced = await earning.simulate(Tx(self.conn, self.partners[slug], Actor("demo")),
                                             member=MemberRef(id=member_id), order=order)
             if priced["points"] == points:
                 await self.buy(when, slug, member_id, order_id, lines)
@@ -142,10 +146,21 @@ class History:
         raise RuntimeError(f"no day without a campaign for demo order {order_id}")
 
 
-async def post_history(conn: asyncpg.Connection, partners: dict[str, uuid.UUID],
-                       members: Members, company: uuid.UUID, now: datetime,
-                       rng: random.Random) -> None:
-    history = History(conn, partners, members, now, rng)
+async def load_history(tx: Tx, partners: dict[str, uuid.UUID], members: Members,
+                       company: uuid.UUID, now: datetime, rng: random.Random) -> None:
+    """The members' birth dates, the six months of history, then the tiers and segments
+    over it (coalition/audience_demo.py), in one Tx: each posting's own transaction is a
+    savepoint in it, so the history commits (and waits for its WAL flush) once, not once
+    a posting."""
+    await seed_birth_dates(tx.conn, now)
+    await post_history(tx, partners, members, company, now, rng)
+    await seed_tiers(tx.conn, now)
+    await seed_segments(tx.conn, partners, now)
+
+
+async def post_history(tx: Tx, partners: dict[str, uuid.UUID], members: Members,
+                       company: uuid.UUID, now: datetime, rng: random.Random) -> None:
+    history = History(tx, partners, members, now, rng)
     await _named(history)
     others = [email for email in members if email not in (JAN, MARIA, KRZYSZTOF)]
     _everyone_else(history, others)
@@ -215,16 +230,6 @@ def _everyone_else(history: History, others: list[str]) -> None:
                      rng.choice([50, 100, 200]), f"R-{n:05d}")
 
 
-_CAMPAIGNS = """
-SELECT v.partner_id, v.params::text AS params, v.starts_at, v.ends_at
-  FROM earning_rules r
-  JOIN earning_rule_versions v ON v.rule_id = r.id AND v.version = r.current_version
- WHERE r.archived_at IS NULL AND v.starts_at IS NOT NULL
-   AND v.type NOT IN ('event', 'referral')
- ORDER BY v.starts_at, v.rule_id
-"""
-
-
 async def _campaigns(history: History, others: list[str]) -> None:
     """Three purchases in each campaign's days that fall in the history, with what
     the campaign asks for (its products, more than its threshold), so every campaign
@@ -233,7 +238,7 @@ async def _campaigns(history: History, others: list[str]) -> None:
     slugs = {partner_id: slug for slug, partner_id in history.partners.items()}
     # Up to a minute ago: on 1 January the year's first campaign has only just begun.
     start, end = history.at(HISTORY_DAYS), history.at(1 / 1440)
-    for c, rule in enumerate(await history.conn.fetch(_CAMPAIGNS)):
+    for c, rule in enumerate(await demo.campaigns(history.conn)):
         first, last = max(rule["starts_at"], start), min(rule["ends_at"] or end, end)
         if first >= last:
             continue
@@ -267,9 +272,7 @@ async def _events(history: History, others: list[str]) -> None:
         when = history.at(rng.uniform(5, 50))
         history.plan(when, history.event, "moda", members[email][0], "survey",
                      f"ankieta-{when:%Y-%m}")
-    born = dict(await history.conn.fetch(
-        "SELECT id, birth_date FROM members WHERE id = ANY($1::uuid[])",
-        [members[email][0] for email in others]))
+    born = await demo.birth_dates(history.conn, [members[email][0] for email in others])
     start = history.at(HISTORY_DAYS)
     for email in others:
         member_id, slugs = members[email]
@@ -281,10 +284,6 @@ async def _events(history: History, others: list[str]) -> None:
                              f"birthday-{year}")
 
 
-_ISSUED = ("SELECT coalesce(sum(points), 0) FROM lots WHERE partner_id = $1"
-           " AND funding = 'partner' AND earned_at >= $2 AND earned_at < $3")
-
-
 async def _reward_weekends(history: History, others: list[str]) -> None:
     """Reward weekends at the salon and the accessories brand in the middle of the last
     two complete months: members spend there twice what the brand issued that month and
@@ -292,8 +291,7 @@ async def _reward_weekends(history: History, others: list[str]) -> None:
     months the operator owes them (paid by SEPA credit and by Connect transfer,
     settlement/demo.py). The older month first, each member what they can afford."""
     now, members = history.now, history.members
-    tz = ZoneInfo(await history.conn.fetchval(
-        "SELECT timezone FROM coalition_settings WHERE id = 1"))
+    tz = (await coalition_settings(history.conn)).zone
     month_start = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0)
     for months_back in (2, 1):
         weekend = month_start - timedelta(days=30 * months_back - 15)
@@ -301,8 +299,8 @@ async def _reward_weekends(history: History, others: list[str]) -> None:
                                                microsecond=0)
         after = (first + timedelta(days=32)).replace(day=1)
         for slug in ("salon", "akcesoria"):
-            target = 2 * await history.conn.fetchval(_ISSUED, history.partners[slug],
-                                                     first, after) + 300
+            target = 2 * await demo.issued(history.conn, history.partners[slug], first,
+                                           after) + 300
             spent = 0
             for n, email in enumerate(e for e in others if slug in members[e][1]):
                 if spent > target:

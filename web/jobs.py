@@ -21,7 +21,7 @@ Periodic jobs (times are UTC):
 | draft_settlement  | 1st, 02:10      | drafts the previous month's settlement run (once:  |
 |                   |                 | an existing run is left as it is)                 |
 | pay_affiliates    | daily at 03:40  | affiliate payouts whose approved net reached the  |
-|                   |                 | program's minimum (coalition/affiliates/payouts)  |
+|                   |                 | program's minimum (settlement/affiliate_payouts)  |
 """
 
 from __future__ import annotations
@@ -30,22 +30,24 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-import asyncpg
 import procrastinate
 
 from coalition import clock, lifecycle
 from coalition.affiliates.commissions import approve_due
-from coalition.affiliates.payouts import run_payouts
 from coalition.config import get_settings
 from coalition.db import DatabaseUrl
+from coalition.jobs import run_job
+from coalition.resources import open_database
 from coalition.segments.service import refresh_all
 from coalition.tiers import reevaluate_all
+from settlement.affiliate_payouts import run_payouts
 from settlement.prepaid import send_low_balance_alerts
 from settlement.runs import draft_previous_month
 from settlement.stripe_gateway import StripeConfig, StripeGateway
 from tenants.mail import Mailer
-from web.worker import maintenance_pass
+from tenants.maintenance import maintenance_pass
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,11 @@ def _at(timestamp: int) -> datetime:
     return clock.at_wall(timestamp)
 
 
-async def _run(name: str, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> object:
-    conn = await asyncpg.connect(_database["dsn"], server_settings={"timezone": "UTC"})
-    try:
-        result = await work(conn)
-    finally:
-        await conn.close()
+async def _run(name: str, work: Callable[..., Awaitable[object]], *args: Any) -> object:
+    """`work(connection, *args)` as a use case (coalition/jobs.py `run_job`), on a
+    connection of its own."""
+    async with open_database(DatabaseUrl(_database["dsn"]), size=1) as db:
+        result = await db.run(run_job, work, *args)
     log.info("job %s: %s", name, result)
     return result
 
@@ -73,83 +74,77 @@ async def _run(name: str, work: Callable[[asyncpg.Connection], Awaitable[object]
 @app.periodic(cron="* * * * *")
 @app.task(name="activate_pending", queueing_lock="activate_pending")
 async def activate_pending(timestamp: int) -> object:
-    return await _run("activate_pending",
-                      lambda conn: lifecycle.activate_pending(conn, _at(timestamp)))
+    return await _run("activate_pending", lifecycle.activate_pending, _at(timestamp))
 
 
 @app.periodic(cron="* * * * *")
 @app.task(name="expire_holds", queueing_lock="expire_holds")
 async def expire_holds(timestamp: int) -> object:
-    return await _run("expire_holds", lambda conn: lifecycle.expire_holds(conn, _at(timestamp)))
+    return await _run("expire_holds", lifecycle.expire_holds, _at(timestamp))
 
 
 @app.periodic(cron="5 * * * *")
 @app.task(name="expire_points", queueing_lock="expire_points")
 async def expire_points(timestamp: int) -> object:
-    return await _run("expire_points",
-                      lambda conn: lifecycle.expire_points(conn, _at(timestamp)))
+    return await _run("expire_points", lifecycle.expire_points, _at(timestamp))
 
 
 @app.periodic(cron="*/10 * * * *")
 @app.task(name="maintenance", queueing_lock="maintenance")
 async def maintenance(timestamp: int) -> object:
-    return await _run("maintenance", lambda conn: maintenance_pass(conn, get_settings()))
+    return await _run("maintenance", maintenance_pass, get_settings())
 
 
 @app.periodic(cron="30 1 * * *")
 @app.task(name="reevaluate_tiers", queueing_lock="reevaluate_tiers")
 async def reevaluate_tiers(timestamp: int) -> object:
-    return await _run("reevaluate_tiers", lambda conn: reevaluate_all(conn, _at(timestamp)))
+    return await _run("reevaluate_tiers", reevaluate_all, _at(timestamp))
 
 
 @app.periodic(cron="20 * * * *")
 @app.task(name="refresh_segments", queueing_lock="refresh_segments")
 async def refresh_segments(timestamp: int) -> object:
-    return await _run("refresh_segments", lambda conn: refresh_all(conn, _at(timestamp)))
+    return await _run("refresh_segments", refresh_all, _at(timestamp))
 
 
-async def _prepaid_alerts(conn: asyncpg.Connection, _now: datetime) -> int:
+async def _prepaid_alerts(conn: Any, _now: datetime) -> int:
     """The draw trigger flags a crossing inside the posting; mailing waits for this job,
-    outside any posting's transaction."""
+    outside any posting's transaction. (`conn`: the job's connection, coalition/jobs.py.)"""
     return await send_low_balance_alerts(conn, Mailer(get_settings()))
 
 
 @app.periodic(cron="* * * * *")
 @app.task(name="prepaid_alerts", queueing_lock="prepaid_alerts")
 async def prepaid_alerts(timestamp: int) -> object:
-    return await _run("prepaid_alerts", lambda conn: _prepaid_alerts(conn, _at(timestamp)))
+    return await _run("prepaid_alerts", _prepaid_alerts, _at(timestamp))
 
 
 @app.periodic(cron="*/10 * * * *")
 @app.task(name="approve_commissions", queueing_lock="approve_commissions")
 async def approve_commissions(timestamp: int) -> object:
-    return await _run("approve_commissions", lambda conn: approve_due(conn, _at(timestamp)))
+    return await _run("approve_commissions", approve_due, _at(timestamp))
 
 
 @app.periodic(cron="10 2 1 * *")
 @app.task(name="draft_settlement", queueing_lock="draft_settlement")
 async def draft_settlement(timestamp: int) -> object:
-    return await _run("draft_settlement",
-                      lambda conn: draft_previous_month(conn, _at(timestamp)))
+    return await _run("draft_settlement", draft_previous_month, _at(timestamp))
 
 
-async def _pay_affiliates(conn: asyncpg.Connection, now: datetime) -> dict[str, int]:
+async def _pay_affiliates(_conn: Any, now: datetime) -> dict[str, int]:
     """Payouts need the Stripe gateway, which works on a pool of its own."""
     settings = get_settings()
-    pool = await asyncpg.create_pool(_database["dsn"], min_size=1, max_size=2,
-                                     server_settings={"timezone": "UTC"})
-    try:
-        gateway = StripeGateway(StripeConfig.from_settings(settings), pool, Mailer(settings))
+    async with open_database(DatabaseUrl(_database["dsn"])) as db:
+        gateway = StripeGateway(StripeConfig.from_settings(settings), db.pool,
+                                Mailer(settings))
         run = await run_payouts(gateway, now=now)
-    finally:
-        await pool.close()
     return {s: len(run.by_status(s)) for s in ("paid", "pending", "carried", "failed")}
 
 
 @app.periodic(cron="40 3 * * *")
 @app.task(name="pay_affiliates", queueing_lock="pay_affiliates")
 async def pay_affiliates(timestamp: int) -> object:
-    return await _run("pay_affiliates", lambda conn: _pay_affiliates(conn, _at(timestamp)))
+    return await _run("pay_affiliates", _pay_affiliates, _at(timestamp))
 
 
 @asynccontextmanager
@@ -178,9 +173,8 @@ async def run_once(url: DatabaseUrl, now: datetime) -> dict[str, object]:
     _database["dsn"] = url.asyncpg_dsn
     results: dict[str, object] = {}
     for name, work in PERIODIC.items():
-        results[name] = await _run(name, lambda conn, work=work: work(conn, now))
-    results["maintenance"] = await _run("maintenance",
-                                        lambda conn: maintenance_pass(conn, get_settings()))
+        results[name] = await _run(name, work, now)
+    results["maintenance"] = await _run("maintenance", maintenance_pass, get_settings())
     return results
 
 

@@ -13,13 +13,11 @@ import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
-from sqlalchemy import select
 
-from coalition.models import Member
-from tenants import throttle
+from coalition.uow import Database
+from tenants import consents, throttle
 from tenants.auth import TokenVerifier
 from tenants.keys import published_keys
-from tenants.models import User
 from tenants.oauth import FormRequest
 from tenants.oauth_grants import MemberUser, member_claims
 from tenants.oauth_server import CoalitionAuthorizationServer
@@ -71,19 +69,18 @@ async def _run_endpoint(request: Request, state: State, name: str | None) -> Res
     # the limit, 429 slow_down with Retry-After, before the credentials are looked at.
     client_id = _client_id(request, form)
     attempt: int | None = None
+    db: Database = state.db
     if client_id is not None:
-        async with state.sessionmaker() as session:
-            try:
-                attempt = await throttle.begin_client_authentication(session, client_id,
-                                                                     client_ip(request))
-            except RateLimited as exc:
-                return _json({"error": "slow_down", "error_description": exc.detail}, 429,
-                             {"Retry-After": str(exc.retry_after)})
+        try:
+            attempt = await db.run(throttle.begin_client_authentication, client_id,
+                                   client_ip(request))
+        except RateLimited as exc:
+            return _json({"error": "slow_down", "error_description": exc.detail}, 429,
+                         {"Retry-After": str(exc.retry_after)})
     status, body, headers = await anyio.to_thread.run_sync(call, oauth_request)
     if attempt is not None and not (isinstance(body, dict)
                                     and body.get("error") == "invalid_client"):
-        async with state.sessionmaker() as session:
-            await throttle.client_authenticated(session, attempt)
+        await db.run(throttle.client_authenticated, attempt)
     return _json(body, status, dict(headers))
 
 
@@ -168,10 +165,7 @@ async def userinfo(request: Request, state: State) -> Response:
     if principal.member_id is None or "openid" not in principal.scopes:
         return _bearer_error(403, "insufficient_scope",
                              "Userinfo needs a member token with the openid scope.")
-    async with state.sessionmaker() as session:
-        found = (await session.execute(
-            select(User, Member.card_number).join(Member, Member.id == User.member_id)
-            .where(User.id == principal.user_id))).first()
+    found = await state.db.run(consents.member_login, principal.user_id)
     if found is None:
         return _bearer_error(401, "invalid_token", "The member account no longer exists.")
     user, card = found

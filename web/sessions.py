@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, MutableScopeHeaders
@@ -38,7 +37,8 @@ from litestar.stores.base import Store
 from litestar.types import Empty, Message, Scope, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
-from tenants.sessions import hash_session_id
+from coalition.uow import Database
+from tenants import sessions
 
 # Keys of the request's scope["state"] (ASGI's per-request state) the backend reads.
 _KNOWN_ID = "coalition.session.known_id"     # the cookie's id, which the store knew
@@ -62,58 +62,39 @@ def _owner(data: bytes) -> uuid.UUID | None:
 
 
 class PostgresSessionStore(Store):
-    """Litestar's Store over `web_sessions`. Keys are session ids; the table holds their
-    hashes."""
+    """Litestar's Store over `web_sessions` (tenants/sessions.py). Keys are session ids;
+    the table holds their hashes."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
-        self._pool = pool
+    def __init__(self, db: Callable[[], Database]) -> None:
+        self._db = db
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
                   ) -> None:
         data = value.encode() if isinstance(value, str) else value
-        await self._pool().execute(
-            "INSERT INTO web_sessions (key_hash, value, user_id, expires_at) VALUES ($1, $2,"
-            " $3, now() + make_interval(secs => $4)) ON CONFLICT (key_hash) DO UPDATE SET"
-            " value = EXCLUDED.value, user_id = EXCLUDED.user_id,"
-            " expires_at = EXCLUDED.expires_at",
-            hash_session_id(key), data, _owner(data), _seconds(expires_in))
+        await self._db().run(sessions.store_session, key, data, _owner(data),
+                             _seconds(expires_in))
 
     async def replace(self, key: str, value: bytes, expires_in: int | timedelta | None = None
                       ) -> bool:
         """Update a live session; False (and nothing written) when it has ended since the
         request read it, which `set` would bring back to life."""
-        return bool(await self._pool().fetchval(
-            "UPDATE web_sessions SET value = $2, user_id = $3,"
-            " expires_at = now() + make_interval(secs => $4)"
-            " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
-            " RETURNING true", hash_session_id(key), value, _owner(value),
-            _seconds(expires_in)))
+        return await self._db().run(sessions.replace_session, key, value, _owner(value),
+                                    _seconds(expires_in))
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
-        if renew_for is not None:
-            return await self._pool().fetchval(
-                "UPDATE web_sessions SET expires_at = now() + make_interval(secs => $2)"
-                " WHERE key_hash = $1 AND (expires_at IS NULL OR expires_at > now())"
-                " RETURNING value", hash_session_id(key), _seconds(renew_for))
-        return await self._pool().fetchval(
-            "SELECT value FROM web_sessions WHERE key_hash = $1"
-            " AND (expires_at IS NULL OR expires_at > now())", hash_session_id(key))
+        return await self._db().run(sessions.read_session, key, _seconds(renew_for))
 
     async def delete(self, key: str) -> None:
-        await self._pool().execute("DELETE FROM web_sessions WHERE key_hash = $1",
-                                   hash_session_id(key))
+        await self._db().run(sessions.delete_session, key)
 
     async def delete_all(self) -> None:
-        await self._pool().execute("DELETE FROM web_sessions")
+        await self._db().run(sessions.delete_all_sessions)
 
     async def exists(self, key: str) -> bool:
         return await self.get(key) is not None
 
     async def expires_in(self, key: str) -> int | None:
-        seconds = await self._pool().fetchval(
-            "SELECT extract(epoch FROM expires_at - now())::int FROM web_sessions"
-            " WHERE key_hash = $1", hash_session_id(key))
-        return seconds
+        return await self._db().run(sessions.session_expires_in, key)
 
 
 def _state(scope: Scope) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -21,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.affiliates import programs
 from coalition.affiliates.attribution import Touch, add_months
 from coalition.affiliates.commissions import approve_due, for_purchase
+from coalition.affiliates.models import Affiliate
 from coalition.affiliates.programs import ProgramSpec, TermsSpec
-from coalition.affiliates.signup import PayoutSpec, SignupSpec, sign_up
+from coalition.affiliates.signup import PayoutSpec, SignupSpec
+from coalition.uow import Tx
 
 AFFILIATE_LOGIN = ("ola@testuje.example", "demo-affiliate-pass", "Affiliate Ola (blogger)")
 # (partner slug, program, terms): 5 %, 6 %, and 2 % rising to 10 % from 5,000 PLN a month.
@@ -53,11 +57,16 @@ AFFILIATES = [
 TARGET_APPROVED = TermsSpec.min_payout_minor * 6 // 5
 # Which affiliates promote which programs (indexes into the lists above).
 JOINS = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2)]
+# The portal's sign-up (tenants/affiliate_signup.sign_up): the affiliate and its login,
+# which is the accounts' business, so the caller passes it in.
+SignUp = Callable[[AsyncSession, SignupSpec], Awaitable[tuple[Affiliate, Any]]]
 
 
-async def seed_affiliates(session: AsyncSession, pool: asyncpg.Pool,
-                          partners: dict[str, uuid.UUID], now: datetime,
-                          rng: random.Random) -> None:
+async def seed_affiliates(tx: Tx, partners: dict[str, uuid.UUID], now: datetime,
+                          rng: random.Random, sign_up: SignUp) -> None:
+    """The programs, affiliates and enrollments (ORM), then their clicks and sales and
+    the approval job's days, all in the caller's Tx."""
+    session = await tx.session()
     start = now - timedelta(days=200)
     program_ids = []
     for slug, name, terms in PROGRAMS:
@@ -78,16 +87,16 @@ async def seed_affiliates(session: AsyncSession, pool: asyncpg.Pool,
                                                  program_ids[which], None)
         enrollments.append((enrollment.id, program_ids[which], PROGRAMS[which][0],
                             _base_rate_bp(PROGRAMS[which][2])))
-    await session.commit()
+    await session.flush()   # the raw SQL below reads these rows on the same connection
     taken: set[tuple[uuid.UUID, uuid.UUID]] = set()
-    async with pool.acquire() as conn, conn.transaction():
-        for enrollment_id, program_id, slug, rate_bp in enrollments:
-            await _clicks_and_sales(conn, enrollment_id, program_id, partners[slug], now, rng,
-                                    rate_bp, taken)
-        # The approval job, day by day: each commission is approved when its hold ends,
-        # so it lands on the statement of the month it became payable.
-        for days_ago in range(150, -1, -1):
-            await approve_due(conn, now - timedelta(days=days_ago))
+    conn = tx.conn
+    for enrollment_id, program_id, slug, rate_bp in enrollments:
+        await _clicks_and_sales(conn, enrollment_id, program_id, partners[slug], now, rng,
+                                rate_bp, taken)
+    # The approval job, day by day: each commission is approved when its hold ends,
+    # so it lands on the statement of the month it became payable.
+    for days_ago in range(150, -1, -1):
+        await approve_due(conn, now - timedelta(days=days_ago))
 
 
 def _base_rate_bp(terms: dict) -> int:

@@ -3,10 +3,12 @@
 An affiliate is a person or a company (the NIP is optional, and checked when given). It
 signs up with a password, must confirm its email through the same single-use token and
 mail as members (tenants/accounts.py; the web layer sends the link), and accepts the
-affiliate agreement, whose version and time are recorded. Payouts go by Stripe Connect
-(a connected account id), SEPA transfer (IBAN and BIC, checked with schwifty) or as
-points to a member wallet named by its card number; that wallet must be the affiliate's
-own, which we take as the member having the affiliate's email address.
+affiliate agreement, whose version and time are recorded. This module makes the
+affiliate; its portal login is the accounts' business (tenants/affiliate_signup.py).
+Payouts go by Stripe Connect (a connected account id), SEPA transfer (IBAN and BIC,
+checked with schwifty) or as points to a member wallet named by its card number; that
+wallet must be the affiliate's own, which we take as the member having the affiliate's
+email address.
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ from stdnum.pl import nip as pl_nip
 
 from coalition import clock
 from coalition.affiliates.models import AFFILIATE_KINDS, PAYOUT_METHODS, Affiliate
+from coalition.bank import check_account
 from coalition.errors import Conflict, DomainError
 from coalition.models import Member
-from settlement.bank import check_account
-from tenants import accounts
-from tenants.models import User
 
 # The affiliate agreement in force; accepting records this version and the time.
 AGREEMENT_VERSION = "2026-11"
@@ -135,16 +135,10 @@ class SignupSpec:
                        nip=check_nip(self.nip) or "")
 
 
-async def sign_up(session: AsyncSession, spec: SignupSpec) -> tuple[Affiliate, User]:
-    """The affiliate and its (unverified) login. The caller sends the verification link
-    and commits. Raises DomainError naming the field; 409 account-exists for an email
-    that already has an account."""
-    spec = spec.checked()
-    # Before anything is written; async, as the strength estimate runs off the loop.
-    await accounts.check_password_rules(spec.password, spec.email)
-    if await accounts.find_user(session, spec.email) is not None:
-        raise Conflict("account-exists", "Account exists",
-                       "An account with this email address already exists.", field="email")
+async def add_affiliate(session: AsyncSession, spec: SignupSpec) -> Affiliate:
+    """The affiliate of a checked sign-up (tenants/affiliate_signup.py makes its login).
+    Raises DomainError naming the field; 409 account-exists for an email that already
+    has an affiliate."""
     payout = await payout_values(session, spec.email, spec.payout)
     # The affiliate's own member account, if any: commissions on its own purchases are
     # self-referrals.
@@ -164,9 +158,7 @@ async def sign_up(session: AsyncSession, spec: SignupSpec) -> tuple[Affiliate, U
         raise Conflict("account-exists", "Account exists",
                        "An affiliate with this email address already exists.",
                        field="email") from None
-    user = await accounts.create_user(session, spec.email, "affiliate", name=spec.name,
-                                      password=spec.password, affiliate_id=affiliate.id)
-    return affiliate, user
+    return affiliate
 
 
 async def update_payout(session: AsyncSession, affiliate_id: uuid.UUID, spec: PayoutSpec

@@ -12,7 +12,9 @@ import asyncpg
 
 from coalition.errors import DomainError
 from coalition.rewards.coupons import grant_purchase_coupons
+from coalition.rewards.offers import OfferInput, create_coupon_offer
 from coalition.rewards.service import consume, redeem
+from coalition.uow import Actor, Database
 
 NAMED = {"jan.kowalski@example.com", "maria.nowak@example.com",
          "krzysztof.wisniewski@example.com"}
@@ -54,10 +56,9 @@ async def seed_rewards(pool: asyncpg.Pool, partners: dict[str, uuid.UUID],
             rewards[name] = await conn.fetchval(   # column names come from CATALOGUE above
                 f"INSERT INTO rewards ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
                 " RETURNING id", *columns.values())
-        await conn.execute(
-            "INSERT INTO coupon_offers (name, source_partner_id, reward_id, min_total,"
-            " created_by) VALUES ('Moda Centrum → Akcesoria Nova: 15% za zakupy od 200 zł',"
-            " $1, $2, 20000, 'demo')", partners["moda"], rewards["15% na akcesoria"])
+        await Database(pool).acting(Actor.system("demo")).run(create_coupon_offer, OfferInput(
+            "Moda Centrum → Akcesoria Nova: 15% za zakupy od 200 zł", partners["moda"],
+            rewards["15% na akcesoria"], 20000))
 
         others = sorted(email for email in members if email not in NAMED)
         prices = {name: price for _, name, _, _, _, price, extra in CATALOGUE

@@ -22,6 +22,7 @@ from coalition.audience import MemberContext, member_context
 from coalition.errors import Conflict, DomainError, NotFound
 from coalition.ledger import Ledger, PostingRequest
 from coalition.rewards.models import Reward
+from coalition.uow import Tx
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed is unambiguous.
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -349,3 +350,18 @@ def reward_json(reward: Reward) -> dict:
             "segments": list(reward.segments or []), "listed": reward.listed,
             "active": reward.active}
 
+
+# --- use cases: redeem and consume in the caller's Tx --------------------------------------
+
+async def redeem_reward(tx: Tx, reward_id: uuid.UUID, member_id: uuid.UUID, actor: str, *,
+                        request_key: str | None = None) -> dict:
+    """redeem() in the Tx: for the Tx's partner's catalogue and members (the API), or
+    any brand's reward (a member's own Tx, with no partner)."""
+    return await redeem(tx.conn, reward_id=reward_id, member_id=member_id, actor=actor,
+                        partner_id=tx.partner_id, request_key=request_key)
+
+
+async def use_voucher(tx: Tx, code: str, actor: str, order_id: str | None = None) -> dict:
+    """consume() at the Tx's partner."""
+    return await consume(tx.conn, partner_id=tx.partner_id, code=code, actor=actor,
+                         order_id=order_id)

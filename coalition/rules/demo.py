@@ -1,4 +1,4 @@
-"""The demo coalition's earning rules and campaign calendar (called by web/demo.py)."""
+"""The demo coalition's earning rules and campaign calendar (called by tenants/demo.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition.models import CoalitionSettings
 from coalition.rules.service import create_rule
 from coalition.rules.validation import RuleSpec
+from coalition.settings import coalition_settings
 
 
 def _month(year: int, month: int, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -37,7 +36,9 @@ async def seed_rules(session: AsyncSession, partners: dict[str, uuid.UUID],
     await create_rule(session, moda, RuleSpec("Order above 200 PLN: +30", "threshold_bonus",
                                               {"above": 20_000, "points": 30},
                                               priority=20).checked(), None)
-    tz = ZoneInfo(await session.scalar(select(CoalitionSettings.timezone)) or "Europe/Warsaw")
+    # The session's own connection: the settings row as this transaction sees it.
+    raw = await (await session.connection()).get_raw_connection()
+    tz = (await coalition_settings(raw.driver_connection)).zone
     year = now.astimezone(tz).year
     july, april, november, january = (_month(year, m, tz) for m in (7, 4, 11, 1))
     await create_rule(session, partners["hurtownia"], RuleSpec(

@@ -12,18 +12,20 @@ from datetime import datetime
 
 import asyncpg
 
+from coalition import clock
 from coalition.errors import DomainError, NotFound
 from coalition.segments.definitions import Definition, compile_members, parse, to_json
+from coalition.settings import coalition_settings
+from coalition.uow import Tx
 
 log = logging.getLogger(__name__)
 MAX_SEGMENTS_PER_OWNER = 100
 
 
 async def _context(conn: asyncpg.Connection) -> tuple[set[str], str, str]:
-    row = await conn.fetchrow(
-        "SELECT array(SELECT code FROM tiers) AS tiers, s.currency, s.timezone"
-        " FROM coalition_settings s WHERE s.id = 1")
-    return set(row["tiers"]), row["currency"], row["timezone"]
+    tiers = await conn.fetchval("SELECT array(SELECT code FROM tiers)")
+    settings = await coalition_settings(conn)
+    return set(tiers), settings.currency, settings.timezone
 
 
 async def validate(conn: asyncpg.Connection, partner_id: uuid.UUID | None, raw
@@ -192,3 +194,22 @@ async def refresh_all(conn: asyncpg.Connection, now: datetime) -> int:
             continue
         changes += added + removed
     return changes
+
+
+# --- the consoles' changes (the partner's segments in its tenant-scoped Tx, the
+# coalition's in the operator's): the Tx's partner owns the segment ---------------------
+
+async def save_segment(tx: Tx, segment_id: uuid.UUID | None, name: str,
+                       description: str | None, raw) -> uuid.UUID:
+    """Create (`segment_id` None) or update a segment of the Tx's partner (None: the
+    coalition) and refresh its members, with the audit entry."""
+    saved = await save(tx.conn, tx.partner_id, segment_id, name, description, raw,
+                       tx.actor.label, clock.now())
+    await tx.audit("segment.create" if segment_id is None else "segment.update",
+                   target=str(saved))
+    return saved
+
+
+async def delete_segment(tx: Tx, segment_id: uuid.UUID) -> None:
+    await delete(tx.conn, tx.partner_id, segment_id)
+    await tx.audit("segment.delete", target=str(segment_id))

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from coalition.errors import DomainError, NotFound
+from coalition.settings import coalition_settings
 from coalition.tiers.ladder import (
     Change,
     Policy,
@@ -28,7 +29,7 @@ SYSTEM = "system"
 
 
 @dataclass(frozen=True)
-class Program:
+class TierProgram:
     """The ladder, its policy and the coalition settings a decision needs."""
 
     ladder: list[TierDef]
@@ -44,27 +45,24 @@ class Program:
 # fold them into a query they run anyway (the purchase path).
 PROGRAM_COLUMNS = ("(SELECT row_to_json(s) FROM tier_settings s WHERE id = 1) AS tier_policy,"
                    " (SELECT json_agg(t ORDER BY t.rank) FROM tiers t) AS tier_ladder")
-_PROGRAM = f"""
-SELECT {PROGRAM_COLUMNS},
-       (SELECT timezone FROM coalition_settings WHERE id = 1) AS timezone,
-       (SELECT currency FROM coalition_settings WHERE id = 1) AS currency
-"""  # noqa: S608 (constant text)
+_PROGRAM = f"SELECT {PROGRAM_COLUMNS}"
 
 
-def program_of(row: asyncpg.Record, timezone: str | None, currency: str | None) -> Program:
+def program_of(row: asyncpg.Record, timezone: str | None, currency: str | None) -> TierProgram:
     """The program from a row with the PROGRAM_COLUMNS."""
     policy = json.loads(row["tier_policy"]) if row["tier_policy"] else {}
     ladder = [TierDef(t["code"], t["name"], t["rank"], t["threshold"], tuple(t["benefits"]))
               for t in json.loads(row["tier_ladder"] or "[]")]
-    return Program(
+    return TierProgram(
         ladder=ladder,
         policy=Policy(**{k: policy[k] for k in Policy.__dataclass_fields__ if k in policy}),
         timezone=timezone or "Europe/Warsaw", currency=currency or "PLN")
 
 
-async def load_program(conn: asyncpg.Connection) -> Program:
+async def load_program(conn: asyncpg.Connection) -> TierProgram:
     row = await conn.fetchrow(_PROGRAM)
-    return program_of(row, row["timezone"], row["currency"])
+    settings = await coalition_settings(conn)
+    return program_of(row, settings.timezone, settings.currency)
 
 
 # Qualifying value in the window [$2, $5] and in the earlier window [$3, $2) (calendar
@@ -89,7 +87,7 @@ SELECT {key} coalesce(sum(net) FILTER (WHERE at >= $2), 0) AS value,
 """
 
 
-def _value_query(program: Program, one: bool) -> str:
+def _value_query(program: TierProgram, one: bool) -> str:
     template = _SPEND if program.policy.qualification == "spend" else _POINTS
     prefix = "" if template is _SPEND else "e."
     if one:
@@ -98,13 +96,13 @@ def _value_query(program: Program, one: bool) -> str:
     return query.replace("$2", "$1").replace("$3", "$2").replace("$4", "$3").replace("$5", "$4")
 
 
-def _window_args(program: Program, now: datetime) -> tuple[datetime, datetime]:
+def _window_args(program: TierProgram, now: datetime) -> tuple[datetime, datetime]:
     start, previous = windows(program.policy, now, program.timezone)
     return start, previous or start
 
 
-async def qualifying_value(conn: asyncpg.Connection, program: Program, member_id: uuid.UUID,
-                           now: datetime) -> tuple[int, int]:
+async def qualifying_value(conn: asyncpg.Connection, program: TierProgram,
+                           member_id: uuid.UUID, now: datetime) -> tuple[int, int]:
     """(value in the current window, value that keeps a tier from the previous year)."""
     start, earlier = _window_args(program, now)
     row = await conn.fetchrow(_value_query(program, True), member_id, start, earlier,
@@ -156,14 +154,15 @@ async def _lock(conn: asyncpg.Connection, member_id: uuid.UUID) -> None:
     await conn.execute(f"SELECT {lock_sql('$1')}", str(member_id))
 
 
-async def _reevaluate(conn: asyncpg.Connection, program: Program, member_id: uuid.UUID,
+async def _reevaluate(conn: asyncpg.Connection, program: TierProgram, member_id: uuid.UUID,
                       now: datetime, actor: str = SYSTEM) -> Change | None:
     await _lock(conn, member_id)
     return await reevaluate_locked(conn, program, member_id, now, actor)
 
 
-async def reevaluate_locked(conn: asyncpg.Connection, program: Program, member_id: uuid.UUID,
-                            now: datetime, actor: str = SYSTEM) -> Change | None:
+async def reevaluate_locked(conn: asyncpg.Connection, program: TierProgram,
+                            member_id: uuid.UUID, now: datetime, actor: str = SYSTEM
+                            ) -> Change | None:
     """Re-evaluate under the member's tier lock, which the caller already holds (see
     `lock_sql`) inside its transaction: the state and the qualifying value come in one
     query, and only a change is written."""
@@ -183,26 +182,40 @@ async def reevaluate_locked(conn: asyncpg.Connection, program: Program, member_i
     return change
 
 
-def facts_join(member_column: str, first_param: int) -> str:
+def facts_join(member_column: str, window: str) -> str:
     """LEFT JOINs giving, for the member in `member_column`, the program (tier_policy,
     tier_ladder), the stored state (state_* columns, state_stored) and the qualifying
-    value (value, previous; parameters $first_param.. are `facts_args`), for the
-    purchase fast path to read along with the member's other facts. Constant text."""
-    n = first_param
+    value (value, previous), for the purchase fast path to read along with the member's
+    other facts. `window` is the rest of tier_qualifying_value's arguments (a
+    `QualifyingWindow`), as the caller's statement passes them
+    (coalition/earning/statements.py). Constant text."""
     state = ", ".join(f"t.{c} AS state_{c}" for c in _STATE_COLUMNS)
     return (f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}) tp ON true"  # noqa: S608
             f" LEFT JOIN LATERAL (SELECT {state}, true AS state_stored FROM member_tiers t"
             f" WHERE t.member_id = {member_column}) ts ON true"
-            f" LEFT JOIN LATERAL tier_qualifying_value({member_column}, ${n}, ${n + 1},"
-            f" ${n + 2}, ${n + 3}, ${n + 4}) tv ON true")
+            f" LEFT JOIN LATERAL tier_qualifying_value({member_column}, {window}) tv ON true")
 
 
-def facts_args(program: Program, now: datetime) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class QualifyingWindow:
+    """What SQL tier_qualifying_value needs besides the member: the basis (spend or
+    points), the current window's start, the earlier window's start, the currency spend
+    counts in, and now."""
+
+    basis: str
+    start: datetime
+    earlier: datetime
+    currency: str
+    now: datetime
+
+
+def qualifying_window(program: TierProgram, now: datetime) -> QualifyingWindow:
     start, earlier = _window_args(program, now)
-    return program.policy.qualification, start, earlier, program.currency, now
+    return QualifyingWindow(program.policy.qualification, start, earlier, program.currency,
+                            now)
 
 
-def predict(program: Program, row: asyncpg.Record, gained: int, now: datetime
+def predict(program: TierProgram, row: asyncpg.Record, gained: int, now: datetime
             ) -> dict[str, Any]:
     """The tier decision after a purchase that adds `gained` to the qualifying value,
     from a row read with `facts_join`, as purchase_commit checks and applies it: the
@@ -211,9 +224,10 @@ def predict(program: Program, row: asyncpg.Record, gained: int, now: datetime
              if row["state_stored"] else None)
     value, previous = int(row["value"]) + gained, int(row["previous"])
     new, change = decide(program.ladder, program.policy, state, value, previous, now)
-    basis, start, earlier, currency, _ = facts_args(program, now)
-    return {"basis": basis, "start": start, "earlier": earlier, "currency": currency,
-            "now": now, "value": value, "previous": previous, "state": _row(state),
+    window = qualifying_window(program, now)
+    return {"basis": window.basis, "start": window.start, "earlier": window.earlier,
+            "currency": window.currency, "now": now, "value": value, "previous": previous,
+            "state": _row(state),
             "new_state": _row(new), "change": _row(change)}
 
 

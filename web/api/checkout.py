@@ -8,14 +8,12 @@ from datetime import timedelta
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
+from coalition import clock, ledger
 from coalition.errors import NotFound
-from coalition.ledger import Ledger, PostingRequest
+from coalition.ledger import PostingRequest
+from coalition.uow import Database
 from tenants.auth import PartnerPrincipal
 from web.api.schemas import (
     Authorize,
@@ -25,11 +23,9 @@ from web.api.schemas import (
     strict_body,
 )
 from web.idempotency import request_hash, stored_response
-from web.security import ensure_acting_for, requires_scope
+from web.security import as_client, ensure_acting_for, requires_scope
 
 HoldId = Annotated[uuid.UUID, PathParameter(description="The authorization's id")]
-LedgerDep = NamedDependency[Ledger]
-SessionDep = AsyncSession
 OPT = {"scopes": ["points:redeem"], "member_scopes": ["points:redeem"]}
 
 
@@ -42,14 +38,14 @@ class CheckoutController(Controller):
           description="The points leave `available` at once but are spent only by capture. "
           "A hold that is neither captured nor voided lapses after `expires_in_seconds` "
           "(the coalition's default otherwise) and its points go back.")
-    async def authorize(self, request: Request, data: JSONBody[Authorize], ledger: LedgerDep,
+    async def authorize(self, request: Request, data: JSONBody[Authorize], db: Database,
                         idempotency_key: IdempotencyHeader) -> Response:
         data = await strict_body(request, Authorize)
         principal: PartnerPrincipal = request.user
         ensure_acting_for(principal, data.member_id)
         expires_at = (clock.now() + timedelta(seconds=data.expires_in_seconds)
                       if data.expires_in_seconds else None)
-        result = await ledger.hold(PostingRequest(
+        result = await as_client(db, principal).run(ledger.hold, PostingRequest(
             partner_id=principal.partner_id, member_id=data.member_id, points=data.points,
             actor=principal.actor, order_id=data.order_id, description=data.description,
             idempotency_key=idempotency_key, request_hash=request_hash(request, data)),
@@ -58,54 +54,54 @@ class CheckoutController(Controller):
 
     @get("/{authorization_id:uuid}", opt=OPT, summary="One of your checkout authorizations")
     async def show(self, request: Request, authorization_id: HoldId,
-                   db_session: SessionDep) -> Response:
+                   db: Database) -> Response:
         principal: PartnerPrincipal = request.user
-        # The API session runs under row-level security: another partner's hold is absent.
-        row = (await db_session.execute(
-            text("SELECT h.member_id, ledger_hold_body(h.id, a.balance) AS body"
-                 " FROM point_holds h JOIN accounts a ON a.member_id = h.member_id"
-                 " WHERE h.id = :id"), {"id": authorization_id})).first()
-        if row is None or (principal.member_id and principal.member_id != row.member_id):
-            raise NotFound("authorization-not-found", "Authorization not found",
-                           "No authorization with this id was made by your partner account.")
-        return stored_response(200, row.body)
+        # Read under row-level security: another partner's hold is absent.
+        row = await as_client(db, principal, scoped=True).run(ledger.hold_detail,
+                                                              authorization_id)
+        if row is None or (principal.member_id and principal.member_id != row["member_id"]):
+            raise _not_found()
+        return stored_response(200, row["body"])
 
     @post("/{authorization_id:uuid}/capture", opt=OPT, status_code=200,
           operation_class=OptionalBodyOperation,
           summary="Spend all or part of the held points",
           description="Omit `points` to capture everything held; the rest of a partial "
           "capture goes back to the member. A hold closes once.")
-    async def capture(self, request: Request, authorization_id: HoldId, ledger: LedgerDep,
-                      idempotency_key: IdempotencyHeader, db_session: SessionDep,
+    async def capture(self, request: Request, authorization_id: HoldId, db: Database,
+                      idempotency_key: IdempotencyHeader,
                       data: JSONBody[Capture | None] = None) -> Response:
         data = await strict_body(request, Capture, Capture())
         principal: PartnerPrincipal = request.user
-        held = await _own_points(db_session, principal, authorization_id)
-        result = await ledger.close_hold(
-            partner_id=principal.partner_id, hold_id=authorization_id,
+        held = await _own_points(db, principal, authorization_id)
+        result = await as_client(db, principal).run(
+            ledger.close_hold, partner_id=principal.partner_id, hold_id=authorization_id,
             capture=data.points if data.points is not None else held, actor=principal.actor,
             idempotency_key=idempotency_key, request_hash=request_hash(request, data))
         return stored_response(result.status, result.body)
 
     @post("/{authorization_id:uuid}/void", opt=OPT, status_code=200,
           summary="Give all held points back")
-    async def void(self, request: Request, authorization_id: HoldId, ledger: LedgerDep,
-                   idempotency_key: IdempotencyHeader, db_session: SessionDep) -> Response:
+    async def void(self, request: Request, authorization_id: HoldId, db: Database,
+                   idempotency_key: IdempotencyHeader) -> Response:
         principal: PartnerPrincipal = request.user
-        await _own_points(db_session, principal, authorization_id)
-        result = await ledger.close_hold(
-            partner_id=principal.partner_id, hold_id=authorization_id, capture=None,
-            actor=principal.actor, idempotency_key=idempotency_key,
+        await _own_points(db, principal, authorization_id)
+        result = await as_client(db, principal).run(
+            ledger.close_hold, partner_id=principal.partner_id, hold_id=authorization_id,
+            capture=None, actor=principal.actor, idempotency_key=idempotency_key,
             request_hash=request_hash(request, {"void": str(authorization_id)}))
         return stored_response(result.status, result.body)
 
 
-async def _own_points(session: AsyncSession, principal: PartnerPrincipal,
-                      hold_id: uuid.UUID) -> int:
-    """The held points of a hold this token may close (RLS hides other partners')."""
-    row = (await session.execute(text("SELECT member_id, points FROM point_holds WHERE id = :id"),
-                                 {"id": hold_id})).first()
-    if row is None or (principal.member_id and principal.member_id != row.member_id):
-        raise NotFound("authorization-not-found", "Authorization not found",
-                       "No authorization with this id was made by your partner account.")
-    return row.points
+def _not_found() -> NotFound:
+    return NotFound("authorization-not-found", "Authorization not found",
+                    "No authorization with this id was made by your partner account.")
+
+
+async def _own_points(db: Database, principal: PartnerPrincipal, hold_id: uuid.UUID) -> int:
+    """The held points of a hold this token may close (row-level security hides other
+    partners')."""
+    row = await as_client(db, principal, scoped=True).run(ledger.held, hold_id)
+    if row is None or (principal.member_id and principal.member_id != row["member_id"]):
+        raise _not_found()
+    return row["points"]

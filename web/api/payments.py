@@ -1,5 +1,5 @@
 """The partner's own payments: invoices it pays, transfers and SEPA credits it receives,
-prepaid blocks it buys. Read under row-level security (the API session is scoped to the
+prepaid blocks it buys. Read under row-level security (a Tx scoped to the
 token's partner), and filtered by partner as the first wall."""
 
 from __future__ import annotations
@@ -7,14 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency
 from msgspec import Struct
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from web.security import requires_scope
-
-Session = NamedDependency[AsyncSession]
+from coalition.uow import Database
+from settlement import queries
+from web.security import as_client, requires_scope
 
 
 class PaymentOut(Struct):
@@ -45,10 +42,6 @@ class PaymentController(Controller):
          description="Invoices your brand pays, Stripe transfers and SEPA credits it "
          "receives and prepaid point blocks it buys, newest first (at most 500), with their "
          "state as Stripe reported it. Amounts are integers in minor units of `currency`.")
-    async def payments(self, request: Request, db_session: Session) -> PaymentList:
-        rows = (await db_session.execute(text(
-            "SELECT id, kind, reference_type, reference_id, amount, currency, status,"
-            " amount_paid, stripe_object_id, failure_reason, created_at, updated_at"
-            " FROM settlement_payments WHERE partner_id = :p ORDER BY id DESC LIMIT 500"),
-            {"p": request.user.partner_id})).mappings().all()
+    async def payments(self, request: Request, db: Database) -> PaymentList:
+        rows = await as_client(db, request.user, scoped=True).run(queries.own_payments)
         return PaymentList([PaymentOut(**row) for row in rows])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
-from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
+from coalition import ledger
 from coalition.errors import DomainError
-from coalition.ledger import Ledger, PostingRequest, PostingResult
+from coalition.ledger import PostingRequest, PostingResult
+from coalition.uow import Database
 from tenants.auth import PartnerPrincipal
 from web.api.schemas import (
     AdjustPoints,
@@ -22,9 +23,8 @@ from web.api.schemas import (
     strict_body,
 )
 from web.idempotency import request_hash, stored_response
-from web.security import ensure_acting_for, requires_scope
+from web.security import as_client, ensure_acting_for, requires_scope
 
-LedgerDep = NamedDependency[Ledger]
 CREATED = {201: ResponseSpec(data_container=PostingOut, description="Posted")}
 
 
@@ -60,11 +60,12 @@ class PointsController(Controller):
         summary="Issue points to a member at your brand",
     )
     async def earn(
-        self, request: Request, data: JSONBody[EarnPoints], ledger: LedgerDep,
+        self, request: Request, data: JSONBody[EarnPoints], db: Database,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
         data = await strict_body(request, EarnPoints)
-        return _respond(await ledger.earn(_posting(request, data, idempotency_key)))
+        return _respond(await as_client(db, request.user).run(
+            ledger.earn, _posting(request, data, idempotency_key)))
 
     @post(
         "/redemptions",
@@ -77,12 +78,13 @@ class PointsController(Controller):
         "holding a member token with points:redeem may redeem for that member only.",
     )
     async def redeem(
-        self, request: Request, data: JSONBody[RedeemPoints], ledger: LedgerDep,
+        self, request: Request, data: JSONBody[RedeemPoints], db: Database,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
         data = await strict_body(request, RedeemPoints)
         ensure_acting_for(request.user, data.member_id)
-        return _respond(await ledger.redeem(_posting(request, data, idempotency_key)))
+        return _respond(await as_client(db, request.user).run(
+            ledger.redeem, _posting(request, data, idempotency_key)))
 
     @post(
         "/adjustments",
@@ -94,7 +96,7 @@ class PointsController(Controller):
         "negative points take back points your brand issued and the member still holds.",
     )
     async def adjust(
-        self, request: Request, data: JSONBody[AdjustPoints], ledger: LedgerDep,
+        self, request: Request, data: JSONBody[AdjustPoints], db: Database,
         idempotency_key: IdempotencyHeader,
     ) -> Response:
         data = await strict_body(request, AdjustPoints)
@@ -108,7 +110,8 @@ class PointsController(Controller):
             description=data.reason, metadata=data.metadata,
             idempotency_key=idempotency_key, request_hash=request_hash(request, data),
         )
-        return _respond(await ledger.adjust(posting, credit=data.points > 0))
+        return _respond(await as_client(db, principal).run(ledger.adjust, posting,
+                                                           data.points > 0))
 
     @post(
         "/transactions/{transaction_id:int}/reversal",
@@ -123,14 +126,15 @@ class PointsController(Controller):
         self,
         request: Request,
         transaction_id: RowId,
-        ledger: LedgerDep,
+        db: Database,
         idempotency_key: IdempotencyHeader,
         data: JSONBody[ReverseTransaction | None] = None,
     ) -> Response:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, ReverseTransaction, ReverseTransaction())
         allowed = [k for k in ("earn", "redeem") if f"points:{k}" in principal.scopes]
-        result = await ledger.reverse(
+        result = await as_client(db, principal).run(
+            ledger.reverse,
             partner_id=principal.partner_id,
             entry_id=transaction_id,
             points=data.points,

@@ -9,16 +9,12 @@ import uuid
 from datetime import datetime
 
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency
 from msgspec import Struct
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock, policies
+from coalition import policies
+from coalition.uow import Database
 from tenants.auth import PartnerPrincipal
-from web.security import requires_scope
-
-Session = NamedDependency[AsyncSession]
+from web.security import as_client, requires_scope
 
 
 class ExpiryOut(Struct):
@@ -60,13 +56,10 @@ class PolicyController(Controller):
          "points stay pending that many days). Each lot's dates are fixed when it is "
          "earned, so a policy change applies to points earned from then on. Any token of "
          "your brand may read this.")
-    async def show(self, request: Request, db_session: Session) -> PoliciesOut:
+    async def show(self, request: Request, db: Database) -> PoliciesOut:
         principal: PartnerPrincipal = request.user
-        current = await policies.load(db_session)
-        expires_now = await policies.expiry_of_points_earned_at(db_session, clock.now())
-        row = (await db_session.execute(text(
-            "SELECT p.pending_days, s.timezone FROM partners p, coalition_settings s"
-            " WHERE p.id = :p AND s.id = 1"), {"p": principal.partner_id})).one()
+        read = await as_client(db, principal, scoped=True).run(policies.partner_policies)
+        current = read.policies
         never = current.effective_expiry == "never"
         fixed = current.effective_expiry == "fixed_date"
         return PoliciesOut(
@@ -75,7 +68,7 @@ class PolicyController(Controller):
                              None if never else current.points_validity_months,
                              current.expiry_fixed_month if fixed else None,
                              current.expiry_fixed_day if fixed else None,
-                             row.timezone, expires_now),
-            returns=ReturnsOut(row.pending_days, current.return_policy,
+                             read.timezone, read.expires_now),
+            returns=ReturnsOut(read.return_window_days, current.return_policy,
                                current.negative_balance_floor),
             holds=HoldsOut(current.hold_timeout_seconds))

@@ -1,8 +1,8 @@
 """The partner's rewards catalogue, redemptions into vouchers, and voucher use at the till.
 
-Writes run on the ledger pool in one transaction each (coalition/rewards/service.py),
-with the partner's id in every filter, like the ledger's posting functions; reads of the
-catalogue run in the tenant-scoped session."""
+Writes run in one Tx each with their Idempotency-Key's claim (coalition/rewards/
+service.py), with the partner's id in every filter, like the ledger's posting functions;
+reads of the catalogue run in the tenant-scoped Tx."""
 
 from __future__ import annotations
 
@@ -11,25 +11,21 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Struct
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition.rewards import service
-from coalition.rewards.models import Reward
+from coalition.idempotency import Once, idempotent
+from coalition.rewards import queries, service
+from coalition.uow import Database
 from tenants.auth import PartnerPrincipal
 from web.api.schemas import IdempotencyHeader, OptionalBodyOperation, OrderId, strict_body
 from web.api.schemas import Request as Body
-from web.idempotency import request_hash, run_idempotent_on
-from web.security import ensure_acting_for, requires_scope
+from web.idempotency import request_hash, stored_response
+from web.security import as_client, ensure_acting_for, requires_scope
 
 Code = Annotated[str, PathParameter(min_length=1, max_length=40,
                                     description="Voucher code, as printed (dashes optional)")]
-Session = NamedDependency[AsyncSession]
 
 
 class RedeemReward(Body):
@@ -112,10 +108,8 @@ class RewardController(Controller):
 
     @get("/rewards", opt={"scopes": [], "member_scopes": []},
          summary="Your brand's rewards catalogue")
-    async def catalogue(self, request: Request, db_session: Session) -> RewardPage:
-        rows = (await db_session.scalars(select(Reward).where(
-            Reward.partner_id == request.user.partner_id).order_by(
-            Reward.price_points, Reward.name))).all()
+    async def catalogue(self, request: Request, db: Database) -> RewardPage:
+        rows = await as_client(db, request.user, scoped=True).run(queries.partner_rewards)
         return RewardPage(items=[RewardOut(**service.reward_json(r)) for r in rows])
 
     @post(
@@ -129,28 +123,27 @@ class RewardController(Controller):
         "reward-not-eligible (tier or segment), reward-limit-reached, insufficient-points. "
         "A member token redeems for its own member only.",
     )
-    async def redeem(self, request: Request, reward_id: uuid.UUID, state: State,
+    async def redeem(self, request: Request, reward_id: uuid.UUID, db: Database,
                      data: JSONBody[RedeemReward], idempotency_key: IdempotencyHeader
                      ) -> Response:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, RedeemReward)
         ensure_acting_for(principal, data.member_id)
-        async with state.pool.acquire() as conn:
-            async def action() -> tuple[int, object]:
-                result = await service.redeem(
-                    conn, reward_id=reward_id, member_id=data.member_id,
-                    actor=principal.actor, partner_id=principal.partner_id)
-                result.pop("replayed")      # only the portal's one-time form tokens replay
-                return 201, result
-            return await run_idempotent_on(conn, principal, idempotency_key,
-                                           request_hash(request, data), action)
+
+        def present(result: dict) -> tuple[int, object]:
+            result.pop("replayed")      # only the portal's one-time form tokens replay
+            return 201, result
+
+        done = await as_client(db, principal).run(
+            idempotent, Once(idempotency_key, request_hash(request, data)),
+            service.redeem_reward, reward_id, data.member_id, principal.actor,
+            present=present)
+        return stored_response(done.status, done.body)
 
     @get("/vouchers/{code:str}", opt={"scopes": ["vouchers:consume"]},
          summary="Check a voucher without using it")
-    async def voucher(self, request: Request, code: Code, state: State) -> VoucherOut:
-        async with state.pool.acquire() as conn:
-            found = await service.find_voucher(conn, request.user.partner_id, code)
-        return VoucherOut(**found)
+    async def voucher(self, request: Request, code: Code, db: Database) -> VoucherOut:
+        return VoucherOut(**await as_client(db, request.user).run(queries.voucher, code))
 
     @post(
         "/vouchers/{code:str}/consume",
@@ -163,15 +156,13 @@ class RewardController(Controller):
         "A voucher already used is a 409 voucher-already-used, also when two tills try at "
         "the same moment; an expired one is a 422 voucher-expired.",
     )
-    async def consume(self, request: Request, code: Code, state: State,
+    async def consume(self, request: Request, code: Code, db: Database,
                       idempotency_key: IdempotencyHeader,
                       data: JSONBody[ConsumeVoucher | None] = None) -> Response:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, ConsumeVoucher, ConsumeVoucher())
-        async with state.pool.acquire() as conn:
-            async def action() -> tuple[int, object]:
-                return 200, await service.consume(
-                    conn, partner_id=principal.partner_id, code=code,
-                    actor=principal.actor, order_id=data.order_id)
-            return await run_idempotent_on(conn, principal, idempotency_key,
-                                           request_hash(request, data), action)
+        done = await as_client(db, principal).run(
+            idempotent, Once(idempotency_key, request_hash(request, data)),
+            service.use_voucher, code, principal.actor, data.order_id,
+            present=lambda used: (200, used))
+        return stored_response(done.status, done.body)

@@ -1,7 +1,7 @@
 """The partner's own commercial terms over the API: its rate cards (the one in force and
 the history) and, when it is billed prepaid, its prepaid points balance and blocks, and
-requesting a block. Reads go through a tenant-scoped connection: row-level security
-shows the partner its own rows only.
+requesting a block. Reads run in a tenant-scoped Tx: row-level security shows the
+partner its own rows only.
 
 A requested block is priced and stored in the Idempotency-Key's transaction; its Stripe
 invoice (when Stripe is configured) is sent after that commits, keyed by the block, so a
@@ -22,13 +22,14 @@ from litestar.params import JSONBody
 from msgspec import Struct
 
 from coalition.errors import NotFound
-from settlement import prepaid
-from settlement.terms import Terms, terms_at, terms_history
+from coalition.idempotency import Once, idempotent
+from coalition.uow import Database
+from settlement import actions, prepaid, queries
+from settlement.terms import Terms
 from tenants.auth import PartnerPrincipal
-from tenants.scope import tenant_connection
 from web.api.schemas import IdempotencyHeader, RowId, strict_body
-from web.idempotency import request_hash, run_idempotent_on
-from web.security import requires_scope
+from web.idempotency import request_hash, stored_response
+from web.security import as_client, requires_scope
 
 
 class RateCardOut(Struct):
@@ -123,41 +124,30 @@ class SettlementController(Controller):
          "included), latest first. Prices are exact decimals (strings) in minor units of "
          "the coalition currency per point. For a prepaid brand, the balance of paid point "
          "blocks, what it may still issue (balance plus credit limit) and its blocks.")
-    async def terms(self, request: Request, state: State) -> TermsOut:
+    async def terms(self, request: Request, db: Database) -> TermsOut:
         principal: PartnerPrincipal = request.user
-        partner_id = principal.partner_id
-        async with tenant_connection(state.pool, partner_id) as conn:
-            current = await terms_at(conn, partner_id)
-            history = await terms_history(conn, partner_id)
-            balance = await prepaid.balance(conn, partner_id)
-            blocks = await conn.fetch("SELECT * FROM prepaid_blocks WHERE partner_id = $1"
-                                      " ORDER BY id DESC", partner_id) if balance else []
+        found = await as_client(db, principal, scoped=True).run(queries.own_terms)
         return TermsOut(
-            partner_id=partner_id, current=_card(current) if current else None,
-            history=[_card(t) for t in history],
-            prepaid=_prepaid_out(balance, blocks) if balance else None)
+            partner_id=principal.partner_id,
+            current=_card(found.current) if found.current else None,
+            history=[_card(t) for t in found.history],
+            prepaid=_prepaid_out(found.balance, found.blocks) if found.balance else None)
 
     @get("/prepaid-blocks", opt={"scopes": ["settlement:read"]},
          summary="Your prepaid point blocks and balance",
          description="Every block your brand requested, newest first, and, if you are "
          "billed prepaid, the balance (points left of paid blocks, credit limit, what you "
          "may still issue). Prices are integers in minor units of the block's currency.")
-    async def blocks(self, request: Request, state: State) -> BlockList:
-        partner_id = request.user.partner_id
-        async with tenant_connection(state.pool, partner_id) as conn:
-            balance = await prepaid.balance(conn, partner_id)
-            rows = await conn.fetch("SELECT * FROM prepaid_blocks WHERE partner_id = $1"
-                                    " ORDER BY id DESC", partner_id)
+    async def blocks(self, request: Request, db: Database) -> BlockList:
+        balance, rows = await as_client(db, request.user, scoped=True).run(
+            queries.own_prepaid)
         return BlockList(balance=_prepaid_out(balance, []) if balance else None,
                          items=[_block_out(b) for b in rows])
 
     @get("/prepaid-blocks/{block_id:int}", opt={"scopes": ["settlement:read"]},
          summary="One of your prepaid point blocks")
-    async def block(self, request: Request, state: State, block_id: RowId) -> BlockOut:
-        partner_id = request.user.partner_id
-        async with tenant_connection(state.pool, partner_id) as conn:
-            row = await conn.fetchrow("SELECT * FROM prepaid_blocks WHERE id = $1"
-                                      " AND partner_id = $2", block_id, partner_id)
+    async def block(self, request: Request, db: Database, block_id: RowId) -> BlockOut:
+        row = await as_client(db, request.user, scoped=True).run(queries.own_block, block_id)
         if row is None:
             raise NotFound("block-not-found", "No such block", f"No prepaid block {block_id}.")
         return _block_out(row)
@@ -172,26 +162,26 @@ class SettlementController(Controller):
           "(`payment: stripe_invoice`) and the block is credited when the invoice is paid; "
           "otherwise the operator records your bank transfer (`payment: bank_transfer`). "
           "Refusals: 422 validation-error (points), 422 not-prepaid.")
-    async def request_block(self, request: Request, state: State,
+    async def request_block(self, request: Request, state: State, db: Database,
                             data: JSONBody[BlockRequest], idempotency_key: IdempotencyHeader
                             ) -> Response:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, BlockRequest)
         payment = "stripe_invoice" if state.stripe.configured else "bank_transfer"
-        async with state.pool.acquire() as conn:
-            async def action() -> tuple[int, object]:
-                block = await prepaid.request_block(conn, principal.partner_id, data.points,
-                                                    principal.actor)
-                return 201, msgspec.to_builtins(RequestedBlockOut(
-                    block.id, block.points, block.price, block.currency, block.issue_price,
-                    block.fx_rate, block.fx_date, block.status, block.created_at,
-                    block.paid_at, block.amount_paid, payment=payment))
-            response = await run_idempotent_on(conn, principal, idempotency_key,
-                                               request_hash(request, data), action)
-            if response.status_code != 201:
-                return response
-            block = await prepaid.get_block(conn, msgspec.json.decode(response.content)["id"],
-                                            principal.partner_id)
+
+        def present(block: prepaid.Block) -> tuple[int, object]:
+            return 201, msgspec.to_builtins(RequestedBlockOut(
+                block.id, block.points, block.price, block.currency, block.issue_price,
+                block.fx_rate, block.fx_date, block.status, block.created_at,
+                block.paid_at, block.amount_paid, payment=payment))
+
+        client = as_client(db, principal)
+        result = await client.run(idempotent, Once(idempotency_key, request_hash(request, data)),
+                                  actions.request_block, data.points, present=present)
+        if result.status != 201:
+            return stored_response(result.status, result.body)
+        block = await client.run(queries.block_to_invoice,
+                                 msgspec.json.decode(result.body)["id"])
         if block is not None and block.status == "awaiting_payment":
             await prepaid.invoice_block(state.stripe, block)
-        return response
+        return stored_response(result.status, result.body)

@@ -10,16 +10,18 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
+from coalition.idempotency import Once, idempotent
+from coalition.uow import Database
+from settlement import actions, queries
 from settlement import statements as service
 from tenants.auth import PartnerPrincipal
 from web.api.schemas import IdempotencyHeader, RowId, strict_body
-from web.idempotency import request_hash, run_idempotent_on
-from web.security import requires_scope
+from web.idempotency import request_hash, stored_response
+from web.security import as_client, requires_scope
 
 
 class StatementSummary(Struct):
@@ -92,18 +94,16 @@ class StatementController(Controller):
     guards = [requires_scope]
 
     @get("/", opt={"scopes": ["settlement:read"]}, summary="Your settlement statements")
-    async def list_(self, request: Request, state: State) -> StatementPage:
-        async with state.pool.acquire() as conn:
-            rows = await service.list_statements(conn, request.user.partner_id)
+    async def list_(self, request: Request, db: Database) -> StatementPage:
+        rows = await as_client(db, request.user).run(queries.own_statements)
         return StatementPage(items=[StatementSummary(**_summary(r)) for r in rows])
 
     @get("/{statement_id:int}", opt={"scopes": ["settlement:read"]},
          summary="A statement with its lines",
          description="`integrity` is `mismatch` when the finalized run's stored content "
          "hash no longer matches its lines (tell the operator).")
-    async def detail(self, request: Request, state: State, statement_id: RowId) -> StatementOut:
-        async with state.pool.acquire() as conn:
-            found = await service.get_statement(conn, statement_id, request.user.partner_id)
+    async def detail(self, request: Request, db: Database, statement_id: RowId) -> StatementOut:
+        found = await as_client(db, request.user).run(queries.own_statement, statement_id)
         s = found["statement"]
         return StatementOut(
             **_summary(s), fx_rate=_text(s["fx_rate"]), integrity=found["integrity"],
@@ -116,9 +116,8 @@ class StatementController(Controller):
 
     @get("/{statement_id:int}/csv", opt={"scopes": ["settlement:read"]},
          summary="A statement's lines as CSV", media_type="text/csv")
-    async def csv(self, request: Request, state: State, statement_id: RowId) -> Response:
-        async with state.pool.acquire() as conn:
-            found = await service.get_statement(conn, statement_id, request.user.partner_id)
+    async def csv(self, request: Request, db: Database, statement_id: RowId) -> Response:
+        found = await as_client(db, request.user).run(queries.own_statement, statement_id)
         name = f"statement-{found['statement']['period']}-{statement_id}.csv"
         return Response(service.statement_csv(found), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -130,20 +129,13 @@ class StatementController(Controller):
           description="While the run is in review and before its dispute deadline. "
           "Refusals: 404 line-not-found, 409 dispute-window-closed, 409 "
           "dispute-already-open.")
-    async def dispute(self, request: Request, state: State, statement_id: RowId, line_id: RowId,
+    async def dispute(self, request: Request, db: Database, statement_id: RowId, line_id: RowId,
                       data: JSONBody[DisputeLine], idempotency_key: IdempotencyHeader
                       ) -> Response:
         principal: PartnerPrincipal = request.user
         data = await strict_body(request, DisputeLine)
-        async with state.pool.acquire() as conn:
-            async def action() -> tuple[int, object]:
-                owner = await conn.fetchval(
-                    "SELECT statement_id FROM settlement_lines WHERE id = $1", line_id)
-                # A line of another statement is not found.
-                line_id_checked = -1 if owner != statement_id else line_id
-                found = await service.dispute_line(conn, principal.partner_id,
-                                                   line_id_checked, data.comment,
-                                                   principal.actor)
-                return 201, msgspec.to_builtins(DisputeOut(**found))
-            return await run_idempotent_on(conn, principal, idempotency_key,
-                                           request_hash(request, data), action)
+        result = await as_client(db, principal).run(
+            idempotent, Once(idempotency_key, request_hash(request, data)),
+            actions.dispute_line, statement_id, line_id, data.comment,
+            present=lambda found: (201, msgspec.to_builtins(DisputeOut(**found))))
+        return stored_response(result.status, result.body)

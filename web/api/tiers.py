@@ -6,19 +6,13 @@ import uuid
 from datetime import datetime
 
 from litestar import Controller, Request, get
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath
 from msgspec import Struct
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
 from coalition.errors import NotFound
-from coalition.tiers import member_status
-from web.api.members import require_visible
-from web.security import requires_scope
-
-Session = NamedDependency[AsyncSession]
+from coalition.tiers.queries import visible_member_tier
+from coalition.uow import Database
+from web.security import as_client, ensure_acting_for, requires_scope
 
 
 class TierRef(Struct):
@@ -67,13 +61,10 @@ class TierController(Controller):
          description="The coalition-wide tier, since when it is held, the end of a manual "
          "assignment, the qualifying value over the window (spend in minor units of the "
          "coalition currency, or points) and what remains to reach the next tier.")
-    async def tier(self, request: Request, db_session: Session, state: State,
+    async def tier(self, request: Request, db: Database,
                    member_id: FromPath[uuid.UUID]) -> TierOut:
-        await require_visible(db_session, request.user, member_id)
-        # Qualification counts purchases at every brand: read outside the tenant scope,
-        # after the visibility check, like the coalition-wide balance.
-        async with state.pool.acquire() as conn:
-            status = await member_status(conn, member_id, clock.now())
+        ensure_acting_for(request.user, member_id)
+        status = await as_client(db, request.user).run(visible_member_tier, member_id)
         if status is None:
             raise NotFound("no-tier-ladder", "No tiers", "The coalition has no tier ladder.")
         t, nxt = status.tier, status.next_tier

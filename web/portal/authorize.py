@@ -11,24 +11,18 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.response import Redirect
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
-from coalition.models import Member, MemberLink
-from tenants import accounts
-from tenants.models import MemberConsent, OAuthClient, Partner, User
+from coalition.uow import Database
+from tenants import consents, queries
+from tenants.models import OAuthClient, User
 from tenants.oauth import ClientAdapter, FormRequest
 from tenants.oauth_grants import MemberUser
 from tenants.oauth_server import CoalitionAuthorizationServer
 from tenants.service import MEMBER_SCOPES
 from web.headers import csp_with_form_targets
-from web.portal.common import current_user, page
+from web.portal.common import acting, current_user, page
 
-Session = NamedDependency[AsyncSession]
 NOT_PARAMS = {"decision", "_csrf_token"}
 
 
@@ -56,7 +50,7 @@ def form_targets_policy(uris: list[str]) -> dict[str, str]:
     return {"Content-Security-Policy": csp_with_form_targets(redirect_origins(uris))}
 
 
-async def login_policy(db_session: AsyncSession, next_path: str | None) -> dict[str, str] | None:
+async def login_policy(db: Database, next_path: str | None) -> dict[str, str] | None:
     """The login page on the way to /oauth/authorize may end, through a remembered
     consent, in a redirect to the app: allow the app's registered origins there."""
     if not next_path or not next_path.startswith("/oauth/authorize?"):
@@ -65,14 +59,12 @@ async def login_policy(db_session: AsyncSession, next_path: str | None) -> dict[
     if "\x00" in client_id:
         # No client's id, and PostgreSQL text cannot hold it (the query would fail).
         return None
-    uris = await db_session.scalar(select(OAuthClient.redirect_uris).where(
-        OAuthClient.client_id == client_id, OAuthClient.client_type == "app",
-        OAuthClient.revoked_at.is_(None)))
+    uris = await db.run(consents.app_redirect_uris, client_id)
     return form_targets_policy(uris) if uris else None
 
 
-async def _member_user(db_session: AsyncSession, request: Request, user: User) -> MemberUser:
-    card = await db_session.scalar(select(Member.card_number).where(Member.id == user.member_id))
+async def _member_user(db: Database, request: Request, user: User) -> MemberUser:
+    card = await db.run(consents.member_card, user.member_id)
     return MemberUser.of(user, card, request.session.get("auth_time"))
 
 
@@ -104,11 +96,11 @@ class AuthorizePages(Controller):
         return _respond(*args)
 
     @get("/")
-    async def ask(self, request: Request, db_session: Session, state: State) -> Response:
+    async def ask(self, request: Request, db: Database, state: State) -> Response:
         params = list(request.query_params.multi_items())
         oauth_request = _oauth_request(request, params)
-        user = await current_user(request, db_session)
-        member = (await _member_user(db_session, request, user)
+        user = await current_user(request, db)
+        member = (await _member_user(db, request, user)
                   if user and user.kind == "member" else None)
         grant, failed = await self._grant(state, oauth_request, member)
         if failed:
@@ -123,14 +115,11 @@ class AuthorizePages(Controller):
                         "Log out and sign in with your member account.")
         client: ClientAdapter = grant.request.client
         scopes = scope_to_list(grant.request.scope) or []
-        consent = await db_session.scalar(
-            select(MemberConsent.scope).where(MemberConsent.client_pk == client.row.id,
-                   MemberConsent.member_id == member.member_id,
-                   MemberConsent.revoked_at.is_(None)))
+        consent = await db.run(consents.remembered_scope, client.row.id, member.member_id)
         prompt = set((request.query_params.get("prompt") or "").split())
         if consent is not None and set(scopes) <= set(consent.split()) and "consent" not in prompt:
             return await self._issue(state, oauth_request, grant, member)
-        partner = await db_session.get_one(Partner, client.row.partner_id)
+        partner = await db.run(queries.partner, client.row.partner_id)
         return page("consent.html", headers=form_targets_policy(client.row.redirect_uris),
                     user=user, partner=partner, client=client.row,
                     params=params, redirect_host=urlsplit(grant.request.payload.redirect_uri
@@ -139,39 +128,22 @@ class AuthorizePages(Controller):
                     scopes=[(s, MEMBER_SCOPES[s].format(partner=partner.name)) for s in scopes])
 
     @post("/")
-    async def decide(self, request: Request, db_session: Session, state: State) -> Response:
+    async def decide(self, request: Request, db: Database, state: State) -> Response:
         form = await request.form()
         params = [(k, v) for k, v in form.multi_items() if k not in NOT_PARAMS]
         oauth_request = _oauth_request(request, params)
-        user = await current_user(request, db_session)
+        user = await current_user(request, db)
         if user is None or user.kind != "member":
             target = f"/oauth/authorize?{urlencode(params)}"
             return Redirect(f"/login?next={quote(target)}")
-        member = await _member_user(db_session, request, user)
+        member = await _member_user(db, request, user)
         grant, failed = await self._grant(state, oauth_request, member)
         if failed:
             return failed
         if form.get("decision") != "allow":
             return await self._issue(state, oauth_request, grant, None)
         client: OAuthClient = grant.request.client.row
-        await record_consent(db_session, user, client, grant.request.scope or "")
-        await db_session.commit()
+        await acting(db, user).run(consents.record_consent, user.member_id, client.partner_id,
+                                   client.id, client.client_id, grant.request.scope or "")
         return await self._issue(state, oauth_request, grant, member)
 
-
-async def record_consent(db_session: AsyncSession, user: User, client: OAuthClient,
-                         scope: str) -> None:
-    """Remember the consent (what "Connected brands" lists) and link the member to the
-    brand, as enrolling there would."""
-    await db_session.execute(
-        insert(MemberConsent)
-        .values(partner_id=client.partner_id, client_pk=client.id, member_id=user.member_id,
-                scope=scope)
-        .on_conflict_do_update(index_elements=["client_pk", "member_id"],
-                               set_={"scope": scope, "revoked_at": None,
-                                     "granted_at": clock.now()}))
-    await db_session.execute(
-        insert(MemberLink).values(partner_id=client.partner_id, member_id=user.member_id)
-        .on_conflict_do_nothing())
-    await accounts.audit(db_session, user, "member.consent", target=client.client_id,
-                         partner_id=client.partner_id, scope=scope)

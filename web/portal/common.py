@@ -9,7 +9,6 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import Redirect, Template
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.uow import Actor, Database, Runner
 from tenants import accounts
@@ -29,14 +28,11 @@ class PageForbidden(HTTPException):
     status_code = 403
 
 
-async def current_user(request: Request, db: Database | AsyncSession) -> User | None:
+async def current_user(request: Request, db: Database) -> User | None:
     raw = request.session.get("user_id") if request.scope.get("session") else None
     if not raw:
         return None
-    if isinstance(db, Database):
-        user = await db.run(accounts.user_by_id, uuid.UUID(raw))
-    else:  # a module not yet on the unit of work (issue 17)
-        user = await db.get(User, uuid.UUID(raw))
+    user = await db.run(accounts.user_by_id, uuid.UUID(raw))
     if user is None or user.disabled_at is not None:
         request.clear_session()
         return None
@@ -58,9 +54,9 @@ def require(request: Request, user: User | None, *kinds: str) -> User:
     return user
 
 
-async def operator(request: Request, db_session: Database | AsyncSession) -> User:
+async def operator(request: Request, db: Database) -> User:
     """The signed-in operator, or the refusal every /operator page gives anyone else."""
-    return require(request, await current_user(request, db_session), "operator")
+    return require(request, await current_user(request, db), "operator")
 
 
 def login_redirect(request: Request, exc: LoginRequired) -> Response:

@@ -6,22 +6,19 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
-from tenants import accounts, onboarding, sessions
+from coalition.uow import Database
+from tenants import accounts, logins, onboarding
 from tenants.mail import Mailer
-from tenants.models import AuditEntry, Partner, TermsAcceptance, User
+from tenants.models import User
 from tenants.passwords import PasswordWorkBusy
 from web.portal.auth import base_url, busy
-from web.portal.common import operator, page
+from web.portal.common import acting, operator, page
 from web.sessions import current_session_id, renew_session_id
 
-Session = NamedDependency[AsyncSession]
 CHOICES = {"legal_forms": onboarding.LEGAL_FORMS, "industries": onboarding.INDUSTRIES,
            "currencies": onboarding.CURRENCIES}
 DECISION_MAILS = {
@@ -43,20 +40,18 @@ class OnboardingPages(Controller):
     include_in_schema = False
 
     @get("/partners/apply")
-    async def apply_form(self, request: Request, db_session: Session) -> Template:
-        terms = await onboarding.current_terms(db_session)
+    async def apply_form(self, request: Request, db: Database) -> Template:
+        terms = await db.run(onboarding.terms)
         return page("apply.html", app=onboarding.Application(), terms=terms, **CHOICES)
 
     @post("/partners/apply")
-    async def apply(self, request: Request, db_session: Session) -> Template:
+    async def apply(self, request: Request, db: Database) -> Template:
         application = onboarding.Application.from_form(dict(await request.form()))
         try:
-            partner = await onboarding.submit_application(db_session, application)
-        except DomainError:
-            await db_session.rollback()
-            terms = await onboarding.current_terms(db_session)
+            partner = await db.run(onboarding.submit_application, application)
+        except DomainError:   # the form's errors are in application.errors
+            terms = await db.run(onboarding.terms)
             return page("apply.html", status_code=400, app=application, terms=terms, **CHOICES)
-        await db_session.commit()
         mailer: Mailer = request.app.state.mailer
         await mailer.send(application.contact_email, "We received your partner application",
                           f"Thank you for applying to join the coalition as {partner.name}. "
@@ -67,73 +62,60 @@ class OnboardingPages(Controller):
                     f"email {application.contact_email} with the decision.")
 
     @get("/partners/terms")
-    async def terms(self, db_session: Session) -> Template:
-        return page("terms.html", terms=await onboarding.current_terms(db_session))
+    async def terms(self, db: Database) -> Template:
+        return page("terms.html", terms=await db.run(onboarding.terms))
 
     @get("/operator/partners")
-    async def queue(self, request: Request, db_session: Session) -> Template:
-        user = await operator(request, db_session)
-        partners = (await db_session.scalars(
-            select(Partner).order_by(Partner.created_at.desc()))).all()
+    async def queue(self, request: Request, db: Database) -> Template:
+        user = await operator(request, db)
+        partners = await acting(db, user).run(onboarding.partners)
         waiting = [p for p in partners if p.status in ("applied", "under_review")]
         return page("applications.html", user=user, waiting=waiting, partners=partners)
 
     @get("/operator/partners/{partner_id:uuid}")
-    async def detail(self, request: Request, db_session: Session,
+    async def detail(self, request: Request, db: Database,
                      partner_id: FromPath[uuid.UUID]) -> Template:
-        user = await operator(request, db_session)
-        partner = await db_session.get(Partner, partner_id)
-        if partner is None:
-            return page("message.html", status_code=404, user=user, title="Not found",
-                        message="No such partner.")
-        return await self._detail(db_session, user, partner)
+        user = await operator(request, db)
+        return await self._detail(db, user, partner_id)
 
     @staticmethod
-    async def _detail(db_session: AsyncSession, user: User, partner: Partner,
+    async def _detail(db: Database, user: User, partner_id: uuid.UUID,
                       refused: DomainError | None = None) -> Template:
         """The partner's page; with the decision it refused, shown above its forms."""
-        history = (await db_session.scalars(
-            select(AuditEntry).where(AuditEntry.partner_id == partner.id)
-            .order_by(AuditEntry.id.desc()))).all()
-        acceptances = (await db_session.scalars(
-            select(TermsAcceptance).where(TermsAcceptance.partner_id == partner.id)
-            .order_by(TermsAcceptance.id))).all()
-        actions = [d for d, (origin, _) in onboarding.DECISIONS.items()
-                   if partner.status in origin]
+        found = await acting(db, user).run(onboarding.partner_file, partner_id)
+        if found is None:
+            return page("message.html", status_code=404, user=user, title="Not found",
+                        message="No such partner.")
         return page("partner_detail.html", status_code=refused.status if refused else 200,
-                    user=user, partner=partner, history=history, acceptances=acceptances,
-                    actions=actions, error=refused.detail if refused else None,
+                    user=user, partner=found.partner, history=found.history,
+                    acceptances=found.acceptances, actions=found.actions,
+                    error=refused.detail if refused else None,
                     error_field=refused.field if refused else None)
 
     @post("/operator/partners/{partner_id:uuid}/decision")
-    async def decision(self, request: Request, db_session: Session,
+    async def decision(self, request: Request, db: Database,
                        partner_id: FromPath[uuid.UUID]) -> Response:
-        user = await operator(request, db_session)
+        user = await operator(request, db)
         form = await request.form()
         decision, note = form.get("decision", ""), form.get("note", "")
-        partner = await db_session.get(Partner, partner_id, with_for_update=True)
-        if partner is None or decision not in onboarding.DECISIONS:
+        try:
+            decided = await acting(db, user).run(onboarding.decide, partner_id, decision, note)
+        except DomainError as exc:   # refused before it changed anything
+            return await self._detail(db, user, partner_id, refused=exc)
+        if decided is None:
             return page("message.html", status_code=404, user=user, title="Not found",
                         message="No such partner or decision.")
-        try:
-            owner = await onboarding.decide(db_session, user, partner, decision, note)
-        except DomainError as exc:
-            # decide() refuses before it changes anything, and the session rolls back
-            # when it closes (a rollback now would expire what the page shows).
-            return await self._detail(db_session, user, partner, refused=exc)
+        partner, owner = decided.partner, decided.owner
         mailer: Mailer = request.app.state.mailer
         if owner is not None:
-            token = await accounts.issue_token(db_session, owner, "invite")
-            await db_session.commit()
             await mailer.send(owner.email, f"{partner.name} is now a Coalition partner",
                               "Your application is approved. Set your password to open the "
                               f"partner console:\n\n{base_url(request)}/set-password?token="
-                              f"{token}\n\nThe link works once and expires in 7 days.\n")
-        else:
-            await db_session.commit()
-            if decision in DECISION_MAILS and partner.contact_email:
-                subject, text = DECISION_MAILS[decision]
-                await mailer.send(partner.contact_email, subject, text.format(note=note))
+                              f"{decided.invitation}\n\nThe link works once and expires in "
+                              "7 days.\n")
+        elif decision in DECISION_MAILS and partner.contact_email:
+            subject, text = DECISION_MAILS[decision]
+            await mailer.send(partner.contact_email, subject, text.format(note=note))
         # Other processes drop their cached tokens on NOTIFY coalition_auth, which reaches
         # this one's listener a moment later; forget now, so a suspension stops the very
         # next API call here.
@@ -146,7 +128,7 @@ class OnboardingPages(Controller):
                     heading="Set your password")
 
     @post("/set-password")
-    async def set_password(self, request: Request, db_session: Session) -> Response:
+    async def set_password(self, request: Request, db: Database) -> Response:
         form = await request.form()
         password, token = form.get("password", ""), form.get("token", "")
 
@@ -160,20 +142,15 @@ class OnboardingPages(Controller):
             await accounts.check_password_rules(password)
         except DomainError as exc:
             return refused(exc)
-        user = await accounts.consume_token(db_session, token, "invite")
+        try:
+            # As after a reset: a password set by link ends the account's other sessions.
+            user = await db.run(logins.accept_invitation, token, password,
+                                current_session_id(request))
+        except DomainError as exc:  # the rules with the email known, or a full queue
+            return refused(exc)     # rolled back: the invitation stays unused, to try again
         if user is None:
             return page("message.html", status_code=400, title="Link not valid",
                         message="This invitation link is invalid, used or expired. Ask the "
                         "person who invited you for a new one.")
-        try:
-            await accounts.set_password(db_session, user, password)
-        except DomainError as exc:  # the rules with the email known, or a full queue
-            await db_session.rollback()  # the invitation stays unused, to try again
-            return refused(exc)
-        # As after a reset: a password set by link ends the account's other sessions.
-        await sessions.password_changed(db_session, user.id, current_session_id(request))
-        await accounts.audit(db_session, user, "user.invite_accepted", target=user.email,
-                             partner_id=user.partner_id)
-        await db_session.commit()
         renew_session_id(request)
         return Redirect("/login")

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.response import Redirect, Template
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.errors import DomainError
-from settlement import payout_details, sepa
-from settlement.payment_state import email_operators
-from tenants import accounts
-from tenants.models import Partner, User
-from web.portal.common import operator, page, row_id
-from web.portal.console import provide_console_session, staff
+from coalition.uow import Database
+from settlement import actions, payout_details, queries, sepa
+from tenants.models import User
+from web.portal.common import acting, operator, page, row_id
+from web.portal.console import staff
 
-Session = NamedDependency[AsyncSession]
 METHODS = {"sepa": "Bank transfer (SEPA credit transfer to your IBAN)",
            "stripe_connect": "Stripe Connect (transfer to your connected account)"}
 
@@ -41,36 +36,27 @@ def money(minor: int) -> str:
 class PartnerPayoutPages(Controller):
     path = "/partner/payouts"
     include_in_schema = False
-    dependencies = {"db_session": Provide(provide_console_session)}
 
-    async def _page(self, db_session: AsyncSession, user: User, status_code: int = 200,
+    async def _page(self, db: Database, user: User, status_code: int = 200,
                     **extra) -> Template:
-        partner = await db_session.get_one(Partner, user.partner_id)
-        details = await payout_details.load(db_session, user.partner_id)
-        payments = (await db_session.execute(text(
-            "SELECT * FROM settlement_payments WHERE partner_id = :p ORDER BY id DESC"
-            " LIMIT 100"), {"p": user.partner_id})).mappings().all()
-        return page("payouts.html", status_code=status_code, user=user, partner=partner,
-                    details=details, payments=payments, methods=METHODS, money=money,
-                    **extra)
+        found = await acting(db, user, scoped=True).run(queries.own_payouts)
+        return page("payouts.html", status_code=status_code, user=user, partner=found.partner,
+                    details=found.details, payments=found.payments, methods=METHODS,
+                    money=money, **extra)
 
     @get("/")
-    async def show(self, request: Request, db_session: Session) -> Template:
-        user = await staff(request, db_session, "payouts.manage")
-        return await self._page(db_session, user)
+    async def show(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "payouts.manage")
+        return await self._page(db, user)
 
     @post("/")
-    async def save(self, request: Request, db_session: Session) -> Response:
-        user = await staff(request, db_session, "payouts.manage")
+    async def save(self, request: Request, db: Database) -> Response:
+        user = await staff(request, db, "payouts.manage")
         form = dict(await request.form())
         values, errors = payout_details.validate(form)
         if errors:   # nothing is written
-            return await self._page(db_session, user, status_code=400, errors=errors,
-                                    form=form)
-        await payout_details.save(db_session, user.partner_id, values, user.email)
-        await accounts.audit(db_session, user, "payouts.details", partner_id=user.partner_id,
-                             method=values["method"])
-        await db_session.commit()
+            return await self._page(db, user, status_code=400, errors=errors, form=form)
+        await acting(db, user, scoped=True).run(actions.save_payout_details, values)
         return Redirect("/partner/payouts")
 
 
@@ -82,61 +68,47 @@ class OperatorPaymentPages(Controller):
     path = "/operator/payments"
     include_in_schema = False
 
-    async def _page(self, state: State, user: User, status_code: int = 200, **extra
-                    ) -> Template:
-        async with state.pool.acquire() as conn:
-            payments = await conn.fetch(
-                "SELECT p.*, pr.name AS partner_name FROM settlement_payments p"
-                " JOIN partners pr ON pr.id = p.partner_id ORDER BY p.id DESC LIMIT 200")
-            notes = await conn.fetch(
-                "SELECT n.*, pr.name AS partner_name FROM operator_notifications n"
-                " LEFT JOIN partners pr ON pr.id = n.partner_id WHERE acknowledged_at IS NULL"
-                " ORDER BY n.id DESC")
-            ready = await conn.fetchval("SELECT count(*) FROM settlement_payments"
-                                        " WHERE kind = 'sepa_credit' AND status = 'ready'")
+    async def _page(self, db: Database, state: State, user: User, status_code: int = 200,
+                    **extra) -> Template:
+        found = await acting(db, user).run(queries.operator_payments)
         return page("operator_payments.html", status_code=status_code, user=user,
-                    payments=payments, notifications=notes, ready=ready, money=money,
-                    stripe_ready=state.stripe.configured, **extra)
+                    payments=found.payments, notifications=found.notifications,
+                    ready=found.ready, money=money, stripe_ready=state.stripe.configured,
+                    **extra)
 
     @get("/")
-    async def show(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self._page(state, await operator(request, db_session))
+    async def show(self, request: Request, db: Database, state: State) -> Template:
+        return await self._page(db, state, await operator(request, db))
 
     @post("/acknowledge")
-    async def acknowledge(self, request: Request, db_session: Session, state: State
-                          ) -> Response:
-        user = await operator(request, db_session)
+    async def acknowledge(self, request: Request, db: Database, state: State) -> Response:
+        user = await operator(request, db)
         key = row_id((await request.form()).get("id"))
         if key is None:
-            return await self._page(state, user, status_code=400,
+            return await self._page(db, state, user, status_code=400,
                                     error="Choose a notification to acknowledge.")
-        await state.pool.execute(
-            "UPDATE operator_notifications SET acknowledged_at = now(), acknowledged_by = $2"
-            " WHERE id = $1 AND acknowledged_at IS NULL", key, user.email)
+        await acting(db, user).run(actions.acknowledge_notification, key)
         return Redirect("/operator/payments")
 
     @post("/sepa")
-    async def export_sepa(self, request: Request, db_session: Session, state: State
-                          ) -> Response:
+    async def export_sepa(self, request: Request, db: Database, state: State) -> Response:
         """Every ready SEPA payout of one currency in a pain.001 file, downloaded."""
-        user = await operator(request, db_session)
+        user = await operator(request, db)
         currency = str((await request.form()).get("currency", ""))
         try:
-            batch = await sepa.export_ready(state.pool, state.settings, currency, user.email)
+            batch = await acting(db, user).run(actions.export_sepa, state.settings, currency)
         except DomainError as exc:
-            return await self._page(state, user, status_code=exc.status if exc.status < 500
-                                    else 400, error=f"{exc.field}: {exc.detail}")
+            return await self._page(db, state, user, status_code=exc.status
+                                    if exc.status < 500 else 400,
+                                    error=f"{exc.field}: {exc.detail}")
         return sepa_download(batch)
 
     @get("/{payment_id:int}/mark")
-    async def confirm_mark(self, request: Request, db_session: Session, state: State,
-                           payment_id: int, status: str = "") -> Template:
+    async def confirm_mark(self, request: Request, db: Database, payment_id: int,
+                           status: str = "") -> Template:
         """The confirmation page for marking an exported SEPA payout."""
-        user = await operator(request, db_session)
-        payment = await state.pool.fetchrow(
-            "SELECT p.*, pr.name AS partner_name FROM settlement_payments p"
-            " JOIN partners pr ON pr.id = p.partner_id WHERE p.id = $1"
-            " AND p.kind = 'sepa_credit'", payment_id)
+        user = await operator(request, db)
+        payment = await acting(db, user).run(queries.sepa_payout, payment_id)
         error = None
         if status not in MARKS:
             error = "Choose paid or failed."
@@ -147,22 +119,17 @@ class OperatorPaymentPages(Controller):
                     error=error)
 
     @post("/{payment_id:int}/mark")
-    async def mark(self, request: Request, db_session: Session, state: State,
+    async def mark(self, request: Request, db: Database, state: State,
                    payment_id: int) -> Response:
-        user = await operator(request, db_session)
+        user = await operator(request, db)
         form = await request.form()
         status, reason = str(form.get("status", "")), str(form.get("reason", "")).strip()
         if form.get("confirm") != "yes":
             return Redirect(f"/operator/payments/{payment_id}/mark?status={status}")
         try:
-            outcome, notification = await sepa.mark(state.pool, payment_id, status,
-                                                    reason[:500] or None)
+            await acting(db, user).run(actions.mark_payout, payment_id, status,
+                                       reason[:500] or None, state.mailer)
         except DomainError as exc:
-            return await self._page(state, user, status_code=exc.status,
+            return await self._page(db, state, user, status_code=exc.status,
                                     error=f"Payout {payment_id}: {exc.detail}")
-        await accounts.audit(db_session, user, f"sepa_payout.{status}",
-                             target=str(payment_id), outcome=outcome, reason=reason or None)
-        await db_session.commit()
-        await email_operators(state.pool, state.mailer,
-                              [notification] if notification else [])
         return Redirect("/operator/payments", status_code=303)

@@ -1,7 +1,7 @@
 """Partner console: the brand's rewards (create, edit, stock, validity, gating,
 deactivate) and the till's voucher check. Rewards are read and written in the
-console's tenant-scoped session (row-level security); a voucher is consumed by the
-same service call as the API's, filtered to this partner."""
+console's tenant-scoped Tx (row-level security); a voucher is consumed by the same use
+case as the API's, filtered to this partner."""
 
 from __future__ import annotations
 
@@ -10,30 +10,23 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
-from coalition.errors import DomainError
-from coalition.rewards import service
+from coalition.errors import DomainError, NotFound
+from coalition.rewards import catalogue, queries, service
 from coalition.rewards.models import KIND_LABELS, Reward, describe
-from coalition.segments.targets import unknown_segments
-from tenants import accounts
+from coalition.settings import current_settings
+from coalition.uow import Database, Runner
 from tenants.models import User
-from web.portal.common import page
-from web.portal.console import provide_console_session, staff
+from web.portal.common import acting, page
+from web.portal.console import staff
 from web.portal.reward_forms import FormErrors, as_major, read_reward
 
-Session = NamedDependency[AsyncSession]
 
-
-async def _zone(db_session: AsyncSession) -> ZoneInfo:
-    return ZoneInfo(await db_session.scalar(text("SELECT timezone FROM coalition_settings")))
+async def _zone(runner: Runner) -> ZoneInfo:
+    return (await runner.run(current_settings)).zone
 
 
 def _form_values(reward: Reward | None, zone: ZoneInfo) -> dict:
@@ -61,110 +54,96 @@ def _form_values(reward: Reward | None, zone: ZoneInfo) -> dict:
     }
 
 
-async def _checked(db_session: AsyncSession, user: User, form: Any) -> dict[str, Any]:
-    """The form's fields; target segments must be the partner's own."""
-    fields = read_reward(form, await _zone(db_session))
-    unknown = await unknown_segments(db_session, user.partner_id, fields["segments"])
-    if unknown:
-        raise FormErrors({"segments": f"{unknown[0]} is not one of your segments."})
-    return fields
-
-
-async def _own_reward(db_session: AsyncSession, user: User, reward_id: uuid.UUID) -> Reward:
-    reward = await db_session.scalar(select(Reward).where(
-        Reward.id == reward_id, Reward.partner_id == user.partner_id))
+async def _own_reward(runner: Runner, reward_id: uuid.UUID) -> Reward:
+    reward = await runner.run(queries.partner_reward, reward_id)
     if reward is None:
         raise NotFoundException("No such reward.")
     return reward
 
 
+async def _saved(runner: Runner, form: Any, use_case: Any, *args: Any) -> None:
+    """Read the form and run the change; FormErrors names every bad field (target
+    segments must be the partner's own, which the use case checks)."""
+    fields = read_reward(form, await _zone(runner))
+    try:
+        await runner.run(use_case, *args, fields)
+    except DomainError as exc:
+        if exc.field != "segments":
+            raise
+        raise FormErrors({"segments": exc.detail}) from exc
+
+
 class RewardConsolePages(Controller):
     path = "/partner"
     include_in_schema = False
-    dependencies = {"db_session": Provide(provide_console_session)}
 
-    async def _list(self, db_session: AsyncSession, user: User, *, form: dict | None = None,
+    async def _list(self, runner: Runner, user: User, *, form: dict | None = None,
                     errors: dict | None = None, status_code: int = 200) -> Template:
-        rewards = (await db_session.scalars(select(Reward).where(
-            Reward.partner_id == user.partner_id).order_by(
-            Reward.active.desc(), Reward.price_points, Reward.name))).all()
-        zone = await _zone(db_session)
+        rewards = await runner.run(queries.partner_rewards, active_first=True)
+        zone = await _zone(runner)
         return page("rewards/console_list.html", status_code=status_code, user=user,
                     rewards=[(r, describe(r.kind, r.value, r.currency)) for r in rewards],
                     kinds=KIND_LABELS, form=form or _form_values(None, zone),
                     errors=errors or {})
 
     @get("/rewards")
-    async def rewards(self, request: Request, db_session: Session) -> Template:
-        user = await staff(request, db_session, "rewards.manage")
-        return await self._list(db_session, user)
+    async def rewards(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "rewards.manage")
+        return await self._list(acting(db, user, scoped=True), user)
 
     @post("/rewards")
-    async def create(self, request: Request, db_session: Session) -> Response:
-        user = await staff(request, db_session, "rewards.manage")
+    async def create(self, request: Request, db: Database) -> Response:
+        user = await staff(request, db, "rewards.manage")
+        runner = acting(db, user, scoped=True)
         form = await request.form()
         try:
-            fields = await _checked(db_session, user, form)
+            await _saved(runner, form, catalogue.create_reward)
         except FormErrors as exc:
-            return await self._list(db_session, user, form=dict(form), errors=exc.errors,
+            return await self._list(runner, user, form=dict(form), errors=exc.errors,
                                     status_code=400)
-        reward = Reward(partner_id=user.partner_id, **fields)
-        db_session.add(reward)
-        await db_session.flush()
-        await accounts.audit(db_session, user, "reward.create", target=str(reward.id),
-                             partner_id=user.partner_id, name=reward.name)
-        await db_session.commit()
         return Redirect("/partner/rewards", status_code=303)
 
     @get("/rewards/{reward_id:uuid}")
-    async def edit(self, request: Request, db_session: Session,
+    async def edit(self, request: Request, db: Database,
                    reward_id: FromPath[uuid.UUID]) -> Template:
-        user = await staff(request, db_session, "rewards.manage")
-        reward = await _own_reward(db_session, user, reward_id)
+        user = await staff(request, db, "rewards.manage")
+        runner = acting(db, user, scoped=True)
+        reward = await _own_reward(runner, reward_id)
         return page("rewards/console_edit.html", user=user, reward=reward, kinds=KIND_LABELS,
-                    form=_form_values(reward, await _zone(db_session)), errors={})
+                    form=_form_values(reward, await _zone(runner)), errors={})
 
     @post("/rewards/{reward_id:uuid}")
-    async def save(self, request: Request, db_session: Session,
+    async def save(self, request: Request, db: Database,
                    reward_id: FromPath[uuid.UUID]) -> Response:
-        user = await staff(request, db_session, "rewards.manage")
-        reward = await _own_reward(db_session, user, reward_id)
+        user = await staff(request, db, "rewards.manage")
+        runner = acting(db, user, scoped=True)
+        reward = await _own_reward(runner, reward_id)
         form = await request.form()
         try:
-            fields = await _checked(db_session, user, form)
+            await _saved(runner, form, catalogue.update_reward, reward_id)
         except FormErrors as exc:
             return page("rewards/console_edit.html", status_code=400, user=user,
                         reward=reward, kinds=KIND_LABELS, form=dict(form), errors=exc.errors)
-        for name, value in fields.items():
-            setattr(reward, name, value)
-        reward.updated_at = clock.now()
-        await accounts.audit(db_session, user, "reward.update", target=str(reward.id),
-                             partner_id=user.partner_id)
-        await db_session.commit()
+        except NotFound:
+            raise NotFoundException("No such reward.") from None
         return Redirect("/partner/rewards", status_code=303)
 
     @post("/rewards/{reward_id:uuid}/active")
-    async def toggle(self, request: Request, db_session: Session,
+    async def toggle(self, request: Request, db: Database,
                      reward_id: FromPath[uuid.UUID]) -> Response:
-        user = await staff(request, db_session, "rewards.manage")
-        reward = await _own_reward(db_session, user, reward_id)
-        reward.active = (await request.form()).get("active") == "on"
-        reward.updated_at = clock.now()
-        await accounts.audit(db_session, user, "reward.activate" if reward.active
-                             else "reward.deactivate", target=str(reward.id),
-                             partner_id=user.partner_id)
-        await db_session.commit()
+        user = await staff(request, db, "rewards.manage")
+        active = (await request.form()).get("active") == "on"
+        try:
+            await acting(db, user, scoped=True).run(catalogue.set_reward_active, reward_id,
+                                                    active)
+        except NotFound:
+            raise NotFoundException("No such reward.") from None
         return Redirect("/partner/rewards", status_code=303)
 
-    async def _till(self, db_session: AsyncSession, user: User, *, voucher: dict | None = None,
+    async def _till(self, db: Database, user: User, *, voucher: dict | None = None,
                     message: str | None = None, error: str | None = None,
                     status_code: int = 200) -> Template:
-        # Recently used vouchers, codes masked: the till needs the history, not the codes.
-        recent = (await db_session.execute(text(
-            "SELECT '…' || right(v.code, 4) AS code, r.name, v.used_at, v.used_order_id"
-            " FROM vouchers v JOIN rewards r ON r.id = v.reward_id"
-            " WHERE v.partner_id = :p AND v.status = 'used'"
-            " ORDER BY v.used_at DESC LIMIT 20"), {"p": user.partner_id})).mappings().all()
+        recent = await acting(db, user, scoped=True).run(queries.recently_used_vouchers)
         if voucher is not None:
             r = voucher["reward"]
             voucher = {**voucher, "worth": describe(r["kind"], r["value"], r["currency"])}
@@ -172,40 +151,38 @@ class RewardConsolePages(Controller):
                     voucher=voucher, message=message, error=error, recent=recent)
 
     @get("/vouchers")
-    async def vouchers(self, request: Request, db_session: Session) -> Template:
-        user = await staff(request, db_session, "vouchers.validate")
-        return await self._till(db_session, user)
+    async def vouchers(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "vouchers.validate")
+        return await self._till(db, user)
 
     @post("/vouchers")
-    async def check(self, request: Request, db_session: Session, state: State) -> Template:
-        user = await staff(request, db_session, "vouchers.validate")
+    async def check(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "vouchers.validate")
         code = ((await request.form()).get("code") or "").strip()
         if not code:
-            return await self._till(db_session, user, error="Enter a voucher code.",
+            return await self._till(db, user, error="Enter a voucher code.",
                                     status_code=400)
         try:
-            async with state.pool.acquire() as conn:
-                found = await service.find_voucher(conn, user.partner_id, code)
+            # A voucher names the brand that issued it: read outside the tenant scope,
+            # with this partner in the filter.
+            found = await acting(db, user).run(queries.voucher, code)
         except DomainError as exc:
-            return await self._till(db_session, user, error=exc.detail,
-                                    status_code=exc.status)
-        return await self._till(db_session, user, voucher=found)
+            return await self._till(db, user, error=exc.detail, status_code=exc.status)
+        return await self._till(db, user, voucher=found)
 
     @post("/vouchers/consume")
-    async def consume(self, request: Request, db_session: Session, state: State) -> Template:
-        user = await staff(request, db_session, "vouchers.validate")
+    async def consume(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "vouchers.validate")
         form = await request.form()
         code = (form.get("code") or "").strip()
         order_id = (form.get("order_id") or "").strip()[:200] or None
         if not code:
-            return await self._till(db_session, user, error="Enter a voucher code.",
+            return await self._till(db, user, error="Enter a voucher code.",
                                     status_code=400)
         try:
-            async with state.pool.acquire() as conn:
-                used = await service.consume(conn, partner_id=user.partner_id, code=code,
-                                             actor=f"staff:{user.email}", order_id=order_id)
+            used = await acting(db, user).run(service.use_voucher, code,
+                                              f"staff:{user.email}", order_id)
         except DomainError as exc:
-            return await self._till(db_session, user, error=exc.detail,
-                                    status_code=exc.status)
-        return await self._till(db_session, user, voucher=used,
+            return await self._till(db, user, error=exc.detail, status_code=exc.status)
+        return await self._till(db, user, voucher=used,
                                 message="Voucher used: apply the reward to the order.")

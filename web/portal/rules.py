@@ -23,18 +23,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.commerce import CHANNELS
 from coalition.errors import DomainError
-from coalition.models import CoalitionSettings
-from coalition.rules import service
+from coalition.rules import console, queries, service
 from coalition.rules.engine import (
     FREQUENCIES,
     Basket,
@@ -47,12 +43,12 @@ from coalition.rules.engine import (
 )
 from coalition.rules.models import EarningRule
 from coalition.rules.validation import TYPE_LABELS, form_of, parse_money, spec_from_form
-from tenants import accounts
+from coalition.settings import current_settings
+from coalition.uow import Database, Runner
 from tenants.models import User
-from web.portal.common import operator, page
-from web.portal.console import provide_console_session, staff
+from web.portal.common import acting, operator, page
+from web.portal.console import staff
 
-Session = NamedDependency[AsyncSession]
 SAMPLE_LINES = 5
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -66,29 +62,27 @@ class Scope:
     tz: ZoneInfo
     currency: str
     point_value: Fraction
+    runner: Runner                    # the user's Tx: a partner's under row-level security
 
     def owns(self, rule: EarningRule) -> bool:
         return rule.partner_id == self.partner_id
 
 
-async def _settings(db_session: AsyncSession) -> tuple[ZoneInfo, str, Fraction]:
-    row = (await db_session.execute(select(CoalitionSettings.timezone,
-                                           CoalitionSettings.currency,
-                                           CoalitionSettings.point_face_value))).one()
-    return ZoneInfo(row.timezone), row.currency, Fraction(str(row.point_face_value))
+async def _scope(user: User, runner: Runner, base: str, can_manage: bool) -> Scope:
+    settings = await runner.run(current_settings)
+    return Scope(user, user.partner_id, base, can_manage, settings.zone, settings.currency,
+                 settings.point_value, runner)
 
 
-async def partner_scope(request: Request, db_session: AsyncSession, manage: bool) -> Scope:
-    user = await staff(request, db_session, "rules.manage" if manage else "rules.view")
-    tz, currency, value = await _settings(db_session)
-    return Scope(user, user.partner_id, "/partner/rules",
-                 user.role in ("owner", "admin"), tz, currency, value)
+async def partner_scope(request: Request, db: Database, manage: bool) -> Scope:
+    user = await staff(request, db, "rules.manage" if manage else "rules.view")
+    return await _scope(user, acting(db, user, scoped=True), "/partner/rules",
+                        user.role in ("owner", "admin"))
 
 
-async def operator_scope(request: Request, db_session: AsyncSession, manage: bool) -> Scope:
-    user = await operator(request, db_session)
-    tz, currency, value = await _settings(db_session)
-    return Scope(user, None, "/operator/rules", True, tz, currency, value)
+async def operator_scope(request: Request, db: Database, manage: bool) -> Scope:
+    user = await operator(request, db)
+    return await _scope(user, acting(db, user), "/operator/rules", True)
 
 
 def _context(scope: Scope, **extra: Any) -> dict[str, Any]:
@@ -108,21 +102,16 @@ def window_text(version: Any, tz: ZoneInfo) -> str:
     return f"{first} to {last}"
 
 
-async def _rules(db_session: AsyncSession, scope: Scope) -> list[tuple[Any, Any]]:
-    return await service.listing(db_session, scope.partner_id, with_coalition=True)
-
-
 # --- pages -----------------------------------------------------------------------------------
 
 # The rules list shows what each rule awarded over this many days.
 PERFORMANCE_DAYS = 30
 
 
-async def list_page(db_session: AsyncSession, scope: Scope) -> Template:
-    listed = await _rules(db_session, scope)
-    awarded = await service.performance(
-        db_session, [rule.id for rule, _ in listed],
-        clock.now().astimezone(scope.tz) - timedelta(days=PERFORMANCE_DAYS), scope.partner_id)
+async def list_page(scope: Scope) -> Template:
+    listed, awarded = await scope.runner.run(
+        queries.rules_with_performance,
+        clock.now().astimezone(scope.tz) - timedelta(days=PERFORMANCE_DAYS))
     rows = [(rule, version, describe(service.from_record(version), scope.currency),
              window_text(version, scope.tz), awarded.get(rule.id, service.Performance()))
             for rule, version in listed]
@@ -138,11 +127,11 @@ def _blank_basket(scope: Scope) -> dict[str, Any]:
                                                     "unit_price": ""}] * (SAMPLE_LINES - 1)}
 
 
-async def editor_page(db_session: AsyncSession, scope: Scope, rule: EarningRule | None,
+async def editor_page(scope: Scope, rule: EarningRule | None,
                       form: dict[str, Any] | None = None, error: DomainError | None = None,
                       basket: dict[str, Any] | None = None, result: Any = None,
                       status_code: int = 200) -> Template:
-    history = await service.versions(db_session, rule) if rule is not None else []
+    history = await scope.runner.run(queries.rule_versions, rule) if rule is not None else []
     if form is None:
         form = form_of(history[0], scope.tz) if history else {
             "type": "per_amount", "funding": "coalition" if scope.partner_id is None
@@ -157,41 +146,31 @@ async def editor_page(db_session: AsyncSession, scope: Scope, rule: EarningRule 
         basket=basket or _blank_basket(scope), result=result, tz=scope.tz))
 
 
-async def save_rule(request: Request, db_session: AsyncSession, scope: Scope,
-               rule_id: uuid.UUID | None) -> Response:
+async def save_rule(request: Request, scope: Scope, rule_id: uuid.UUID | None) -> Response:
     raw = await request.form()
     form = {**dict(raw), "channels": raw.getall("channels", [])}
-    rule = await _owned(db_session, scope, rule_id) if rule_id else None
+    rule = await _owned(scope, rule_id) if rule_id else None
     try:
         spec = spec_from_form(raw, scope.tz)
-        if rule is None:
-            rule = await service.create_rule(db_session, scope.partner_id, spec, scope.user.id)
-            action = "rule.create"
-        else:
-            await service.edit_rule(db_session, rule, spec, scope.user.id)
-            action = "rule.edit"
+        rule = await scope.runner.run(console.save_rule, rule_id, spec)
     except DomainError as exc:
-        # The service validates everything before it adds a row: nothing to roll back
-        # (and a rollback would expire the user the page still shows).
-        return await editor_page(db_session, scope, rule, form=form, error=exc,
+        # Nothing was written (the use case's Tx rolled back): the page shows the form.
+        return await editor_page(scope, rule, form=form, error=exc,
                                  status_code=exc.status if exc.status < 500 else 400)
-    await accounts.audit(db_session, scope.user, action, target=str(rule.id),
-                         partner_id=scope.partner_id, version=rule.current_version)
-    await db_session.commit()
     return Redirect(f"{scope.base}/{rule.id}")
 
 
-async def _owned(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> EarningRule:
-    try:
-        return await service.get_rule(db_session, rule_id, scope.partner_id)
-    except DomainError:
-        raise NotFoundException("No such rule.") from None
+async def _owned(scope: Scope, rule_id: uuid.UUID) -> EarningRule:
+    rule = await scope.runner.run(queries.owned_rule, rule_id)
+    if rule is None:
+        raise NotFoundException("No such rule.")
+    return rule
 
 
-async def _visible(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> EarningRule:
+async def _visible(scope: Scope, rule_id: uuid.UUID) -> EarningRule:
     """Own rules, and for a partner the coalition's rules too (read-only)."""
-    rule = await db_session.get(EarningRule, rule_id)
-    if rule is None or (rule.partner_id is not None and rule.partner_id != scope.partner_id):
+    rule = await scope.runner.run(queries.visible_rule, rule_id)
+    if rule is None:
         raise NotFoundException("No such rule.")
     return rule
 
@@ -249,11 +228,12 @@ def _sample(form: Any, scope: Scope) -> tuple[dict[str, Any], Basket, Shopper]:
     return shown, basket, shopper
 
 
-async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) -> Response:
+async def run_preview(request: Request, scope: Scope) -> Response:
     form = await request.form()
     fragment = request.headers.get("x-preview") == "fragment"
     rules: list[RuleVersion] = [service.from_record(v) for r, v in
-                                await _rules(db_session, scope) if r.archived_at is None]
+                                await scope.runner.run(queries.rules_listed)
+                                if r.archived_at is None]
     draft_form: dict[str, Any] | None = None
     rule = None
     error: DomainError | None = None
@@ -265,7 +245,7 @@ async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) 
         if form.get("type"):
             draft_form = {**dict(form), "channels": form.getall("channels", [])}
             raw_id = form.get("rule_id") or ""
-            rule = await _visible(db_session, scope, uuid.UUID(raw_id)) if raw_id else None
+            rule = await _visible(scope, uuid.UUID(raw_id)) if raw_id else None
             spec = spec_from_form(form, scope.tz)
             draft_id = rule.id if rule is not None else uuid.UUID(int=0)
             draft = RuleVersion(
@@ -292,17 +272,17 @@ async def run_preview(request: Request, db_session: AsyncSession, scope: Scope) 
     if fragment:
         return page("rule_preview_result.html", **context)
     if draft_form is not None:
-        return await editor_page(db_session, scope, rule, form=draft_form, basket=basket_shown,
+        return await editor_page(scope, rule, form=draft_form, basket=basket_shown,
                                  result=result, error=error, status_code=status)
     return page("rule_preview.html", status_code=status, **context)
 
 
-async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None) -> Template:
+async def calendar_page(scope: Scope, year: int | None) -> Template:
     year = year or clock.now().astimezone(scope.tz).year
     starts = [datetime(year, m, 1, tzinfo=scope.tz) for m in range(1, 13)]
     ends = [*starts[1:], datetime(year + 1, 1, 1, tzinfo=scope.tz)]
     rows = []
-    for rule, version in await _rules(db_session, scope):
+    for rule, version in await scope.runner.run(queries.rules_listed):
         if rule.archived_at is not None or (version.starts_at is None
                                             and version.ends_at is None):
             continue   # always-on rules are not campaigns
@@ -317,18 +297,14 @@ async def calendar_page(db_session: AsyncSession, scope: Scope, year: int | None
     return page("rule_calendar.html", **_context(scope, year=year, rows=rows, tz=scope.tz))
 
 
-async def archive_action(request: Request, db_session: AsyncSession, scope: Scope,
-                  rule_id: uuid.UUID) -> Redirect:
-    rule = await _owned(db_session, scope, rule_id)
-    await service.archive_rule(db_session, rule, clock.now())
-    await accounts.audit(db_session, scope.user, "rule.archive", target=str(rule.id),
-                         partner_id=scope.partner_id)
-    await db_session.commit()
+async def archive_action(scope: Scope, rule_id: uuid.UUID) -> Redirect:
+    await _owned(scope, rule_id)
+    rule = await scope.runner.run(console.archive_rule, rule_id)
     return Redirect(f"{scope.base}/{rule.id}")
 
 
-async def show_rule(db_session: AsyncSession, scope: Scope, rule_id: uuid.UUID) -> Template:
-    return await editor_page(db_session, scope, await _visible(db_session, scope, rule_id))
+async def show_rule(scope: Scope, rule_id: uuid.UUID) -> Template:
+    return await editor_page(scope, await _visible(scope, rule_id))
 
 
 # --- controllers -----------------------------------------------------------------------------
@@ -341,54 +317,48 @@ def _year(request: Request) -> int | None:
 class PartnerRulePages(Controller):
     path = "/partner/rules"
     include_in_schema = False
-    dependencies = {"db_session": Provide(provide_console_session)}
 
     @get("/")
-    async def index(self, request: Request, db_session: Session) -> Template:
-        return await list_page(db_session, await partner_scope(request, db_session, False))
+    async def index(self, request: Request, db: Database) -> Template:
+        return await list_page(await partner_scope(request, db, False))
 
     @get("/new")
-    async def new(self, request: Request, db_session: Session) -> Template:
-        return await editor_page(db_session, await partner_scope(request, db_session, True),
-                                 None)
+    async def new(self, request: Request, db: Database) -> Template:
+        return await editor_page(await partner_scope(request, db, True), None)
 
     @post("/")
-    async def create(self, request: Request, db_session: Session) -> Response:
-        return await save_rule(request, db_session, await partner_scope(request, db_session, True),
-                          None)
+    async def create(self, request: Request, db: Database) -> Response:
+        return await save_rule(request, await partner_scope(request, db, True), None)
 
     @get("/calendar")
-    async def calendar(self, request: Request, db_session: Session) -> Template:
-        scope = await partner_scope(request, db_session, False)
-        return await calendar_page(db_session, scope, _year(request))
+    async def calendar(self, request: Request, db: Database) -> Template:
+        scope = await partner_scope(request, db, False)
+        return await calendar_page(scope, _year(request))
 
     @get("/preview")
-    async def preview_page(self, request: Request, db_session: Session) -> Template:
-        scope = await partner_scope(request, db_session, False)
+    async def preview_page(self, request: Request, db: Database) -> Template:
+        scope = await partner_scope(request, db, False)
         return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
                                                     result=None, error=None))
 
     @post("/preview")
-    async def preview(self, request: Request, db_session: Session) -> Response:
-        return await run_preview(request, db_session,
-                             await partner_scope(request, db_session, False))
+    async def preview(self, request: Request, db: Database) -> Response:
+        return await run_preview(request, await partner_scope(request, db, False))
 
     @get("/{rule_id:uuid}")
-    async def show(self, request: Request, db_session: Session,
+    async def show(self, request: Request, db: Database,
                    rule_id: FromPath[uuid.UUID]) -> Template:
-        return await show_rule(db_session, await partner_scope(request, db_session, False), rule_id)
+        return await show_rule(await partner_scope(request, db, False), rule_id)
 
     @post("/{rule_id:uuid}")
-    async def edit(self, request: Request, db_session: Session,
+    async def edit(self, request: Request, db: Database,
                    rule_id: FromPath[uuid.UUID]) -> Response:
-        return await save_rule(request, db_session, await partner_scope(request, db_session, True),
-                          rule_id)
+        return await save_rule(request, await partner_scope(request, db, True), rule_id)
 
     @post("/{rule_id:uuid}/archive")
-    async def archive(self, request: Request, db_session: Session,
+    async def archive(self, request: Request, db: Database,
                       rule_id: FromPath[uuid.UUID]) -> Redirect:
-        return await archive_action(request, db_session,
-                             await partner_scope(request, db_session, True), rule_id)
+        return await archive_action(await partner_scope(request, db, True), rule_id)
 
 
 class OperatorRulePages(Controller):
@@ -396,50 +366,44 @@ class OperatorRulePages(Controller):
     include_in_schema = False
 
     @get("/")
-    async def index(self, request: Request, db_session: Session) -> Template:
-        return await list_page(db_session, await operator_scope(request, db_session, False))
+    async def index(self, request: Request, db: Database) -> Template:
+        return await list_page(await operator_scope(request, db, False))
 
     @get("/new")
-    async def new(self, request: Request, db_session: Session) -> Template:
-        return await editor_page(db_session, await operator_scope(request, db_session, True),
-                                 None)
+    async def new(self, request: Request, db: Database) -> Template:
+        return await editor_page(await operator_scope(request, db, True), None)
 
     @post("/")
-    async def create(self, request: Request, db_session: Session) -> Response:
-        return await save_rule(request, db_session,
-                          await operator_scope(request, db_session, True), None)
+    async def create(self, request: Request, db: Database) -> Response:
+        return await save_rule(request, await operator_scope(request, db, True), None)
 
     @get("/calendar")
-    async def calendar(self, request: Request, db_session: Session) -> Template:
-        scope = await operator_scope(request, db_session, False)
-        return await calendar_page(db_session, scope, _year(request))
+    async def calendar(self, request: Request, db: Database) -> Template:
+        scope = await operator_scope(request, db, False)
+        return await calendar_page(scope, _year(request))
 
     @get("/preview")
-    async def preview_page(self, request: Request, db_session: Session) -> Template:
-        scope = await operator_scope(request, db_session, False)
+    async def preview_page(self, request: Request, db: Database) -> Template:
+        scope = await operator_scope(request, db, False)
         return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
                                                     result=None, error=None))
 
     @post("/preview")
-    async def preview(self, request: Request, db_session: Session) -> Response:
-        return await run_preview(request, db_session,
-                             await operator_scope(request, db_session, False))
+    async def preview(self, request: Request, db: Database) -> Response:
+        return await run_preview(request, await operator_scope(request, db, False))
 
     @get("/{rule_id:uuid}")
-    async def show(self, request: Request, db_session: Session,
+    async def show(self, request: Request, db: Database,
                    rule_id: FromPath[uuid.UUID]) -> Template:
-        return await show_rule(db_session, await operator_scope(request, db_session, False),
-                          rule_id)
+        return await show_rule(await operator_scope(request, db, False), rule_id)
 
     @post("/{rule_id:uuid}")
-    async def edit(self, request: Request, db_session: Session,
+    async def edit(self, request: Request, db: Database,
                    rule_id: FromPath[uuid.UUID]) -> Response:
-        return await save_rule(request, db_session,
-                          await operator_scope(request, db_session, True), rule_id)
+        return await save_rule(request, await operator_scope(request, db, True), rule_id)
 
     @post("/{rule_id:uuid}/archive")
-    async def archive(self, request: Request, db_session: Session,
+    async def archive(self, request: Request, db: Database,
                       rule_id: FromPath[uuid.UUID]) -> Redirect:
-        return await archive_action(request, db_session,
-                             await operator_scope(request, db_session, True), rule_id)
+        return await archive_action(await operator_scope(request, db, True), rule_id)
 

@@ -7,89 +7,65 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import asyncpg
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition import clock
 from coalition.errors import DomainError
+from coalition.segments import queries
 from coalition.segments import service as segments
+from coalition.uow import Database, Runner
 from tenants.models import User
 from tenants.roles import can
-from tenants.scope import tenant_connection
-from web.portal.common import operator, page
-from web.portal.console import provide_console_session, staff
+from web.portal.common import acting, operator, page
+from web.portal.console import staff
 
-Session = NamedDependency[AsyncSession]
 EXAMPLE = json.dumps({"match": "all", "conditions": [
     {"type": "last_purchase", "within_days": 30},
     {"type": "spend", "days": 90, "min": 50000}]}, indent=2)
 
 
 class _Editor:
-    """What the partner and operator pages share; `owner` is the partner id or None."""
+    """What the partner and operator pages share. The runner's partner owns the segments
+    (None: the coalition); a partner's runs under row-level security."""
 
     base = ""
 
-    @asynccontextmanager
-    async def connection(self, state: State, owner: uuid.UUID | None
-                         ) -> AsyncIterator[asyncpg.Connection]:
-        if owner is None:
-            async with state.pool.acquire() as conn:
-                yield conn
-        else:
-            async with tenant_connection(state.pool, owner) as conn:
-                yield conn
-
-    async def listing(self, state: State, user: User, owner: uuid.UUID | None,
-                      can_edit: bool) -> Template:
-        async with self.connection(state, owner) as conn:
-            rows = await segments.list_segments(conn, owner)
+    async def listing(self, runner: Runner, user: User, can_edit: bool) -> Template:
+        rows = await runner.run(queries.segments_of_owner)
         return page("segments.html", user=user, segments=rows, base=self.base,
-                    can_edit=can_edit, coalition=owner is None,
+                    can_edit=can_edit, coalition=runner.partner_id is None,
                     form={"definition": EXAMPLE})
 
-    async def editor(self, state: State, user: User, owner: uuid.UUID | None,
-                     segment_id: uuid.UUID, can_edit: bool) -> Template:
-        async with self.connection(state, owner) as conn:
-            row = await segments.owned(conn, owner, segment_id)
+    async def editor(self, runner: Runner, user: User, segment_id: uuid.UUID,
+                     can_edit: bool) -> Template:
+        row = await runner.run(queries.segment_of_owner, segment_id)
         form = {"name": row["name"], "description": row["description"] or "",
                 "definition": json.dumps(json.loads(row["definition"]), indent=2)}
         return page("segment_edit.html", user=user, segment=row, form=form, base=self.base,
-                    can_edit=can_edit, coalition=owner is None)
+                    can_edit=can_edit, coalition=runner.partner_id is None)
 
-    async def submit(self, request: Request, state: State, user: User,
-                     owner: uuid.UUID | None, segment_id: uuid.UUID | None) -> Response:
+    async def submit(self, request: Request, runner: Runner, user: User,
+                     segment_id: uuid.UUID | None) -> Response:
         form = dict(await request.form())
-        now = clock.now()
         context = {"user": user, "form": form, "base": self.base, "can_edit": True,
-                   "coalition": owner is None, "segment": {"id": segment_id}
+                   "coalition": runner.partner_id is None, "segment": {"id": segment_id}
                    if segment_id else None}
         raw = (form.get("definition") or "").encode()
         try:
-            async with self.connection(state, owner) as conn:
-                if form.get("action") == "preview":
-                    count = await segments.preview(conn, owner, raw, now)
-                    return page("segment_edit.html", preview=count, **context)
-                await segments.save(conn, owner, segment_id, form.get("name", ""),
-                                    (form.get("description") or "").strip() or None, raw,
-                                    user.email, now)
+            if form.get("action") == "preview":
+                count = await runner.run(queries.preview_count, raw)
+                return page("segment_edit.html", preview=count, **context)
+            await runner.run(segments.save_segment, segment_id, form.get("name", ""),
+                             (form.get("description") or "").strip() or None, raw)
         except DomainError as exc:
             return page("segment_edit.html", status_code=exc.status, error=exc.detail,
                         error_field=exc.field, **context)
         return Redirect(self.base)
 
-    async def remove(self, state: State, owner: uuid.UUID | None, segment_id: uuid.UUID
-                     ) -> Redirect:
-        async with self.connection(state, owner) as conn:
-            await segments.delete(conn, owner, segment_id)
+    async def remove(self, runner: Runner, segment_id: uuid.UUID) -> Redirect:
+        await runner.run(segments.delete_segment, segment_id)
         return Redirect(self.base)
 
 
@@ -97,40 +73,38 @@ class PartnerSegmentPages(Controller, _Editor):
     path = "/partner/segments"
     base = "/partner/segments"
     include_in_schema = False
-    dependencies = {"db_session": Provide(provide_console_session)}
 
     @get("/")
-    async def index(self, request: Request, db_session: Session, state: State) -> Template:
-        user = await staff(request, db_session, "segments.view")
-
-        return await self.listing(state, user, user.partner_id, can(user, "segments.manage"))
+    async def index(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "segments.view")
+        return await self.listing(acting(db, user, scoped=True), user,
+                                  can(user, "segments.manage"))
 
     @post("/")
-    async def create(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await staff(request, db_session, "segments.manage")
-        return await self.submit(request, state, user, user.partner_id, None)
+    async def create(self, request: Request, db: Database) -> Response:
+        user = await staff(request, db, "segments.manage")
+        return await self.submit(request, acting(db, user, scoped=True), user, None)
 
     @get("/{segment_id:uuid}")
-    async def edit(self, request: Request, db_session: Session, state: State,
+    async def edit(self, request: Request, db: Database,
                    segment_id: FromPath[uuid.UUID]) -> Template:
-        user = await staff(request, db_session, "segments.view")
-
-        return await self.editor(state, user, user.partner_id, segment_id,
+        user = await staff(request, db, "segments.view")
+        return await self.editor(acting(db, user, scoped=True), user, segment_id,
                                  can(user, "segments.manage"))
 
     @post("/{segment_id:uuid}")
-    async def update(self, request: Request, db_session: Session, state: State,
+    async def update(self, request: Request, db: Database,
                      segment_id: FromPath[uuid.UUID]) -> Response:
-        user = await staff(request, db_session, "segments.manage")
-        async with self.connection(state, user.partner_id) as conn:
-            await segments.owned(conn, user.partner_id, segment_id)
-        return await self.submit(request, state, user, user.partner_id, segment_id)
+        user = await staff(request, db, "segments.manage")
+        runner = acting(db, user, scoped=True)
+        await runner.run(queries.segment_of_owner, segment_id)
+        return await self.submit(request, runner, user, segment_id)
 
     @post("/{segment_id:uuid}/delete")
-    async def delete(self, request: Request, db_session: Session, state: State,
+    async def delete(self, request: Request, db: Database,
                      segment_id: FromPath[uuid.UUID]) -> Redirect:
-        user = await staff(request, db_session, "segments.manage")
-        return await self.remove(state, user.partner_id, segment_id)
+        user = await staff(request, db, "segments.manage")
+        return await self.remove(acting(db, user, scoped=True), segment_id)
 
 
 class OperatorSegmentPages(Controller, _Editor):
@@ -138,32 +112,32 @@ class OperatorSegmentPages(Controller, _Editor):
     base = "/operator/segments"
     include_in_schema = False
 
-
     @get("/")
-    async def index(self, request: Request, db_session: Session, state: State) -> Template:
-        return await self.listing(state, await operator(request, db_session), None, True)
+    async def index(self, request: Request, db: Database) -> Template:
+        user = await operator(request, db)
+        return await self.listing(acting(db, user), user, True)
 
     @post("/")
-    async def create(self, request: Request, db_session: Session, state: State) -> Response:
-        user = await operator(request, db_session)
-        return await self.submit(request, state, user, None, None)
+    async def create(self, request: Request, db: Database) -> Response:
+        user = await operator(request, db)
+        return await self.submit(request, acting(db, user), user, None)
 
     @get("/{segment_id:uuid}")
-    async def edit(self, request: Request, db_session: Session, state: State,
+    async def edit(self, request: Request, db: Database,
                    segment_id: FromPath[uuid.UUID]) -> Template:
-        user = await operator(request, db_session)
-        return await self.editor(state, user, None, segment_id, True)
+        user = await operator(request, db)
+        return await self.editor(acting(db, user), user, segment_id, True)
 
     @post("/{segment_id:uuid}")
-    async def update(self, request: Request, db_session: Session, state: State,
+    async def update(self, request: Request, db: Database,
                      segment_id: FromPath[uuid.UUID]) -> Response:
-        user = await operator(request, db_session)
-        async with self.connection(state, None) as conn:
-            await segments.owned(conn, None, segment_id)
-        return await self.submit(request, state, user, None, segment_id)
+        user = await operator(request, db)
+        runner = acting(db, user)
+        await runner.run(queries.segment_of_owner, segment_id)
+        return await self.submit(request, runner, user, segment_id)
 
     @post("/{segment_id:uuid}/delete")
-    async def delete(self, request: Request, db_session: Session, state: State,
+    async def delete(self, request: Request, db: Database,
                      segment_id: FromPath[uuid.UUID]) -> Redirect:
-        await operator(request, db_session)
-        return await self.remove(state, None, segment_id)
+        user = await operator(request, db)
+        return await self.remove(acting(db, user), segment_id)

@@ -6,23 +6,19 @@ from __future__ import annotations
 import dataclasses
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition import clock
 from coalition.errors import DomainError
-from tenants import accounts, sso
+from coalition.uow import Database
+from tenants import sso
 from tenants.keys import SecretBox
-from tenants.models import IdentityProvider, Partner
 from web.portal.auth import base_url
-from web.portal.common import HOME, page
-from web.portal.console import provide_console_session, staff
+from web.portal.common import HOME, acting, page
+from web.portal.console import staff
 from web.sessions import start_session
 
-Session = NamedDependency[AsyncSession]
 PENDING_KEY = "sso_pending"
 
 
@@ -41,34 +37,29 @@ def _refuse(message: str, status: int = 403) -> Template:
 class SsoSettingsPages(Controller):
     path = "/partner/sso"
     include_in_schema = False
-    dependencies = {"db_session": Provide(provide_console_session)}
 
     @get("/")
-    async def show(self, request: Request, db_session: Session) -> Template:
-        user = await staff(request, db_session, "sso.manage")
-        provider = await db_session.get(IdentityProvider, user.partner_id)
-        partner = await db_session.get_one(Partner, user.partner_id)
+    async def show(self, request: Request, db: Database) -> Template:
+        user = await staff(request, db, "sso.manage")
+        provider, partner = await acting(db, user, scoped=True).run(sso.settings_of)
         return page("sso.html", user=user, provider=provider, partner=partner,
                     callback=_callback(request))
 
     @post("/")
-    async def save(self, request: Request, db_session: Session) -> Response:
-        user = await staff(request, db_session, "sso.manage")
+    async def save(self, request: Request, db: Database) -> Response:
+        user = await staff(request, db, "sso.manage")
         form = await request.form()
-        partner = await db_session.get_one(Partner, user.partner_id)
+        console = acting(db, user, scoped=True)
         try:
-            provider = await sso.configure(
-                db_session, _box(request), user.partner_id, issuer=form.get("issuer", ""),
+            await console.run(
+                sso.save_settings, _box(request), issuer=form.get("issuer", ""),
                 client_id=form.get("client_id", ""), client_secret=form.get("client_secret"),
                 enabled=form.get("enabled") == "on")
         except DomainError as exc:     # raised before anything is written
+            provider, partner = await console.run(sso.settings_of)
             return page("sso.html", status_code=400, user=user, partner=partner,
-                        provider=await db_session.get(IdentityProvider, user.partner_id),
-                        callback=_callback(request), errors={exc.field: exc.detail},
-                        form=dict(form))
-        await accounts.audit(db_session, user, "sso.configure", target=provider.issuer,
-                             partner_id=user.partner_id, enabled=provider.enabled)
-        await db_session.commit()
+                        provider=provider, callback=_callback(request),
+                        errors={exc.field: exc.detail}, form=dict(form))
         return Redirect("/partner/sso")
 
 
@@ -77,24 +68,20 @@ class SsoLoginPages(Controller):
     include_in_schema = False
 
     @get("/start")
-    async def begin(self, request: Request, db_session: Session,
+    async def begin(self, request: Request, db: Database,
                     company: FromQuery[str] = "") -> Response:
-        found = (await db_session.execute(
-            select(Partner, IdentityProvider)
-            .join(IdentityProvider, IdentityProvider.partner_id == Partner.id)
-            .where(Partner.slug == company.strip().lower(), Partner.status == "active",
-                   IdentityProvider.enabled))).first()
-        if found is None:
+        provider = await db.run(sso.provider_for_company, company)
+        if provider is None:
             return _refuse("Single sign-on is not set up for this company id.", 404)
         try:
-            url, pending = await sso.start(found[1], _box(request), _callback(request))
+            url, pending = await sso.start(provider, _box(request), _callback(request))
         except sso.SsoFailed as exc:
             return _refuse(str(exc), 502)
         request.session[PENDING_KEY] = dataclasses.asdict(pending)
         return Redirect(url)
 
     @get("/callback")
-    async def callback(self, request: Request, db_session: Session) -> Response:
+    async def callback(self, request: Request, db: Database) -> Response:
         # "state" is a reserved parameter name in Litestar handlers: read the query here.
         code = request.query_params.get("code", "")
         state = request.query_params.get("state", "")
@@ -105,22 +92,13 @@ class SsoLoginPages(Controller):
             return _refuse("This sign-in link is not valid any more. Start again.", 400)
         if error or not code:
             return _refuse(f"The company sign-in was not completed ({error or 'no code'}).")
-        provider = await db_session.scalar(select(IdentityProvider).where(
-            IdentityProvider.partner_id == pending.partner_id, IdentityProvider.enabled))
+        provider = await db.run(sso.enabled_provider, pending.partner_id)
         if provider is None:
             return _refuse("Single sign-on is no longer enabled for this company.")
-        try:
-            user = await sso.finish(db_session, provider, _box(request), pending, code,
-                                    _callback(request))
-        except sso.SsoFailed as exc:
-            await accounts.audit(db_session, None, "staff.sso_refused",
-                                 partner_id=provider.partner_id, reason=str(exc))
-            await db_session.commit()
-            return _refuse(str(exc))
-        accounts.mark_verified(user)
-        await accounts.audit(db_session, user, "staff.sso_login", target=user.email,
-                             partner_id=user.partner_id, issuer=provider.issuer)
-        await db_session.commit()
+        user = await db.run(sso.sign_in, provider, _box(request), pending, code,
+                            _callback(request))
+        if isinstance(user, sso.SsoFailed):   # its refusal is audited
+            return _refuse(str(user))
         # A new session id, as at a password login (web/sessions.py).
         start_session(request, {"user_id": str(user.id), "auth_time": clock.timestamp(),
                                 "sso": provider.issuer})

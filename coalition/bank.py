@@ -1,6 +1,7 @@
 """Bank account checks for payouts (schwifty): a valid IBAN, and a BIC that is well formed
 and of the IBAN's country. Errors name the field, so forms and API problems can show them
-next to it."""
+next to it. Shared by settlement (partner payouts, SEPA files) and the affiliates (their
+payout details), hence here, below both."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Maintenance: purge records past their retention (a periodic job in web/jobs.py)."""
+"""Maintenance: purge records past their retention (the `maintenance` periodic job of
+web/jobs.py, run by coalition/jobs.py `run_job`: each DELETE commits alone)."""
 
 from __future__ import annotations
 

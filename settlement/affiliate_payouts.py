@@ -26,6 +26,9 @@ wallet (linked to the partner first), idempotency key `affiliate-payout:<id>`.
 Concurrency. Each enrollment is paid under its row lock (SELECT ... FOR UPDATE), and
 the commissions are read again under it, so two runs at once never put a commission
 in two payouts: the second run finds nothing left.
+
+The payouts are the affiliates' (coalition/affiliates), paid through settlement's
+payments (SEPA files, Stripe transfers, the payment hooks), hence this module is here.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ import asyncpg
 import stripe
 
 from coalition import clock
+from coalition.bank import BankAccount
+from coalition.config import Settings
 from coalition.errors import DomainError
+from coalition.uow import Tx
 from settlement import prepaid, sepa
 from settlement import terms as rate_cards
-from settlement.bank import BankAccount
 from settlement.payment_hooks import PaymentChange, on_payment_change
 
 REFERENCE = "affiliate_payout"
@@ -301,3 +306,53 @@ async def _payment_changed(conn: asyncpg.Connection, change: PaymentChange) -> N
         int(change.reference_id), change.payment_id, payment["stripe_object_id"])
     await _settle(conn, int(change.reference_id), status,
                   payment["failure_reason"] or f"The payment was {change.new_status}.")
+
+
+# ---- the operator's page (/operator/affiliate-payouts) ----
+
+_PAYOUTS = """
+SELECT o.*, a.name AS affiliate, p.name AS program, pa.name AS partner,
+       s.status AS payment_status, s.sepa_message_id
+  FROM affiliate_payouts o
+  JOIN affiliates a ON a.id = o.affiliate_id
+  JOIN affiliate_programs p ON p.id = o.program_id
+  JOIN partners pa ON pa.id = o.partner_id
+  LEFT JOIN settlement_payments s ON s.id = o.payment_id
+ ORDER BY o.id DESC LIMIT 300
+"""
+
+
+async def payouts_overview(tx: Tx) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """The latest payouts with their payments, and the ready affiliate SEPA credits by
+    currency (what the next bank file would pay)."""
+    rows = await tx.conn.fetch(_PAYOUTS)
+    ready = await tx.conn.fetch(
+        "SELECT currency, count(*) AS n FROM settlement_payments WHERE kind = 'sepa_credit'"
+        " AND status = 'ready' AND reference_type = $1 GROUP BY currency ORDER BY 1",
+        REFERENCE)
+    return rows, ready
+
+
+async def export_sepa(tx: Tx, settings: Settings, currency: str) -> sepa.Batch:
+    """The ready affiliate SEPA credits of one currency in one pain.001 file."""
+    batch = await sepa.export_ready_on(tx.conn, settings, currency, tx.actor.label,
+                                       reference_type=REFERENCE)
+    await tx.audit("sepa_batch.export", target=batch.message_id, currency=batch.currency,
+                   total=batch.total, payments=batch.payments)
+    return batch
+
+
+async def mark_sepa_payout(tx: Tx, payout_id: int | None, status: str,
+                           reason: str | None) -> str:
+    """The bank statement shows a payout's exported SEPA credit paid or bounced; the
+    payment hook above moves the payout and its commissions with it."""
+    payment = await tx.conn.fetchval(
+        "SELECT payment_id FROM affiliate_payouts WHERE id = $1 AND method = 'sepa'",
+        payout_id) if payout_id is not None else None
+    if payment is None:
+        raise DomainError("validation-error", "Invalid payout", "choose a SEPA payout.",
+                          status=400, field="payout_id")
+    outcome, _ = await sepa.mark_on(tx.conn, payment, status, reason)
+    await tx.audit(f"sepa_payout.{status}", target=str(payment), outcome=outcome,
+                   reason=reason, affiliate_payout=payout_id)
+    return outcome

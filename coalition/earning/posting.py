@@ -20,7 +20,12 @@ trips instead of five (BEGIN, begin, post, the tier read, COMMIT), which is most
 purchase's cost: the facts are read without a lock, the rules decide, and one
 statement (`purchase_commit`) claims, locks, checks that every fact still holds, and
 posts. A fact that changed in between (a concurrent posting for the member) makes it
-write nothing and report `None`; the caller then takes the locked path."""
+write nothing and report `None`; the caller then takes the locked path.
+
+The statements and their parameters are in statements.py, with what each reads along
+about the member (its targeting context, the tier program, an affiliate attribution):
+the rules need it, and it comes back with the first step instead of costing a round
+trip of its own."""
 
 from __future__ import annotations
 
@@ -35,7 +40,17 @@ import asyncpg
 import msgspec
 
 from coalition import clock
+from coalition.earning.statements import (
+    AmendResponse,
+    EventBegin,
+    EventPost,
+    PurchaseBegin,
+    PurchaseCommit,
+    PurchaseFacts,
+    PurchasePost,
+)
 from coalition.ledger import PostingResult
+from coalition.tiers.service import TierProgram, qualifying_window
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class Situation:
     referrer: uuid.UUID | None
     usage: dict[uuid.UUID, tuple[int, int]]  # rule id -> (points today, this month)
     conn: asyncpg.Connection
-    begun: asyncpg.Record  # step 1's row, with whatever the caller's `begin_join` added
+    begun: asyncpg.Record  # step 1's row, with what its statement reads along
 
 
 @dataclass
@@ -88,10 +103,6 @@ Decide = Callable[[Situation], Awaitable[Decision]]
 # what it returns is added to the response, and to the stored copy a retry replays.
 AfterPost = Callable[[uuid.UUID, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-_BEGIN = ("SELECT * FROM purchase_begin($1, $2, $3, $4, $5, $6, $7, $8::uuid[], $9, $10) b")
-_POST = ("SELECT status, body FROM purchase_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-         " $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15)")
-
 
 async def post_purchase(
     conn: asyncpg.Connection,
@@ -108,31 +119,25 @@ async def post_purchase(
     request_hash: str | None,
     posted_at: datetime | None = None,
     after_post: AfterPost | None = None,
-    begin_join: str = "",
 ) -> PostingResult:
-    """`begin_join` is SQL joined onto step 1's row `b` (b.member_id is the member once
-    found; b.proceed says whether to go on): what the rules need to read about the
-    member comes back with step 1 instead of costing a round trip of its own. It must
-    be constant text, never input."""
+    """The locked path (see the module's docstring), in a transaction of its own (a
+    savepoint when the caller's connection is in one)."""
+    begin = PurchaseBegin(
+        partner=partner_id, idem_key=idempotency_key, request_hash=request_hash,
+        member=member.id, card=member.card_number, customer=member.customer_id,
+        order_id=order.order_id, capped_rules=capped_rules, day_start=day_start,
+        month_start=month_start)
     try:
-        return await _post_locked(conn, partner_id, actor, member, order, decide,
-                                  capped_rules, day_start, month_start, idempotency_key,
-                                  request_hash, posted_at, after_post, begin_join)
+        return await _post_locked(conn, begin, actor, order, decide, posted_at, after_post)
     except asyncpg.UniqueViolationError as exc:
         return _order_posted_meanwhile(exc)
 
 
-async def _post_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str,
-                       member: MemberRef, order: Order, decide: Decide,
-                       capped_rules: list[uuid.UUID], day_start: datetime,
-                       month_start: datetime, idempotency_key: str | None,
-                       request_hash: str | None, posted_at: datetime | None,
-                       after_post: AfterPost | None, begin_join: str) -> PostingResult:
+async def _post_locked(conn: asyncpg.Connection, begin: PurchaseBegin, actor: str,
+                       order: Order, decide: Decide, posted_at: datetime | None,
+                       after_post: AfterPost | None) -> PostingResult:
     async with conn.transaction():
-        begun = await conn.fetchrow(
-            _BEGIN + begin_join, partner_id, idempotency_key, request_hash, member.id,
-            member.card_number, member.customer_id, order.order_id, capped_rules, day_start,
-            month_start)
+        begun = await conn.fetchrow(begin.sql, *begin.args())
         if not begun["proceed"]:
             return PostingResult(begun["status"], begun["body"])
         usage = {uuid.UUID(rule): (day, month)
@@ -144,20 +149,23 @@ async def _post_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: s
         referral = None
         if decision.referral and situation.referrer:
             referral = {**decision.referral, "referrer": str(situation.referrer)}
-        row = await conn.fetchrow(
-            _POST, partner_id, situation.member_id, idempotency_key, actor, order.order_id,
-            order.occurred_at, order.currency, order.total, order.channel, order.store_id,
-            json.dumps(order.lines), json.dumps(decision.hits, default=str),
-            json.dumps(decision.skipped, default=str),
-            json.dumps(referral, default=str) if referral else None,
-            posted_at or clock.now())
+        post = PurchasePost(
+            partner=begin.partner, member=situation.member_id, idem_key=begin.idem_key,
+            actor=actor, order_id=order.order_id, occurred_at=order.occurred_at,
+            currency=order.currency, total=order.total, channel=order.channel,
+            store=order.store_id, lines=json.dumps(order.lines),
+            hits=json.dumps(decision.hits, default=str),
+            skipped=json.dumps(decision.skipped, default=str),
+            referral=json.dumps(referral, default=str) if referral else None,
+            posted_at=posted_at or clock.now())
+        row = await conn.fetchrow(post.sql, *post.args())
         if after_post is None or row["status"] != 201:
             return PostingResult(row["status"], row["body"])
         body = json.loads(row["body"])
         extra = await after_post(situation.member_id, body)
         if not extra:
             return PostingResult(row["status"], row["body"])
-        return await amend_response(conn, partner_id, idempotency_key, body, extra)
+        return await amend_response(conn, begin.partner, begin.idem_key, body, extra)
 
 
 async def amend_response(conn: asyncpg.Connection, partner_id: uuid.UUID,
@@ -167,30 +175,29 @@ async def amend_response(conn: asyncpg.Connection, partner_id: uuid.UUID,
     tier change, coupons), in the response and in the stored copy a retry replays."""
     text = json.dumps({**body, **extra}, default=str)
     if idempotency_key is not None:
-        await conn.execute("UPDATE idempotency_keys SET response = $3"
-                           " WHERE partner_id = $1 AND key = $2",
-                           partner_id, idempotency_key, text)
+        amend = AmendResponse(partner=partner_id, key=idempotency_key, response=text)
+        await conn.execute(amend.sql, *amend.args())
     return PostingResult(201, text)
 
 
-_FACTS = "SELECT * FROM purchase_facts($1, $2, $3, $4, $5::uuid[], $6, $7) f"
-_COMMIT = ("SELECT status, body FROM purchase_commit($1, $2, $3, $4, $5, $6, $7, $8::uuid[],"
-           " $9, $10, $11::jsonb, $12, $13, $14, $15, $16, $17, $18::jsonb, $19::jsonb,"
-           " $20::jsonb, $21::jsonb, $22::jsonb, $23)")
 STALE_FACTS = "CL001"  # SQLSTATE purchase_commit raises when a fact changed
 
 
 async def read_facts(conn: asyncpg.Connection, *, partner_id: uuid.UUID, member: MemberRef,
                      capped_rules: list[uuid.UUID], day_start: datetime,
-                     month_start: datetime, join: str = "", join_args: tuple = ()
+                     month_start: datetime, tiers: TierProgram, at: datetime
                      ) -> Situation | None:
     """The fast path's first step, outside any transaction: the member and what the
-    rules need to know, plus whatever `join` (constant SQL over `f`, with parameters
-    from $8 on) reads along. None when the reference matches no member of the partner
-    (the locked path records that refusal)."""
-    row = await conn.fetchrow(_FACTS + join, partner_id, member.id, member.card_number,
-                              member.customer_id, capped_rules, day_start, month_start,
-                              *join_args)
+    rules need to know, and the member's tier facts under `tiers` for a purchase at
+    `at` (coalition.tiers.predict). None when the reference matches no member of the
+    partner (the locked path records that refusal)."""
+    window = qualifying_window(tiers, at)
+    facts = PurchaseFacts(
+        partner=partner_id, member=member.id, card=member.card_number,
+        customer=member.customer_id, capped_rules=capped_rules, day_start=day_start,
+        month_start=month_start, basis=window.basis, start=window.start,
+        earlier=window.earlier, currency=window.currency, now=window.now)
+    row = await conn.fetchrow(facts.sql, *facts.args())
     if row["member_id"] is None:
         return None
     usage = {uuid.UUID(rule): (day, month)
@@ -226,15 +233,18 @@ async def commit_purchase(
     referral = None
     if decision.referral and situation.referrer:
         referral = {**decision.referral, "referrer": str(situation.referrer)}
+    commit = PurchaseCommit(
+        partner=partner_id, idem_key=idempotency_key, request_hash=request_hash,
+        member=member.id, card=member.card_number, customer=member.customer_id,
+        order_id=order.order_id, capped_rules=capped_rules, day_start=day_start,
+        month_start=month_start, expected=_json(expected), actor=actor,
+        occurred_at=order.occurred_at, currency=order.currency, total=order.total,
+        channel=order.channel, store=order.store_id, lines=_json(order.lines),
+        hits=_json(decision.hits), skipped=_json(decision.skipped),
+        referral=_json(referral) if referral else None, tier=_json(tier) if tier else None,
+        posted_at=clock.now())
     try:
-        row = await conn.fetchrow(
-            _COMMIT, partner_id, idempotency_key, request_hash, member.id,
-            member.card_number, member.customer_id, order.order_id, capped_rules, day_start,
-            month_start, _json(expected), actor, order.occurred_at, order.currency,
-            order.total, order.channel, order.store_id, _json(order.lines),
-            _json(decision.hits), _json(decision.skipped),
-            _json(referral) if referral else None, _json(tier) if tier else None,
-            clock.now())
+        row = await conn.fetchrow(commit.sql, *commit.args())
     except asyncpg.UniqueViolationError as exc:
         return _order_posted_meanwhile(exc)
     except asyncpg.PostgresError as exc:
@@ -268,12 +278,6 @@ def _json(value: Any) -> str:
     return _ENCODER.encode(value).decode()
 
 
-_EVENT_BEGIN = ("SELECT * FROM event_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                " $12::uuid[])")
-_EVENT_POST = ("SELECT status, body FROM event_post($1, $2, $3, $4, $5, $6, $7, $8::jsonb,"
-               " $9::jsonb, $10)")
-
-
 @dataclass(frozen=True)
 class EventSituation:
     member_id: uuid.UUID
@@ -299,40 +303,38 @@ async def post_event(
     """The locked path for an event: event_begin (claim, member, reference check, wallet
     lock, frequency counts and the usage of `capped_rules`), the rules, event_post
     (budgets, entry, rule hits, the stored response)."""
+    day_start, month_start, year_start = period_starts
+    begin = EventBegin(
+        partner=partner_id, idem_key=idempotency_key, request_hash=request_hash,
+        member=member.id, card=member.card_number, customer=member.customer_id,
+        event_type=event_type, reference=reference, day_start=day_start,
+        month_start=month_start, year_start=year_start, capped_rules=capped_rules)
     try:
-        return await _post_event_locked(conn, partner_id, actor, member, event_type,
-                                        reference, occurred_at, decide, capped_rules,
-                                        period_starts, idempotency_key, request_hash)
+        return await _post_event_locked(conn, begin, actor, occurred_at, decide)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "uq_member_events_reference":
             raise
         return PostingResult(409, _EVENT_RECORDED)
 
 
-async def _post_event_locked(conn: asyncpg.Connection, partner_id: uuid.UUID, actor: str,
-                             member: MemberRef, event_type: str, reference: str,
+async def _post_event_locked(conn: asyncpg.Connection, begin: EventBegin, actor: str,
                              occurred_at: datetime,
-                             decide: Callable[[EventSituation], Awaitable[Decision]],
-                             capped_rules: list[uuid.UUID],
-                             period_starts: tuple[datetime, datetime, datetime],
-                             idempotency_key: str | None, request_hash: str | None
+                             decide: Callable[[EventSituation], Awaitable[Decision]]
                              ) -> PostingResult:
-    day_start, month_start, year_start = period_starts
     async with conn.transaction():
-        begun = await conn.fetchrow(
-            _EVENT_BEGIN, partner_id, idempotency_key, request_hash, member.id,
-            member.card_number, member.customer_id, event_type, reference, day_start,
-            month_start, year_start, capped_rules)
+        begun = await conn.fetchrow(begin.sql, *begin.args())
         if not begun["proceed"]:
             return PostingResult(begun["status"], begun["body"])
         usage = {uuid.UUID(rule): (day, month)
                  for rule, (day, month) in json.loads(begun["usage"]).items()}
         decision = await decide(EventSituation(begun["member_id"],
                                                json.loads(begun["counts"]), usage))
-        row = await conn.fetchrow(
-            _EVENT_POST, partner_id, begun["member_id"], idempotency_key, actor, event_type,
-            reference, occurred_at, json.dumps(decision.hits, default=str),
-            json.dumps(decision.skipped, default=str), clock.now())
+        post = EventPost(
+            partner=begin.partner, member=begun["member_id"], idem_key=begin.idem_key,
+            actor=actor, event_type=begin.event_type, reference=begin.reference,
+            occurred_at=occurred_at, hits=json.dumps(decision.hits, default=str),
+            skipped=json.dumps(decision.skipped, default=str), posted_at=clock.now())
+        row = await conn.fetchrow(post.sql, *post.args())
         return PostingResult(row["status"], row["body"])
 
 
