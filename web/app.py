@@ -6,12 +6,11 @@ import logging
 import os
 
 import anyio
-from litestar import Litestar, Response, Router, get
+from litestar import Litestar, Response, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.params import FromPath
@@ -30,48 +29,13 @@ from coalition.uow import Database
 from tenants import passwords
 from tenants.roles import can
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES
-from web import logs
-from web.api.checkout import CheckoutController
-from web.api.members import MemberController
-from web.api.payments import PaymentController
-from web.api.points import PointsController
-from web.api.policies import PolicyController
-from web.api.purchases import EventController, PurchaseController
-from web.api.rewards import RewardController
-from web.api.screen import screen_request
-from web.api.settlement import SettlementController
-from web.api.statements import StatementController
-from web.api.tiers import TierController
+from web import api, logs, portal
 from web.api_docs import SwaggerDocs
 from web.headers import security_headers
 from web.lifespan import lifespan
 from web.oauth import OAUTH_HANDLERS
-from web.portal.affiliates.affiliate import AffiliateDashboardPages, AffiliatePages
-from web.portal.affiliates.operator import OperatorAffiliatePayoutPages, OperatorCommissionPages
-from web.portal.affiliates.partner import AffiliateConsolePages, PartnerCommissionPages
-from web.portal.auth import AuthPages
-from web.portal.authorize import AuthorizePages
 from web.portal.common import LoginRequired, login_redirect, path_ids_in_range
-from web.portal.company import CompanyPages
-from web.portal.connections import ConnectionPages
-from web.portal.console import ConsolePages
-from web.portal.coupons import CouponPages
-from web.portal.finance import OperatorFinancePages
-from web.portal.home import HomePages
-from web.portal.onboarding import OnboardingPages
-from web.portal.payments import OperatorPaymentPages, PartnerPayoutPages
-from web.portal.policies import OperatorPolicyPages, PartnerPolicyPages
-from web.portal.profile import ProfilePages
-from web.portal.rewards import MemberRewardPages
-from web.portal.rewards_console import RewardConsolePages
-from web.portal.rules import OperatorRulePages, PartnerRulePages
-from web.portal.segments import OperatorSegmentPages, PartnerSegmentPages
-from web.portal.settlement_terms import OperatorTermsPages, PartnerTermsPages
-from web.portal.sso import SsoLoginPages, SsoSettingsPages
-from web.portal.statements import OperatorSettlementPages, PartnerStatementPages
-from web.portal.tiers import OperatorTierPages
 from web.problems import EXCEPTION_HANDLERS, PROBLEM_TYPES, RETRY_AFTER_SECONDS, problem
-from web.security import BearerTokenMiddleware
 from web.sessions import PortalSessionConfig, PostgresSessionStore
 from web.tracking import TRACKING_HANDLERS
 from web.webhooks import stripe_webhook
@@ -166,32 +130,9 @@ def create_app(
                       cookie_samesite="lax", exclude=cookie_free)
     state_holder: dict[str, Litestar] = {}
 
-    api = Router(
-        path="/api/v1",
-        route_handlers=[MemberController, PointsController, PurchaseController,
-                        EventController, CheckoutController, RewardController, TierController,
-                        PaymentController, SettlementController, StatementController,
-                        PolicyController],
-        middleware=[DefineMiddleware(BearerTokenMiddleware)],
-        before_request=screen_request,
-        security=[{"partner": []}],
-    )
     app = Litestar(
-        route_handlers=[health, *OAUTH_HANDLERS, problem_type, index, api, AuthPages,
-                        AuthorizePages, ConnectionPages, HomePages, OnboardingPages,
-                        ConsolePages, SsoSettingsPages, SsoLoginPages,
-                        ProfilePages, MemberRewardPages, RewardConsolePages, CouponPages,
-                        PartnerRulePages, OperatorRulePages,
-                        CompanyPages, PartnerSegmentPages, OperatorSegmentPages,
-                        OperatorTierPages, PartnerPayoutPages, OperatorPaymentPages,
-                        OperatorPolicyPages, PartnerPolicyPages,
-                        OperatorFinancePages,
-                        stripe_webhook,
-                        OperatorTermsPages, PartnerTermsPages,
-                        OperatorSettlementPages, PartnerStatementPages,
-                        *TRACKING_HANDLERS, AffiliatePages, AffiliateConsolePages,
-                        AffiliateDashboardPages, OperatorAffiliatePayoutPages,
-                        PartnerCommissionPages, OperatorCommissionPages,
+        route_handlers=[health, problem_type, index, stripe_webhook, *TRACKING_HANDLERS,
+                        *OAUTH_HANDLERS, api.router(), *portal.routes(),
                         create_static_files_router(path="/static",
                                                    directories=[os.path.join(HERE, "static")],
                                                    include_in_schema=False)],

@@ -258,3 +258,6 @@ class AuthPages(Controller):
                         link="/forgot-password")
         renew_session_id(request)
         return Redirect("/login")
+
+
+ROUTES = [AuthPages]

@@ -147,3 +147,5 @@ class AuthorizePages(Controller):
                                    client.id, client.client_id, grant.request.scope or "")
         return await self._issue(state, oauth_request, grant, member)
 
+
+ROUTES = [AuthorizePages]

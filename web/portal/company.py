@@ -114,3 +114,6 @@ class CompanyPages(Controller):
         await _send_invite(request, admin.email, form.get("company_name", ""), user.email,
                            "admin", token)
         return Redirect("/operator/companies")
+
+
+ROUTES = [CompanyPages]

@@ -46,3 +46,6 @@ class ConnectionPages(Controller):
         # This process forgets at once; the others hear the database's NOTIFY.
         request.app.state.token_verifier.forget_all()
         return Redirect("/member/connections")
+
+
+ROUTES = [ConnectionPages]

@@ -165,3 +165,6 @@ class ConsolePages(Controller):
         await refused_as_pages(acting(db, user, scoped=True).run(
             people.remove, user.role, staff_id))
         return Redirect("/partner/staff")
+
+
+ROUTES = [ConsolePages]

@@ -67,3 +67,6 @@ class CouponPages(Controller):
         except NotFound:
             raise NotFoundException("No such offer.") from None
         return Redirect("/operator/coupons", status_code=303)
+
+
+ROUTES = [CouponPages]

@@ -60,3 +60,6 @@ class OperatorFinancePages(Controller):
         body = liability.report_csv(report.currency, report.outstanding, report.months)
         return Response(body, media_type="text/csv", headers={
             "Content-Disposition": 'attachment; filename="liability.csv"'})
+
+
+ROUTES = [OperatorFinancePages]

@@ -32,3 +32,6 @@ class HomePages(Controller):
         home = await acting(db, user).run(queries.operator_home)
         return page("operator_home.html", user=user, partners=home.partners,
                     totals=home.totals, referral_figures=home.referral_figures)
+
+
+ROUTES = [HomePages]

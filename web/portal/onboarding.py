@@ -154,3 +154,6 @@ class OnboardingPages(Controller):
                         "person who invited you for a new one.")
         renew_session_id(request)
         return Redirect("/login")
+
+
+ROUTES = [OnboardingPages]

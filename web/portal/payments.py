@@ -133,3 +133,6 @@ class OperatorPaymentPages(Controller):
             return await self._page(db, state, user, status_code=exc.status,
                                     error=f"Payout {payment_id}: {exc.detail}")
         return Redirect("/operator/payments", status_code=303)
+
+
+ROUTES = [OperatorPaymentPages, PartnerPayoutPages]

@@ -99,3 +99,6 @@ class PartnerPolicyPages(Controller):
             return await self._page(db, user, status_code=exc.status,
                                     errors={exc.field: exc.detail}, form=dict(form))
         return Redirect("/partner/policies")
+
+
+ROUTES = [OperatorPolicyPages, PartnerPolicyPages]

@@ -39,3 +39,6 @@ class ProfilePages(Controller):
                         link="/partner/profile")
         await console.run(onboarding.accept_terms, terms.version, user.email)
         return Redirect("/partner/profile")
+
+
+ROUTES = [ProfilePages]

@@ -186,3 +186,6 @@ class RewardConsolePages(Controller):
             return await self._till(db, user, error=exc.detail, status_code=exc.status)
         return await self._till(db, user, voucher=used,
                                 message="Voucher used: apply the reward to the order.")
+
+
+ROUTES = [RewardConsolePages]

@@ -407,3 +407,5 @@ class OperatorRulePages(Controller):
                       rule_id: FromPath[uuid.UUID]) -> Redirect:
         return await archive_action(await operator_scope(request, db, True), rule_id)
 
+
+ROUTES = [PartnerRulePages, OperatorRulePages]

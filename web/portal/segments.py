@@ -141,3 +141,6 @@ class OperatorSegmentPages(Controller, _Editor):
                      segment_id: FromPath[uuid.UUID]) -> Redirect:
         user = await operator(request, db)
         return await self.remove(acting(db, user), segment_id)
+
+
+ROUTES = [PartnerSegmentPages, OperatorSegmentPages]

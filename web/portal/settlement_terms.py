@@ -182,3 +182,6 @@ class PartnerTermsPages(Controller):
             return await self._prepaid_page(db, user, errors=_errors(exc), form=form,
                                             status_code=exc.status)
         return Redirect("/partner/prepaid", status_code=303)
+
+
+ROUTES = [OperatorTermsPages, PartnerTermsPages]

@@ -103,3 +103,6 @@ class SsoLoginPages(Controller):
         start_session(request, {"user_id": str(user.id), "auth_time": clock.timestamp(),
                                 "sso": provider.issuer})
         return Redirect(HOME[user.kind])
+
+
+ROUTES = [SsoLoginPages, SsoSettingsPages]

@@ -246,3 +246,6 @@ class OperatorSettlementPages(Controller):
             return await self._run_page(db, user, run_id, status_code=exc.status,
                                         errors={key: f"{exc.field or 'form'}: {exc.detail}"})
         return Redirect(f"/operator/settlement/{run_id}", status_code=303)
+
+
+ROUTES = [OperatorSettlementPages, PartnerStatementPages]

@@ -120,3 +120,6 @@ class OperatorTierPages(Controller):
         changed = await acting(db, user).run(console.reevaluate_everyone)
         return await self._page(db, user, saved=f"Re-evaluated; {changed} members changed"
                                 " tier.")
+
+
+ROUTES = [OperatorTierPages]

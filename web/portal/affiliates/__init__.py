@@ -10,3 +10,17 @@
 Their templates are in web/templates/affiliates/. Every read and change is a use case of
 coalition/affiliates (queries.py, service.py), of tenants/affiliate_signup.py or of
 settlement/affiliate_payouts.py, run in one Tx per call."""
+
+
+from web.portal.affiliates.affiliate import AffiliateDashboardPages, AffiliatePages
+from web.portal.affiliates.operator import (
+    OperatorAffiliatePayoutPages,
+    OperatorCommissionPages,
+)
+from web.portal.affiliates.partner import (
+    AffiliateConsolePages,
+    PartnerCommissionPages,
+)
+
+ROUTES = [AffiliatePages, AffiliateDashboardPages, AffiliateConsolePages,
+          PartnerCommissionPages, OperatorCommissionPages, OperatorAffiliatePayoutPages]
