@@ -115,7 +115,7 @@ async def create_company(session: AsyncSession, email: str, company_name: str, t
     return member_id, user, token
 
 
-# The portal's use cases (web/portal/company.py): a company's admins manage its people,
+# The portal's use cases (web/portal/partners/company.py): a company's admins manage its people,
 # the operator lists and creates companies. Each writes its audit row in its Tx.
 
 async def company(tx: Tx, member_id: uuid.UUID | None) -> Member | None:

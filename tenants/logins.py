@@ -1,4 +1,4 @@
-"""The use cases of the pages around a login (web/portal/auth.py, the invitation's
+"""The use cases of the pages around a login (web/portal/accounts/auth.py, the invitation's
 set-password page): logging in, a member's sign-up, confirming the email address, new
 confirmation links, password resets and accepted invitations.
 

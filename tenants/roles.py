@@ -44,7 +44,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "rules.manage": frozenset({"owner", "admin"}),
     "segments.view": frozenset({"owner", "admin", "analyst"}),
     "segments.manage": frozenset({"owner", "admin", "analyst"}),
-    # Payout and billing details, and the partner's payments (web/portal/payments.py).
+    # Payout and billing details, and the partner's payments (web/portal/settlement/payments.py).
     "payouts.manage": frozenset({"owner", "admin"}),
     # Rate cards (read-only), prepaid balance and blocks; requesting a block.
     "settlement.view": frozenset({"owner", "admin", "analyst"}),

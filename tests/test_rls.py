@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 import coalition.members as members_module
-import web.portal.console as console_module
+import web.portal.partners.console as console_module
 from coalition import clock
 from tenants.accounts import audit, create_user, issue_token
 from tenants.models import (

@@ -10,30 +10,19 @@ def routes() -> list:
     """Every portal page, area by area (imported here, not at the top: the area modules
     import web.portal.common, a module of this package)."""
     from web.portal import (
+        accounts,
         affiliates,
-        auth,
-        authorize,
-        company,
-        connections,
-        console,
-        coupons,
-        finance,
         home,
-        onboarding,
-        payments,
+        partners,
         policies,
-        profile,
         rewards,
-        rewards_console,
         rules,
         segments,
-        settlement_terms,
-        sso,
-        statements,
+        settlement,
         tiers,
     )
 
-    areas = [auth, authorize, sso, profile, connections, home, onboarding, console, company,
-             rules, segments, tiers, policies, rewards, rewards_console, coupons,
-             settlement_terms, statements, payments, finance, affiliates]
+    areas = [accounts, home, partners,
+             rules, segments, tiers, policies, rewards,
+             settlement, affiliates]
     return [handler for area in areas for handler in area.ROUTES]

@@ -13,7 +13,8 @@ from litestar.response import Redirect, Template
 from coalition.uow import Actor, Database, Runner
 from tenants import accounts
 from tenants.models import User
-from tenants.throttle import client_address
+from tenants.passwords import PasswordWorkBusy
+from tenants.throttle import RateLimited, client_address
 
 HOME = {"operator": "/operator", "partner_staff": "/partner", "member": "/member",
         "affiliate": "/affiliate"}
@@ -74,6 +75,19 @@ def client_ip(request: Request) -> str:
 def page(template: str, status_code: int = 200, headers: dict[str, str] | None = None,
          **context: Any) -> Template:
     return Template(template, context=context, status_code=status_code, headers=headers)
+
+
+def busy(template: Template, exc: PasswordWorkBusy | RateLimited) -> Template:
+    """The page with Retry-After: the password work queue was full (503), or a throttle
+    refused the request (429); nothing was judged or sent, and the same submission will do
+    after the seconds the header (and the page) says."""
+    template.headers["Retry-After"] = str(exc.retry_after)
+    return template
+
+
+def base_url(request: Request) -> str:
+    """This site's address, for the links the emails carry."""
+    return str(request.base_url).rstrip("/")
 
 
 def safe_next(target: str | None, fallback: str) -> str:

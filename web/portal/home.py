@@ -1,4 +1,5 @@
-"""The member's and the operator's home pages (the partner's is in console.py)."""
+"""The member's and the operator's home pages (the partner's is in partners/console.py);
+the three home pages' templates are in web/templates/home/."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class HomePages(Controller):
         me = acting(db, user)
         home = await me.run(members.home, user.member_id)
         code = await me.run(members.referral_code, user.member_id)
-        return page("member_home.html", user=user, balance=home.balance, history=home.history,
+        return page("home/member_home.html", user=user, balance=home.balance, history=home.history,
                     purchases=home.purchases, brands=home.brands,
                     card=home.member["card_number"], member=home.member, tier=home.tier,
                     tier_history=home.tier_history, referral_code=code,
@@ -30,7 +31,7 @@ class HomePages(Controller):
     async def operator_home(self, request: Request, db: Database) -> Template:
         user = await operator(request, db)
         home = await acting(db, user).run(queries.operator_home)
-        return page("operator_home.html", user=user, partners=home.partners,
+        return page("home/operator_home.html", user=user, partners=home.partners,
                     totals=home.totals, referral_figures=home.referral_figures)
 
 

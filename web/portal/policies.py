@@ -17,7 +17,7 @@ from coalition.uow import Database
 from tenants.models import User
 from tenants.roles import can
 from web.portal.common import PageForbidden, acting, operator, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 EXPIRY_LABELS = {
     "rolling": "rolling: the months after the day the points were earned",
@@ -52,7 +52,7 @@ class OperatorPolicyPages(Controller):
     async def _page(self, db: Database, user: User, status_code: int = 200,
                     **extra: Any) -> Template:
         shown = await acting(db, user).run(policies.policy_page)
-        return page("operator_policies.html", status_code=status_code, user=user,
+        return page("policies/operator_policies.html", status_code=status_code, user=user,
                     **_context(shown), **extra)
 
     @get("/")
@@ -78,7 +78,7 @@ class PartnerPolicyPages(Controller):
     async def _page(self, db: Database, user: User, status_code: int = 200,
                     **extra: Any) -> Template:
         shown = await acting(db, user, scoped=True).run(policies.policy_page)
-        return page("partner_policies.html", status_code=status_code, user=user,
+        return page("policies/partner_policies.html", status_code=status_code, user=user,
                     partner=shown.partner, may_change=can(user, "policies.manage"),
                     **_context(shown), **extra)
 

@@ -47,7 +47,7 @@ from coalition.settings import current_settings
 from coalition.uow import Database, Runner
 from tenants.models import User
 from web.portal.common import acting, operator, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 SAMPLE_LINES = 5
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -115,7 +115,7 @@ async def list_page(scope: Scope) -> Template:
     rows = [(rule, version, describe(service.from_record(version), scope.currency),
              window_text(version, scope.tz), awarded.get(rule.id, service.Performance()))
             for rule, version in listed]
-    return page("rules.html", **_context(scope, rows=rows, tz=scope.tz,
+    return page("rules/rules.html", **_context(scope, rows=rows, tz=scope.tz,
                                          performance_days=PERFORMANCE_DAYS))
 
 
@@ -141,7 +141,7 @@ async def editor_page(scope: Scope, rule: EarningRule | None,
                                                      and rule.archived_at is None))
     described = [(v, describe(service.from_record(v), scope.currency),
                   window_text(v, scope.tz)) for v in history]
-    return page("rule_edit.html", status_code=status_code, **_context(
+    return page("rules/rule_edit.html", status_code=status_code, **_context(
         scope, rule=rule, form=form, error=error, history=described, editable=editable,
         basket=basket or _blank_basket(scope), result=result, tz=scope.tz))
 
@@ -270,11 +270,11 @@ async def run_preview(request: Request, scope: Scope) -> Response:
     # the draft is still being typed, and shows the explanation it holds.
     status = 200 if error is None else error.status if error.status < 500 else 400
     if fragment:
-        return page("rule_preview_result.html", **context)
+        return page("rules/rule_preview_result.html", **context)
     if draft_form is not None:
         return await editor_page(scope, rule, form=draft_form, basket=basket_shown,
                                  result=result, error=error, status_code=status)
-    return page("rule_preview.html", status_code=status, **context)
+    return page("rules/rule_preview.html", status_code=status, **context)
 
 
 async def calendar_page(scope: Scope, year: int | None) -> Template:
@@ -294,7 +294,7 @@ async def calendar_page(scope: Scope, year: int | None) -> Template:
                          "window": window_text(version, scope.tz),
                          "summary": describe(service.from_record(version), scope.currency)})
     rows.sort(key=lambda r: (r["cells"].index(True), r["version"].name))
-    return page("rule_calendar.html", **_context(scope, year=year, rows=rows, tz=scope.tz))
+    return page("rules/rule_calendar.html", **_context(scope, year=year, rows=rows, tz=scope.tz))
 
 
 async def archive_action(scope: Scope, rule_id: uuid.UUID) -> Redirect:
@@ -338,7 +338,7 @@ class PartnerRulePages(Controller):
     @get("/preview")
     async def preview_page(self, request: Request, db: Database) -> Template:
         scope = await partner_scope(request, db, False)
-        return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
+        return page("rules/rule_preview.html", **_context(scope, basket=_blank_basket(scope),
                                                     result=None, error=None))
 
     @post("/preview")
@@ -385,7 +385,7 @@ class OperatorRulePages(Controller):
     @get("/preview")
     async def preview_page(self, request: Request, db: Database) -> Template:
         scope = await operator_scope(request, db, False)
-        return page("rule_preview.html", **_context(scope, basket=_blank_basket(scope),
+        return page("rules/rule_preview.html", **_context(scope, basket=_blank_basket(scope),
                                                     result=None, error=None))
 
     @post("/preview")

@@ -19,7 +19,7 @@ from coalition.uow import Database, Runner
 from tenants.models import User
 from tenants.roles import can
 from web.portal.common import acting, operator, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 EXAMPLE = json.dumps({"match": "all", "conditions": [
     {"type": "last_purchase", "within_days": 30},
@@ -34,7 +34,7 @@ class _Editor:
 
     async def listing(self, runner: Runner, user: User, can_edit: bool) -> Template:
         rows = await runner.run(queries.segments_of_owner)
-        return page("segments.html", user=user, segments=rows, base=self.base,
+        return page("segments/segments.html", user=user, segments=rows, base=self.base,
                     can_edit=can_edit, coalition=runner.partner_id is None,
                     form={"definition": EXAMPLE})
 
@@ -43,7 +43,7 @@ class _Editor:
         row = await runner.run(queries.segment_of_owner, segment_id)
         form = {"name": row["name"], "description": row["description"] or "",
                 "definition": json.dumps(json.loads(row["definition"]), indent=2)}
-        return page("segment_edit.html", user=user, segment=row, form=form, base=self.base,
+        return page("segments/segment_edit.html", user=user, segment=row, form=form, base=self.base,
                     can_edit=can_edit, coalition=runner.partner_id is None)
 
     async def submit(self, request: Request, runner: Runner, user: User,
@@ -56,11 +56,11 @@ class _Editor:
         try:
             if form.get("action") == "preview":
                 count = await runner.run(queries.preview_count, raw)
-                return page("segment_edit.html", preview=count, **context)
+                return page("segments/segment_edit.html", preview=count, **context)
             await runner.run(segments.save_segment, segment_id, form.get("name", ""),
                              (form.get("description") or "").strip() or None, raw)
         except DomainError as exc:
-            return page("segment_edit.html", status_code=exc.status, error=exc.detail,
+            return page("segments/segment_edit.html", status_code=exc.status, error=exc.detail,
                         error_field=exc.field, **context)
         return Redirect(self.base)
 

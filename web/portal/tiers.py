@@ -57,7 +57,7 @@ class OperatorTierPages(Controller):
                     ) -> Template:
         shown = await acting(db, user).run(queries.tier_page)
         spend = shown.program.policy.qualification == "spend"
-        return page("operator_tiers.html", status_code=status_code, user=user,
+        return page("tiers/operator_tiers.html", status_code=status_code, user=user,
                     program=shown.program, spend=spend, held=shown.held, manual=shown.manual,
                     unlocks=shown.unlocks, threshold=lambda t: money(t) if spend else str(t),
                     **extra)

@@ -26,9 +26,9 @@ from coalition.uow import Database
 from tenants.affiliate_signup import sign_up_affiliate
 from tenants.models import User
 from tenants.passwords import PasswordWorkBusy
-from web.portal.auth import base_url, mail_verification
-from web.portal.common import acting, current_user, page, require
-from web.portal.payments import money
+from web.portal.accounts.auth import mail_verification
+from web.portal.common import acting, base_url, current_user, page, require
+from web.portal.settlement.payments import money
 
 BAR_WIDTH = 300   # pixels of the widest bar in the monthly chart
 SUB_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")

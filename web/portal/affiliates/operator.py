@@ -19,7 +19,7 @@ from settlement import affiliate_payouts
 from tenants.models import User
 from web.portal.affiliates.review import decide, listing, parse_uuid
 from web.portal.common import acting, operator, page, row_id
-from web.portal.payments import money, sepa_download
+from web.portal.settlement.payments import money, sepa_download
 
 
 class OperatorCommissionPages(Controller):

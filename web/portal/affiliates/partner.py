@@ -23,7 +23,7 @@ from tenants.models import User
 from tenants.roles import can
 from web.portal.affiliates.review import decide, listing
 from web.portal.common import acting, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 TERMS_DEFAULTS = {"model": "percent", "rate": "5", "attribution_window_days": "30",
                   "click_model": "last_click", "hold_days": "30", "min_payout": "50.00",

@@ -10,7 +10,7 @@ from coalition.errors import DomainError
 from coalition.uow import Database
 from settlement import liability, queries
 from web.portal.common import acting, operator, page
-from web.portal.payments import money
+from web.portal.settlement.payments import money
 
 BAR_WIDTH = 300   # pixels of the widest bar in the monthly chart
 

@@ -28,7 +28,7 @@ from settlement import statements as service
 from settlement.collect import collect_run
 from tenants.models import User
 from web.portal.common import acting, operator, page, row_id
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 
 def own_flow_grid(flows: list, partner_id) -> dict:

@@ -15,8 +15,15 @@ from coalition.uow import Database
 from tenants import companies
 from tenants.mail import Mailer
 from tenants.models import User
-from web.portal.auth import base_url
-from web.portal.common import PageForbidden, acting, current_user, operator, page, require
+from web.portal.common import (
+    PageForbidden,
+    acting,
+    base_url,
+    current_user,
+    operator,
+    page,
+    require,
+)
 
 
 async def _company_user(request: Request, db: Database) -> tuple[User, Member]:
@@ -49,7 +56,7 @@ class CompanyPages(Controller):
     @get("/member/company")
     async def people(self, request: Request, db: Database) -> Template:
         user, company = await _company_user(request, db)
-        return page("company.html", user=user, company=company,
+        return page("partners/company.html", user=user, company=company,
                     people=await acting(db, user).run(companies.people_of, company.id),
                     roles=companies.COMPANY_ROLES)
 
@@ -98,7 +105,7 @@ class CompanyPages(Controller):
     async def operator_list(self, request: Request, db: Database) -> Template:
         user = await operator(request, db)
         rows = await acting(db, user).run(companies.companies)
-        return page("operator_companies.html", user=user, companies=rows, form={})
+        return page("partners/operator_companies.html", user=user, companies=rows, form={})
 
     @post("/operator/companies")
     async def operator_create(self, request: Request, db: Database) -> Response:
@@ -114,6 +121,3 @@ class CompanyPages(Controller):
         await _send_invite(request, admin.email, form.get("company_name", ""), user.email,
                            "admin", token)
         return Redirect("/operator/companies")
-
-
-ROUTES = [CompanyPages]

@@ -37,7 +37,8 @@ def _respond(status: int, body: object, headers: list[tuple[str, str]]) -> Respo
         return Redirect(location, status_code=302)
     # No verified redirect URI: tell the person, never bounce to an unknown address.
     error = body if isinstance(body, dict) else {}
-    return page("oauth_error.html", status_code=400, error=error.get("error", "invalid_request"),
+    return page("accounts/oauth_error.html", status_code=400,
+                error=error.get("error", "invalid_request"),
                 description=error.get("error_description", "The request is not valid."))
 
 
@@ -109,7 +110,7 @@ class AuthorizePages(Controller):
             target = f"/oauth/authorize?{urlencode(params)}"
             return Redirect(f"/login?next={quote(target)}")
         if member is None:
-            return page("oauth_error.html", status_code=403, user=user,
+            return page("accounts/oauth_error.html", status_code=403, user=user,
                         error="member_account_required",
                         description="Only a member account can connect a brand's app. "
                         "Log out and sign in with your member account.")
@@ -120,7 +121,7 @@ class AuthorizePages(Controller):
         if consent is not None and set(scopes) <= set(consent.split()) and "consent" not in prompt:
             return await self._issue(state, oauth_request, grant, member)
         partner = await db.run(queries.partner, client.row.partner_id)
-        return page("consent.html", headers=form_targets_policy(client.row.redirect_uris),
+        return page("accounts/consent.html", headers=form_targets_policy(client.row.redirect_uris),
                     user=user, partner=partner, client=client.row,
                     params=params, redirect_host=urlsplit(grant.request.payload.redirect_uri
                                                           or client.get_default_redirect_uri()
@@ -146,6 +147,3 @@ class AuthorizePages(Controller):
         await acting(db, user).run(consents.record_consent, user.member_id, client.partner_id,
                                    client.id, client.client_id, grant.request.scope or "")
         return await self._issue(state, oauth_request, grant, member)
-
-
-ROUTES = [AuthorizePages]

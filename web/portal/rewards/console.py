@@ -21,8 +21,8 @@ from coalition.settings import current_settings
 from coalition.uow import Database, Runner
 from tenants.models import User
 from web.portal.common import acting, page
-from web.portal.console import staff
-from web.portal.reward_forms import FormErrors, as_major, read_reward
+from web.portal.partners.console import staff
+from web.portal.rewards.forms import FormErrors, as_major, read_reward
 
 
 async def _zone(runner: Runner) -> ZoneInfo:
@@ -186,6 +186,3 @@ class RewardConsolePages(Controller):
             return await self._till(db, user, error=exc.detail, status_code=exc.status)
         return await self._till(db, user, voucher=used,
                                 message="Voucher used: apply the reward to the order.")
-
-
-ROUTES = [RewardConsolePages]

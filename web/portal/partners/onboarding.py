@@ -15,8 +15,7 @@ from tenants import accounts, logins, onboarding
 from tenants.mail import Mailer
 from tenants.models import User
 from tenants.passwords import PasswordWorkBusy
-from web.portal.auth import base_url, busy
-from web.portal.common import acting, operator, page
+from web.portal.common import acting, base_url, busy, operator, page
 from web.sessions import current_session_id, renew_session_id
 
 CHOICES = {"legal_forms": onboarding.LEGAL_FORMS, "industries": onboarding.INDUSTRIES,
@@ -42,7 +41,7 @@ class OnboardingPages(Controller):
     @get("/partners/apply")
     async def apply_form(self, request: Request, db: Database) -> Template:
         terms = await db.run(onboarding.terms)
-        return page("apply.html", app=onboarding.Application(), terms=terms, **CHOICES)
+        return page("partners/apply.html", app=onboarding.Application(), terms=terms, **CHOICES)
 
     @post("/partners/apply")
     async def apply(self, request: Request, db: Database) -> Template:
@@ -51,7 +50,8 @@ class OnboardingPages(Controller):
             partner = await db.run(onboarding.submit_application, application)
         except DomainError:   # the form's errors are in application.errors
             terms = await db.run(onboarding.terms)
-            return page("apply.html", status_code=400, app=application, terms=terms, **CHOICES)
+            return page("partners/apply.html", status_code=400, app=application, terms=terms,
+                        **CHOICES)
         mailer: Mailer = request.app.state.mailer
         await mailer.send(application.contact_email, "We received your partner application",
                           f"Thank you for applying to join the coalition as {partner.name}. "
@@ -63,14 +63,14 @@ class OnboardingPages(Controller):
 
     @get("/partners/terms")
     async def terms(self, db: Database) -> Template:
-        return page("terms.html", terms=await db.run(onboarding.terms))
+        return page("partners/terms.html", terms=await db.run(onboarding.terms))
 
     @get("/operator/partners")
     async def queue(self, request: Request, db: Database) -> Template:
         user = await operator(request, db)
         partners = await acting(db, user).run(onboarding.partners)
         waiting = [p for p in partners if p.status in ("applied", "under_review")]
-        return page("applications.html", user=user, waiting=waiting, partners=partners)
+        return page("partners/applications.html", user=user, waiting=waiting, partners=partners)
 
     @get("/operator/partners/{partner_id:uuid}")
     async def detail(self, request: Request, db: Database,
@@ -86,7 +86,7 @@ class OnboardingPages(Controller):
         if found is None:
             return page("message.html", status_code=404, user=user, title="Not found",
                         message="No such partner.")
-        return page("partner_detail.html", status_code=refused.status if refused else 200,
+        return page("partners/partner_detail.html", status_code=refused.status if refused else 200,
                     user=user, partner=found.partner, history=found.history,
                     acceptances=found.acceptances, actions=found.actions,
                     error=refused.detail if refused else None,
@@ -124,7 +124,7 @@ class OnboardingPages(Controller):
 
     @get("/set-password")
     async def set_password_form(self, token: FromQuery[str] = "") -> Template:
-        return page("reset.html", token=token, action="/set-password",
+        return page("accounts/reset.html", token=token, action="/set-password",
                     heading="Set your password")
 
     @post("/set-password")
@@ -133,7 +133,7 @@ class OnboardingPages(Controller):
         password, token = form.get("password", ""), form.get("token", "")
 
         def refused(exc: DomainError) -> Template:
-            template = page("reset.html", status_code=exc.status, token=token,
+            template = page("accounts/reset.html", status_code=exc.status, token=token,
                             error=exc.detail, action="/set-password",
                             heading="Set your password")
             return busy(template, exc) if isinstance(exc, PasswordWorkBusy) else template
@@ -154,6 +154,3 @@ class OnboardingPages(Controller):
                         "person who invited you for a new one.")
         renew_session_id(request)
         return Redirect("/login")
-
-
-ROUTES = [OnboardingPages]

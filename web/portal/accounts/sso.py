@@ -14,9 +14,8 @@ from coalition.errors import DomainError
 from coalition.uow import Database
 from tenants import sso
 from tenants.keys import SecretBox
-from web.portal.auth import base_url
-from web.portal.common import HOME, acting, page
-from web.portal.console import staff
+from web.portal.common import HOME, acting, base_url, page
+from web.portal.partners.console import staff
 from web.sessions import start_session
 
 PENDING_KEY = "sso_pending"
@@ -31,7 +30,7 @@ def _callback(request: Request) -> str:
 
 
 def _refuse(message: str, status: int = 403) -> Template:
-    return page("login.html", status_code=status, error=message, next="")
+    return page("accounts/login.html", status_code=status, error=message, next="")
 
 
 class SsoSettingsPages(Controller):
@@ -42,7 +41,7 @@ class SsoSettingsPages(Controller):
     async def show(self, request: Request, db: Database) -> Template:
         user = await staff(request, db, "sso.manage")
         provider, partner = await acting(db, user, scoped=True).run(sso.settings_of)
-        return page("sso.html", user=user, provider=provider, partner=partner,
+        return page("accounts/sso.html", user=user, provider=provider, partner=partner,
                     callback=_callback(request))
 
     @post("/")
@@ -57,7 +56,7 @@ class SsoSettingsPages(Controller):
                 enabled=form.get("enabled") == "on")
         except DomainError as exc:     # raised before anything is written
             provider, partner = await console.run(sso.settings_of)
-            return page("sso.html", status_code=400, user=user, partner=partner,
+            return page("accounts/sso.html", status_code=400, user=user, partner=partner,
                         provider=provider, callback=_callback(request),
                         errors={exc.field: exc.detail}, form=dict(form))
         return Redirect("/partner/sso")
@@ -103,6 +102,3 @@ class SsoLoginPages(Controller):
         start_session(request, {"user_id": str(user.id), "auth_time": clock.timestamp(),
                                 "sso": provider.issuer})
         return Redirect(HOME[user.kind])
-
-
-ROUTES = [SsoLoginPages, SsoSettingsPages]

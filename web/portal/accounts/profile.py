@@ -9,7 +9,7 @@ from litestar.response import Redirect, Template
 from coalition.uow import Database
 from tenants import onboarding, queries
 from web.portal.common import PageForbidden, acting, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 
 class ProfilePages(Controller):
@@ -20,8 +20,9 @@ class ProfilePages(Controller):
     async def show(self, request: Request, db: Database) -> Template:
         user = await staff(request, db, "profile.view")
         found = await acting(db, user, scoped=True).run(queries.profile)
-        return page("profile.html", user=user, partner=found.partner, history=found.history,
-                    terms=found.terms, needs_acceptance=found.needs_acceptance)
+        return page("accounts/profile.html", user=user, partner=found.partner,
+                    history=found.history, terms=found.terms,
+                    needs_acceptance=found.needs_acceptance)
 
     @post("/terms")
     async def accept_terms(self, request: Request, db: Database) -> Redirect | Template:
@@ -39,6 +40,3 @@ class ProfilePages(Controller):
                         link="/partner/profile")
         await console.run(onboarding.accept_terms, terms.version, user.email)
         return Redirect("/partner/profile")
-
-
-ROUTES = [ProfilePages]

@@ -16,7 +16,7 @@ from coalition.uow import Database
 from settlement import actions, payout_details, queries, sepa
 from tenants.models import User
 from web.portal.common import acting, operator, page, row_id
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 METHODS = {"sepa": "Bank transfer (SEPA credit transfer to your IBAN)",
            "stripe_connect": "Stripe Connect (transfer to your connected account)"}
@@ -40,9 +40,9 @@ class PartnerPayoutPages(Controller):
     async def _page(self, db: Database, user: User, status_code: int = 200,
                     **extra) -> Template:
         found = await acting(db, user, scoped=True).run(queries.own_payouts)
-        return page("payouts.html", status_code=status_code, user=user, partner=found.partner,
-                    details=found.details, payments=found.payments, methods=METHODS,
-                    money=money, **extra)
+        return page("settlement/payouts.html", status_code=status_code, user=user,
+                    partner=found.partner, details=found.details, payments=found.payments,
+                    methods=METHODS, money=money, **extra)
 
     @get("/")
     async def show(self, request: Request, db: Database) -> Template:
@@ -71,7 +71,7 @@ class OperatorPaymentPages(Controller):
     async def _page(self, db: Database, state: State, user: User, status_code: int = 200,
                     **extra) -> Template:
         found = await acting(db, user).run(queries.operator_payments)
-        return page("operator_payments.html", status_code=status_code, user=user,
+        return page("settlement/operator_payments.html", status_code=status_code, user=user,
                     payments=found.payments, notifications=found.notifications,
                     ready=found.ready, money=money, stripe_ready=state.stripe.configured,
                     **extra)
@@ -114,9 +114,9 @@ class OperatorPaymentPages(Controller):
             error = "Choose paid or failed."
         elif payment is None or payment["status"] != "exported":
             error = "Only an exported SEPA payout can be marked."
-        return page("operator_payment_mark.html", status_code=409 if error else 200,
-                    user=user, payment=payment, status=status, marks=MARKS, money=money,
-                    error=error)
+        return page("settlement/operator_payment_mark.html",
+                    status_code=409 if error else 200, user=user, payment=payment,
+                    status=status, marks=MARKS, money=money, error=error)
 
     @post("/{payment_id:int}/mark")
     async def mark(self, request: Request, db: Database, state: State,

@@ -22,7 +22,7 @@ from coalition.settings import current_settings
 from coalition.uow import Database
 from tenants.models import User
 from web.portal.common import acting, operator, page
-from web.portal.reward_forms import FormErrors, read_offer
+from web.portal.rewards.forms import FormErrors, read_offer
 
 
 async def _page(db: Database, user: User, *, form: dict | None = None,
@@ -67,6 +67,3 @@ class CouponPages(Controller):
         except NotFound:
             raise NotFoundException("No such offer.") from None
         return Redirect("/operator/coupons", status_code=303)
-
-
-ROUTES = [CouponPages]

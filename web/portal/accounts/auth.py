@@ -17,21 +17,19 @@ from tenants.models import User
 from tenants.passwords import PasswordWorkBusy
 from tenants.throttle import RateLimited
 from web.conversions import CLICK_COOKIE, click_flush, cookie_click
-from web.portal.authorize import login_policy
-from web.portal.common import HOME, acting, client_ip, current_user, page, require, safe_next
+from web.portal.accounts.authorize import login_policy
+from web.portal.common import (
+    HOME,
+    acting,
+    base_url,
+    busy,
+    client_ip,
+    current_user,
+    page,
+    require,
+    safe_next,
+)
 from web.sessions import current_session_id, renew_session_id, start_session
-
-
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-def busy(template: Template, exc: PasswordWorkBusy | RateLimited) -> Template:
-    """The page with Retry-After: the password work queue was full (503), or a throttle
-    refused the request (429); nothing was judged or sent, and the same submission will do
-    after the seconds the header (and the page) says."""
-    template.headers["Retry-After"] = str(exc.retry_after)
-    return template
 
 
 def email_limits(request: Request) -> tuple[str, int]:
@@ -60,7 +58,7 @@ class AuthPages(Controller):
 
     @get("/login")
     async def login_form(self, db: Database, next: FromQuery[str | None] = None) -> Template:
-        return page("login.html", headers=await login_policy(db, next), next=next or "")
+        return page("accounts/login.html", headers=await login_policy(db, next), next=next or "")
 
     @post("/login")
     async def login(self, request: Request, db: Database) -> Response:
@@ -70,16 +68,16 @@ class AuthPages(Controller):
             # A refusal is returned: the judged attempt commits, for the throttle.
             user = await db.run(logins.log_in, email, password, client_ip(request))
         except TooManyAttempts as exc:
-            return busy(page("login.html", status_code=429, error=exc.detail, email=email,
+            return busy(page("accounts/login.html", status_code=429, error=exc.detail, email=email,
                              next=form.get("next", ""),
                              headers=await login_policy(db, form.get("next"))), exc)
         except PasswordWorkBusy as exc:
-            return busy(page("login.html", status_code=503, error=exc.detail, email=email,
+            return busy(page("accounts/login.html", status_code=503, error=exc.detail, email=email,
                              next=form.get("next", ""),
                              headers=await login_policy(db, form.get("next"))), exc)
         if isinstance(user, LoginFailed):
             # Only after the right password: offer a new confirmation link at once.
-            return page("login.html", status_code=401, error=user.detail, email=email,
+            return page("accounts/login.html", status_code=401, error=user.detail, email=email,
                         next=form.get("next", ""),
                         headers=await login_policy(db, form.get("next")),
                         unverified=user.slug == "email-not-verified")
@@ -99,14 +97,15 @@ class AuthPages(Controller):
 
     @get("/register")
     async def register_form(self) -> Template:
-        return page("register.html")
+        return page("accounts/register.html")
 
     @get("/join/{code:str}")
     async def join(self, db: Database, code: str) -> Template:
         """A member's referral link: the sign-up form carrying the code. An unknown code
         still shows the form, saying the invitation is not valid, and binds nothing."""
         known = await db.run(logins.referrer_known, code)
-        return page("register.html", referral_code=referrals.normalized(code) if known else "",
+        return page("accounts/register.html",
+                    referral_code=referrals.normalized(code) if known else "",
                     referral_invalid=not known)
 
     @post("/register")
@@ -122,8 +121,9 @@ class AuthPages(Controller):
         try:
             await accounts.check_password_rules(password, email)
         except PasswordWorkBusy as exc:
-            return busy(page("register.html", status_code=503, error=exc.detail, email=email,
-                             name=name, referral_code=form.get("referral_code", "")), exc)
+            return busy(page("accounts/register.html", status_code=503, error=exc.detail,
+                             email=email, name=name,
+                             referral_code=form.get("referral_code", "")), exc)
         except DomainError as exc:
             errors["password"] = exc.detail
         raw_code = form.get("referral_code", "").strip()
@@ -131,8 +131,8 @@ class AuthPages(Controller):
             errors.update(await db.run(logins.registration_problems,
                                        None if errors else email, raw_code))
         if errors:
-            return page("register.html", status_code=400, errors=errors, email=email, name=name,
-                        referral_code=raw_code)
+            return page("accounts/register.html", status_code=400, errors=errors, email=email,
+                        name=name, referral_code=raw_code)
         ip, per_address = email_limits(request)
         try:  # counted only when an email goes out: a refused form is rolled back
             user, token = await db.run(
@@ -141,7 +141,7 @@ class AuthPages(Controller):
                 ip, per_address)
         except (RateLimited, PasswordWorkBusy) as exc:
             # Nothing of the sign-up stays: not the member, not the count.
-            return busy(page("register.html",
+            return busy(page("accounts/register.html",
                              status_code=429 if isinstance(exc, RateLimited) else 503,
                              error=exc.detail, email=email, name=name,
                              referral_code=raw_code), exc)
@@ -164,7 +164,7 @@ class AuthPages(Controller):
 
     @get("/resend-verification")
     async def resend_form(self, email: FromQuery[str] = "") -> Template:
-        return page("resend.html", email=email)
+        return page("accounts/resend.html", email=email)
 
     @post("/resend-verification")
     async def resend_by_email(self, request: Request, db: Database) -> Template:
@@ -205,7 +205,7 @@ class AuthPages(Controller):
 
     @get("/forgot-password")
     async def forgot_form(self) -> Template:
-        return page("forgot.html")
+        return page("accounts/forgot.html")
 
     @post("/forgot-password")
     async def forgot(self, request: Request, db: Database) -> Template:
@@ -229,7 +229,7 @@ class AuthPages(Controller):
 
     @get("/reset-password")
     async def reset_form(self, token: FromQuery[str] = "") -> Template:
-        return page("reset.html", token=token)
+        return page("accounts/reset.html", token=token)
 
     @post("/reset-password")
     async def reset(self, request: Request, db: Database) -> Response:
@@ -238,10 +238,10 @@ class AuthPages(Controller):
         try:
             await accounts.check_password_rules(password)
         except PasswordWorkBusy as exc:
-            return busy(page("reset.html", status_code=503, token=form.get("token", ""),
+            return busy(page("accounts/reset.html", status_code=503, token=form.get("token", ""),
                              error=exc.detail), exc)
         except DomainError as exc:
-            return page("reset.html", status_code=400, token=form.get("token", ""),
+            return page("accounts/reset.html", status_code=400, token=form.get("token", ""),
                         error=exc.detail)
         try:
             # Whoever used the old password is out; this browser stays, under a new id.
@@ -249,7 +249,7 @@ class AuthPages(Controller):
                                 current_session_id(request))
         except DomainError as exc:  # the rules with the email known, or a full queue
             # Rolled back: the link stays unused, to try again.
-            template = page("reset.html", status_code=exc.status,
+            template = page("accounts/reset.html", status_code=exc.status,
                             token=form.get("token", ""), error=exc.detail)
             return busy(template, exc) if isinstance(exc, PasswordWorkBusy) else template
         if user is None:
@@ -258,6 +258,3 @@ class AuthPages(Controller):
                         link="/forgot-password")
         renew_session_id(request)
         return Redirect("/login")
-
-
-ROUTES = [AuthPages]

@@ -32,7 +32,7 @@ class ConnectionPages(Controller):
                 "name": row.app_name, "granted_at": row.granted_at,
                 "scopes": [MEMBER_SCOPES[s].format(partner=row.partner_name)
                            for s in row.scope.split() if s in MEMBER_SCOPES]})
-        return page("connections.html", user=user, brands=list(brands.values()))
+        return page("accounts/connections.html", user=user, brands=list(brands.values()))
 
     @post("/{partner_id:uuid}/revoke")
     async def revoke(self, request: Request, db: Database,
@@ -46,6 +46,3 @@ class ConnectionPages(Controller):
         # This process forgets at once; the others hear the database's NOTIFY.
         request.app.state.token_verifier.forget_all()
         return Redirect("/member/connections")
-
-
-ROUTES = [ConnectionPages]

@@ -25,7 +25,7 @@ from settlement.models import BILLING_TYPES, CYCLES
 from settlement.terms import Invalid
 from tenants.models import User
 from web.portal.common import acting, operator, page
-from web.portal.console import staff
+from web.portal.partners.console import staff
 
 
 def _errors(exc: DomainError) -> dict[str, str]:

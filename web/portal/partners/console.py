@@ -23,8 +23,7 @@ from tenants.mail import Mailer
 from tenants.models import STAFF_ROLES, User
 from tenants.roles import can
 from tenants.service import MEMBER_SCOPES, PARTNER_SCOPES, SECRET_ROTATION_GRACE
-from web.portal.auth import base_url
-from web.portal.common import PageForbidden, acting, current_user, page, require
+from web.portal.common import PageForbidden, acting, base_url, current_user, page, require
 
 T = TypeVar("T")
 
@@ -67,7 +66,7 @@ class ConsolePages(Controller):
     async def home(self, request: Request, db: Database) -> Template:
         user = await staff(request, db, "console.view")
         home = await acting(db, user, scoped=True).run(queries.partner_home)
-        return page("partner_home.html", user=user, partner=home.partner, figures=home.figures,
+        return page("home/partner_home.html", user=user, partner=home.partner, figures=home.figures,
                     recent=home.recent, prepaid_low=home.prepaid_low,
                     referral_figures=home.referral_figures)
 
@@ -75,7 +74,7 @@ class ConsolePages(Controller):
     async def clients(self, request: Request, db: Database) -> Template:
         user = await staff(request, db, "clients.manage")
         partner_name, rows = await acting(db, user, scoped=True).run(clients.clients)
-        return page("clients.html", user=user, clients=rows, scopes=PARTNER_SCOPES,
+        return page("partners/clients.html", user=user, clients=rows, scopes=PARTNER_SCOPES,
                     member_scopes=MEMBER_SCOPES, partner_name=partner_name,
                     grace_hours=_grace_hours())
 
@@ -98,7 +97,7 @@ class ConsolePages(Controller):
         except DomainError as exc:
             return page("message.html", status_code=400, user=user, title=exc.title,
                         message=exc.detail, field=exc.field, link="/partner/clients")
-        return page("secret.html", user=user, client=client, secret=secret)
+        return page("partners/secret.html", user=user, client=client, secret=secret)
 
     @post("/clients/{client_pk:uuid}/rotate")
     async def rotate(self, request: Request, db: Database,
@@ -106,7 +105,7 @@ class ConsolePages(Controller):
         user = await staff(request, db, "clients.manage")
         client, secret = await refused_as_pages(
             acting(db, user, scoped=True).run(clients.rotate, client_pk))
-        return page("secret.html", user=user, client=client, secret=secret, rotated=True,
+        return page("partners/secret.html", user=user, client=client, secret=secret, rotated=True,
                     grace_hours=_grace_hours())
 
     @post("/clients/{client_pk:uuid}/revoke")
@@ -122,7 +121,7 @@ class ConsolePages(Controller):
         rows = await acting(db, user, scoped=True).run(people.staff)
         roles = STAFF_ROLES if user.role == "owner" else tuple(r for r in STAFF_ROLES
                                                                if r != "owner")
-        return page("staff.html", user=user, staff=rows, roles=roles)
+        return page("partners/staff.html", user=user, staff=rows, roles=roles)
 
     @post("/staff")
     async def invite(self, request: Request, db: Database) -> Response:
@@ -165,6 +164,3 @@ class ConsolePages(Controller):
         await refused_as_pages(acting(db, user, scoped=True).run(
             people.remove, user.role, staff_id))
         return Redirect("/partner/staff")
-
-
-ROUTES = [ConsolePages]

@@ -80,6 +80,3 @@ class MemberRewardPages(Controller):
             r = v["reward"]
             v["worth"] = describe(r["kind"], r["value"], r["currency"])
         return page("rewards/vouchers.html", user=user, vouchers=vouchers)
-
-
-ROUTES = [MemberRewardPages]
