@@ -26,6 +26,7 @@ import asyncpg
 from coalition import clock
 from coalition.cards import is_valid_card_number
 from coalition.prepaid import refusal
+from coalition.settings import coalition_settings
 
 MAX_POINTS = 10**12
 REQUIRED = {"points", "order_reference", "occurred_at"}
@@ -278,7 +279,7 @@ async def import_transactions(
             raise ValueError(f"no partner with slug {partner_slug!r}")
         if partner["status"] != "active":
             raise ValueError(f"partner {partner_slug!r} is {partner['status']}, not active")
-        timezone = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings"))
+        timezone = (await coalition_settings(conn)).zone
         report = ImportReport()
         actor = f"import:{path.name}"
         queues: list[asyncio.Queue[list[Row] | None]] = [asyncio.Queue() for _ in range(workers)]

@@ -17,6 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from litestar import Litestar
 
+from coalition import settings as coalition_settings
 from coalition.config import Settings
 from coalition.db import DatabaseUrl, drop_database
 from tests.browser import CHROMIUM, LAUNCH_ARGS, LiveServer, chromium_missing_reason
@@ -48,6 +49,13 @@ def _docker_engine_answers() -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _fresh_coalition_settings() -> None:
+    """Each test reads the coalition's settings row afresh: a test that changed it (and
+    put it back) leaves no cached copy behind for the next (coalition/settings.py)."""
+    coalition_settings.forget()
 
 
 @pytest.fixture(scope="session")

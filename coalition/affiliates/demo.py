@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +25,7 @@ from coalition.affiliates.commissions import approve_due, for_purchase
 from coalition.affiliates.models import Affiliate
 from coalition.affiliates.programs import ProgramSpec, TermsSpec
 from coalition.affiliates.signup import PayoutSpec, SignupSpec
+from coalition.settings import coalition_settings
 from coalition.uow import Tx
 
 AFFILIATE_LOGIN = ("ola@testuje.example", "demo-affiliate-pass", "Affiliate Ola (blogger)")
@@ -145,7 +145,7 @@ async def _clicks_and_sales(conn: asyncpg.Connection, enrollment_id: uuid.UUID,
         sold.append(sale)
         wanted -= 1
     clicks += [(sale["occurred_at"] - timedelta(hours=1), sale) for sale in sold]
-    tz = ZoneInfo(await conn.fetchval("SELECT timezone FROM coalition_settings WHERE id = 1"))
+    tz = (await coalition_settings(conn)).zone
     for clicked_at, sale in sorted(clicks, key=lambda c: c[0]):
         click_id = uuid.uuid4()
         await conn.execute(
