@@ -133,6 +133,13 @@ async def post_purchase(
         return _order_posted_meanwhile(exc)
 
 
+def _usage(begun: asyncpg.Record) -> dict[uuid.UUID, tuple[int, int]]:
+    """The member's points under each capped rule today and this month, as the first
+    step read them under the wallet lock."""
+    return {uuid.UUID(rule): (day, month)
+            for rule, (day, month) in json.loads(begun["usage"]).items()}
+
+
 async def _post_locked(conn: asyncpg.Connection, begin: PurchaseBegin, actor: str,
                        order: Order, decide: Decide, posted_at: datetime | None,
                        after_post: AfterPost | None) -> PostingResult:
@@ -140,8 +147,7 @@ async def _post_locked(conn: asyncpg.Connection, begin: PurchaseBegin, actor: st
         begun = await conn.fetchrow(begin.sql, *begin.args())
         if not begun["proceed"]:
             return PostingResult(begun["status"], begun["body"])
-        usage = {uuid.UUID(rule): (day, month)
-                 for rule, (day, month) in json.loads(begun["usage"]).items()}
+        usage = _usage(begun)
         situation = Situation(begun["member_id"], begun["first_purchase"],
                               begun["coalition_first"], begun["referrer"], usage, conn,
                               begun)
@@ -325,8 +331,7 @@ async def _post_event_locked(conn: asyncpg.Connection, begin: EventBegin, actor:
         begun = await conn.fetchrow(begin.sql, *begin.args())
         if not begun["proceed"]:
             return PostingResult(begun["status"], begun["body"])
-        usage = {uuid.UUID(rule): (day, month)
-                 for rule, (day, month) in json.loads(begun["usage"]).items()}
+        usage = _usage(begun)
         decision = await decide(EventSituation(begun["member_id"],
                                                json.loads(begun["counts"]), usage))
         post = EventPost(
