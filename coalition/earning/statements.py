@@ -91,18 +91,10 @@ def _attributed(member_column: str) -> str:
 _MEMBER_FACTS = ("capped_rules", "day_start", "month_start")
 
 
-@statement(
-    "SELECT * FROM purchase_begin("
-    + named("partner", "idem_key", "request_hash", "member", "card", "customer",
-            "order_id", *_MEMBER_FACTS) + ") b"
-    + context_join("b.member_id")
-    # The tier ladder, and the member's tier lock, which the re-evaluation after posting
-    # needs (taken after the wallet lock, the order every path uses).
-    + f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}, {lock_sql('b.member_id')}"
-    " AS tier_lock WHERE b.proceed) tp ON true"
-    + _attributed("b.member_id"))
-class PurchaseBegin(Statement):
-    """The locked path's first step (coalition/earning/posting.py)."""
+@dataclass(frozen=True, slots=True)
+class _PurchaseClaim(Statement):
+    """What both postings of a purchase begin with, in this order: the idempotency
+    claim, the member reference, the order, and the capped rules' usage periods."""
 
     partner: uuid.UUID
     idem_key: str | None
@@ -114,6 +106,20 @@ class PurchaseBegin(Statement):
     capped_rules: list[uuid.UUID]
     day_start: datetime
     month_start: datetime
+
+
+@statement(
+    "SELECT * FROM purchase_begin("
+    + named("partner", "idem_key", "request_hash", "member", "card", "customer",
+            "order_id", *_MEMBER_FACTS) + ") b"
+    + context_join("b.member_id")
+    # The tier ladder, and the member's tier lock, which the re-evaluation after posting
+    # needs (taken after the wallet lock, the order every path uses).
+    + f" LEFT JOIN LATERAL (SELECT {PROGRAM_COLUMNS}, {lock_sql('b.member_id')}"
+    " AS tier_lock WHERE b.proceed) tp ON true"
+    + _attributed("b.member_id"))
+class PurchaseBegin(_PurchaseClaim):
+    """The locked path's first step (coalition/earning/posting.py)."""
 
 
 _ORDER = ("order_id", "occurred_at", "currency", "total", "channel", "store", "lines",
@@ -171,20 +177,10 @@ class PurchaseFacts(Statement):
                    "order_id", *_MEMBER_FACTS, "expected", "actor", "occurred_at",
                    "currency", "total", "channel", "store", "lines", "hits", "skipped",
                    "referral", "tier", "posted_at") + ")")
-class PurchaseCommit(Statement):
+class PurchaseCommit(_PurchaseClaim):
     """The fast path's posting: claims, locks, checks the facts in `expected` (and the
     tier facts in `tier`) and posts, or raises STALE_FACTS having written nothing."""
 
-    partner: uuid.UUID
-    idem_key: str | None
-    request_hash: str | None
-    member: uuid.UUID | None
-    card: str | None
-    customer: str | None
-    order_id: str
-    capped_rules: list[uuid.UUID]
-    day_start: datetime
-    month_start: datetime
     expected: Json
     actor: str
     occurred_at: datetime
